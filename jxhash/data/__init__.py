@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from jxhash.data.coco import load_coco
 from jxhash.data.core import CrossModalData, SPLITS
+from jxhash.data.features import load_features
+from jxhash.data.iapr import load_iapr
+from jxhash.data.mirflickr import load_mirflickr25k
+from jxhash.data.nuswide import load_nuswide
 from jxhash.data.splits import make_split
 from jxhash.data.synthetic import load_synthetic
+from jxhash.data.wikipedia import load_wikipedia
 from jxhash.errors import DataError
 
 # name -> loader(data_dir, *, split, seed, **options) -> CrossModalData
 LOADERS = {
     "synthetic": load_synthetic,
+    "wikipedia": load_wikipedia,
+    "mirflickr25k": load_mirflickr25k,
+    "nuswide": load_nuswide,
+    "iapr": load_iapr,
+    "coco": load_coco,
+    "features": load_features,
 }
 
 

@@ -33,6 +33,13 @@ def make_split(n: int, *, num_query: int, num_train: int, num_val: int = 0,
     raise DataError(f"unknown split rule {rule!r}; choose 'random' or 'dcmh'")
   if min(num_query, num_train, num_val) < 0 or num_query + num_train > n:
     raise DataError(f"split sizes query={num_query} train={num_train} val={num_val} do not fit {n} items")
+  if num_retrieval is not None:
+    # Slicing would otherwise shrink retrieval (or train inside it) silently.
+    room = n - num_query - (0 if train_in_retrieval else num_train)
+    if num_retrieval > room or (train_in_retrieval and num_retrieval < num_train):
+      outside = "query set" if train_in_retrieval else "query and train sets"
+      raise DataError(f"num_retrieval={num_retrieval} does not fit: {room} items are outside the {outside}"
+                      + (f" and it must hold the {num_train} training items" if train_in_retrieval else ""))
   order = np.arange(n) if rule == "dcmh" else np.random.default_rng(seed).permutation(n)
   query = order[:num_query]
   rest = order[num_query:]

@@ -1,0 +1,475 @@
+"""Read named matrices from the file formats cross-modal hashing releases ship in.
+
+Formats:
+  .npy                 one array (the key is ignored).
+  .npz                 arrays by key.
+  .mat (MATLAB v4/v5)  variables by name, via `scipy.io.loadmat` (sparse variables are densified).
+  .mat v7.3, .h5       HDF5 datasets by name, via h5py. A file is taken as HDF5 when it carries
+                       the HDF5 signature (at byte 0, 512, 1024, ...), whatever its extension.
+
+MATLAB writes column-major arrays, so in HDF5 an N×D MATLAB matrix appears as D×N and an
+H×W×3×N image stack as N×3×W×H. Datasets of a MATLAB file (the "MATLAB 7.3 MAT-file" header or
+a `MATLAB_class` attribute) get their axes reversed back to MATLAB's order; a plain HDF5 file
+written from numpy is read as stored.
+
+Every problem becomes a `DataError` naming the file (and key): a missing file (with the loader's
+hint on what to download and where to put it), a missing key (listing the keys present), an
+unreadable or truncated file, a non-numeric array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import zipfile
+import zlib
+
+import h5py
+import numpy as np
+import scipy.io
+import scipy.sparse
+from scipy.io.matlab import MatReadError
+
+from jxhash.errors import DataError
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# MATLAB classes that hold numbers; anything else (char, cell, struct, ...) is not a matrix.
+MATLAB_NUMERIC = frozenset({"double", "single", "logical", "int8", "uint8", "int16", "uint16",
+                            "int32", "uint32", "int64", "uint64"})
+# What numpy, scipy and h5py raise on a damaged or foreign file; all mean "cannot read it".
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError, RuntimeError, IndexError,
+                NotImplementedError, AttributeError, zlib.error, zipfile.BadZipFile, MatReadError)
+_EXTENSIONS = (".npy", ".npz", ".mat", ".h5", ".hdf5")
+
+
+@dataclasses.dataclass(frozen=True)
+class Matrix:
+  """An array and where it came from, so later checks can name the file and key."""
+
+  array: np.ndarray
+  path: pathlib.Path
+  key: str | None = None
+
+  @property
+  def where(self) -> str:
+    return f"{self.path} [{self.key}]" if self.key else str(self.path)
+
+  @property
+  def rows(self) -> int:
+    return int(self.array.shape[0]) if self.array.ndim else 0
+
+
+def split_spec(spec, base=None) -> tuple[pathlib.Path, str | None]:
+  """Split "path" or "path:key" into (path, key); relative paths are taken under `base`.
+
+  The colon only separates a key when what follows it has no path separator and the whole
+  string is not itself an existing file (so "C:\\data\\x.mat" stays a path).
+  """
+  text = os.fspath(spec)
+  path, key = text, None
+  head, sep, tail = text.rpartition(":")
+  if sep and head and tail and "/" not in tail and "\\" not in tail:
+    if not _under(text, base).exists():
+      path, key = head, tail
+  return _under(path, base), key
+
+
+def _under(path, base) -> pathlib.Path:
+  p = pathlib.Path(path).expanduser()
+  return p if base is None or p.is_absolute() else pathlib.Path(base) / p
+
+
+def is_hdf5(path) -> bool:
+  """Whether the file carries the HDF5 signature (MATLAB v7.3 puts it after a 512-byte header)."""
+  size = os.path.getsize(path)
+  with open(path, "rb") as f:
+    offset = 0
+    while offset + len(HDF5_SIGNATURE) <= size:
+      f.seek(offset)
+      if f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+        return True
+      offset = 512 if offset == 0 else 2 * offset
+  return False
+
+
+def _has_matlab_header(path) -> bool:
+  with open(path, "rb") as f:
+    return f.read(6) == b"MATLAB"
+
+
+def missing_file(path, hint: str = "") -> DataError:
+  """The error for a file that is not there, with the loader's download hint."""
+  message = f"{path}: file not found"
+  return DataError(f"{message}. {hint}" if hint else message)
+
+
+def read_matrix(path, keys=None, *, hint: str = "") -> Matrix:
+  """Read one numeric array from a .npy / .npz / .mat / .h5 file.
+
+  Args:
+    path: the file.
+    keys: a name or a list of candidate names, the first present wins ("LAll", ["L_tr"]).
+      None: the file must hold exactly one array. Ignored for .npy.
+    hint: appended to the missing-file error (what to download and where to put it).
+
+  Returns:
+    Matrix with the array in MATLAB/numpy row order (rows = items for the usual N×D files);
+    bool arrays become uint8.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise missing_file(path, hint)
+  candidates = [keys] if isinstance(keys, str) else list(keys or ())
+  suffix = path.suffix.lower()
+  try:
+    if suffix == ".npy":
+      array, key = np.load(path, allow_pickle=False), None
+    elif suffix == ".npz":
+      with np.load(path, allow_pickle=False) as archive:
+        key = _pick(candidates, list(archive.files), path)
+        array = archive[key]
+    elif is_hdf5(path):
+      with h5py.File(path, "r") as f:
+        key = _pick(candidates, _hdf5_keys(f), path)
+        array = _read_hdf5(f[key], _has_matlab_header(path), f"{path} [{key}]")
+    elif suffix in (".mat", ""):
+      present = [name for name, _, _ in scipy.io.whosmat(path)]
+      key = _pick(candidates, present, path)
+      array = scipy.io.loadmat(path, variable_names=[key])[key]
+      if scipy.sparse.issparse(array):
+        array = array.toarray()
+    elif suffix in (".h5", ".hdf5"):
+      raise DataError(f"{path}: not an HDF5 file (no HDF5 signature); it may be truncated or mislabelled")
+    else:
+      raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(_EXTENSIONS)}")
+  except DataError:
+    raise
+  except _READ_ERRORS as e:
+    raise DataError(f"{path}: cannot read the file ({type(e).__name__}: {e}); it may be truncated "
+                    "or damaged, download it again") from e
+  where = f"{path} [{key}]" if key else str(path)
+  return Matrix(_numeric(np.asarray(array), where), path, key)
+
+
+def read_array(path, keys=None, *, hint: str = "") -> np.ndarray:
+  """`read_matrix(...).array`."""
+  return read_matrix(path, keys, hint=hint).array
+
+
+def list_keys(path) -> list[str]:
+  """Names of the arrays a .npz / .mat / .h5 file holds ([] for .npy)."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise missing_file(path)
+  try:
+    if path.suffix.lower() == ".npy":
+      return []
+    if path.suffix.lower() == ".npz":
+      with np.load(path, allow_pickle=False) as archive:
+        return list(archive.files)
+    if is_hdf5(path):
+      with h5py.File(path, "r") as f:
+        return _hdf5_keys(f)
+    return [name for name, _, _ in scipy.io.whosmat(path)]
+  except _READ_ERRORS as e:
+    raise DataError(f"{path}: cannot read the file ({type(e).__name__}: {e})") from e
+
+
+def _pick(candidates, present, path) -> str:
+  if not candidates:
+    if len(present) == 1:
+      return present[0]
+    if not present:
+      raise DataError(f"{path}: the file holds no arrays")
+    raise DataError(f"{path}: the file holds several arrays {present}; name one (path:key or the key option)")
+  for key in candidates:
+    if key in present:
+      return key
+  wanted = " or ".join(repr(k) for k in candidates)
+  raise DataError(f"{path}: no array named {wanted}; the file holds {present}")
+
+
+def _hdf5_keys(f) -> list[str]:
+  # MATLAB keeps cell/struct payloads under "#refs#" and "#subsystem#"; they are not variables.
+  return [k for k in f.keys() if not k.startswith("#")]
+
+
+def _matlab_class(node) -> str | None:
+  value = node.attrs.get("MATLAB_class")
+  if value is None:
+    return None
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _read_hdf5(node, matlab_file: bool, where: str) -> np.ndarray:
+  cls = _matlab_class(node)
+  if isinstance(node, h5py.Group):
+    if "MATLAB_sparse" in node.attrs:
+      # MATLAB v7.3 sparse: CSC parts data/ir/jc, the row count in the attribute.
+      num_rows = int(node.attrs["MATLAB_sparse"])
+      jc = node["jc"][()]
+      ir = node["ir"][()] if "ir" in node else np.zeros(0, np.int64)
+      data = node["data"][()] if "data" in node else np.zeros(0, np.uint8)
+      return scipy.sparse.csc_matrix((data, ir, jc), shape=(num_rows, jc.size - 1)).toarray()
+    raise DataError(f"{where}: is a group (a MATLAB {cls or 'struct'}), not a numeric matrix")
+  if cls is not None and cls not in MATLAB_NUMERIC:
+    raise DataError(f"{where}: holds a MATLAB {cls} array, not a numeric matrix")
+  if node.attrs.get("MATLAB_empty", 0):
+    return np.zeros(0)
+  data = node[()]
+  if matlab_file or cls is not None:
+    data = data.transpose()
+  return data if data.ndim > 2 else np.ascontiguousarray(data)
+
+
+def _numeric(array: np.ndarray, where: str) -> np.ndarray:
+  if array.dtype.kind == "b":
+    return array.astype(np.uint8)
+  if array.dtype.kind not in "iuf":
+    raise DataError(f"{where}: holds {array.dtype} values, not numbers; expected a numeric matrix")
+  return array
+
+
+# ---------------------------------------------------------------------------------------------
+# Lazy row access for arrays too large to load (pixel stacks).
+
+
+class LazyRows:
+  """Rows of an on-disk array read on demand, presented as (N, ...) in memory order.
+
+  `rows[idx]` (an int, slice or index array, any order, repeats allowed) reads only those
+  items. Close it (or use `with`) to release the file.
+
+  Attributes:
+    shape: (N, ...) as the rows come out, e.g. (N, H, W, 3) for pixels.
+    dtype: the stored dtype.
+    path, key: the file and the array in it (key None for .npy); `where` joins them for messages.
+  """
+
+  def __init__(self, source, perm, path: pathlib.Path, key: str | None, closer=None):
+    self._source = source
+    self._perm = tuple(perm)
+    self._row_axis = self._perm[0]
+    self._closer = closer
+    self.path, self.key = path, key
+    self.where = f"{path} [{key}]" if key else str(path)
+    self.shape = tuple(int(source.shape[a]) for a in self._perm)
+    self.dtype = source.dtype
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __getitem__(self, index) -> np.ndarray:
+    rows = np.arange(len(self))[index]
+    single = rows.ndim == 0
+    rows = np.atleast_1d(rows)
+    if rows.size == 0:
+      return np.zeros((0,) + self.shape[1:], self.dtype)
+    # h5py reads only strictly increasing selections; a contiguous run is one hyperslab.
+    unique, inverse = np.unique(rows, return_inverse=True)
+    select = [slice(None)] * len(self._perm)
+    if unique[-1] - unique[0] + 1 == unique.size:
+      select[self._row_axis] = slice(int(unique[0]), int(unique[-1]) + 1)
+    else:
+      select[self._row_axis] = unique
+    block = np.asarray(self._source[tuple(select)])
+    if unique.size != rows.size or not np.array_equal(unique, rows):
+      block = np.take(block, inverse.ravel(), axis=self._row_axis)
+    out = np.ascontiguousarray(block.transpose(self._perm))
+    return out[0] if single else out
+
+  def close(self):
+    if self._closer is not None:
+      self._closer()
+      self._closer = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def open_rows(path, keys=None, *, pixels: bool = False, num_rows: int | None = None,
+              hint: str = "") -> LazyRows:
+  """Open a large array for reading rows on demand, without loading it.
+
+  Args:
+    path: a .npy (memory-mapped) or HDF5 / MATLAB v7.3 file.
+    keys: dataset name or candidates, as in `read_matrix`.
+    pixels: present a 4-D image stack as (N, H, W, 3) whatever its stored layout
+      (see `pixel_layout`).
+    num_rows: the expected N, used to tell the item axis from the others.
+    hint: appended to the missing-file error.
+
+  Returns:
+    LazyRows; the caller closes it.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise missing_file(path, hint)
+  candidates = [keys] if isinstance(keys, str) else list(keys or ())
+  closer = None
+  try:
+    if path.suffix.lower() == ".npy":
+      source, key, reverse = np.load(path, mmap_mode="r", allow_pickle=False), None, False
+    elif is_hdf5(path):
+      f = h5py.File(path, "r")
+      closer = f.close
+      key = _pick(candidates, _hdf5_keys(f), path)
+      source = f[key]
+      if not isinstance(source, h5py.Dataset):
+        raise DataError(f"{path} [{key}]: is a group, not an array that can be read by rows")
+      cls = _matlab_class(source)
+      if cls is not None and cls not in MATLAB_NUMERIC:
+        raise DataError(f"{path} [{key}]: holds a MATLAB {cls} array, not a numeric matrix")
+      reverse = _has_matlab_header(path) or cls is not None
+    else:
+      raise DataError(f"{path}: rows can only be read lazily from .npy or HDF5 / MATLAB v7.3 files; "
+                      "load it whole with read_matrix or convert it")
+    where = f"{path} [{key}]" if key else str(path)
+    if source.dtype.kind not in "biuf":
+      raise DataError(f"{where}: holds {source.dtype} values, not numbers; expected a numeric matrix")
+    ndim = len(source.shape)
+    # Axis i of the MATLAB-order array is stored as axis ndim-1-i in the file.
+    logical_shape = tuple(reversed(source.shape)) if reverse else tuple(source.shape)
+    order = pixel_layout(logical_shape, where, num_rows) if pixels else tuple(range(ndim))
+  except BaseException as e:
+    if closer is not None:
+      closer()
+    if isinstance(e, _READ_ERRORS) and not isinstance(e, DataError):
+      raise DataError(f"{path}: cannot read the file ({type(e).__name__}: {e}); it may be truncated "
+                      "or damaged, download it again") from e
+    raise
+  perm = [ndim - 1 - a for a in order] if reverse else list(order)
+  return LazyRows(source, perm, path, key, closer)
+
+
+def read_pixels(path, keys=None, *, num_rows: int | None = None, hint: str = "",
+                chunk: int = 512) -> Matrix:
+  """Load a whole image stack as contiguous (N, H, W, 3) uint8.
+
+  HDF5 / v7.3 and .npy stacks are copied chunk by chunk into the result, so the peak memory is
+  the stack once (a full read followed by a transpose would hold it twice: ~6 GB for
+  MIRFlickr's 3 GB of pixels). Other formats are read whole.
+  """
+  path = pathlib.Path(path)
+  if path.is_file() and (path.suffix.lower() == ".npy" or is_hdf5(path)):
+    with open_rows(path, keys, pixels=True, num_rows=num_rows, hint=hint) as rows:
+      if rows.dtype != np.uint8:
+        raise DataError(f"{rows.where}: pixel images must be uint8, got {rows.dtype}")
+      out = np.empty(rows.shape, np.uint8)
+      try:
+        for start in range(0, len(rows), chunk):
+          out[start:start + chunk] = rows[start:start + chunk]
+      except _READ_ERRORS as e:
+        raise DataError(f"{rows.where}: cannot read the pixels ({type(e).__name__}: {e}); the file may be "
+                        "truncated or damaged, download it again") from e
+    return Matrix(out, path, rows.key)
+  return as_pixels(read_matrix(path, keys, hint=hint), num_rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks shared by the loaders; each names the file it complains about.
+
+
+def pixel_layout(shape, where: str, num_rows: int | None = None) -> tuple[int, ...]:
+  """The axis order that turns a 4-D image stack into (N, H, W, 3).
+
+  Accepts N×H×W×3, N×3×H×W and H×W×3×N (MATLAB's usual stack, which DCMH-lineage v7.3 files
+  hold). With `num_rows`, the item axis must have that size.
+  """
+  if len(shape) != 4:
+    raise DataError(f"{where}: pixel images must be 4-D (N, H, W, 3), got shape {tuple(shape)}")
+  for order in ((0, 1, 2, 3), (0, 2, 3, 1), (3, 0, 1, 2)):
+    out = [shape[a] for a in order]
+    if out[3] == 3 and (num_rows is None or out[0] == num_rows):
+      return order
+  expect = f" with {num_rows} items" if num_rows is not None else ""
+  raise DataError(f"{where}: cannot read shape {tuple(shape)} as an (N, H, W, 3) image stack{expect}")
+
+
+def as_pixels(matrix: Matrix, num_rows: int | None = None) -> Matrix:
+  """The image stack of `matrix` as contiguous (N, H, W, 3) uint8."""
+  order = pixel_layout(matrix.array.shape, matrix.where, num_rows)
+  if matrix.array.dtype != np.uint8:
+    raise DataError(f"{matrix.where}: pixel images must be uint8, got {matrix.array.dtype}")
+  return dataclasses.replace(matrix, array=np.ascontiguousarray(matrix.array.transpose(order)))
+
+
+def check_rows(*matrices: Matrix) -> int:
+  """The common row count of paired matrices; a DataError naming both files if they differ."""
+  first = matrices[0]
+  for other in matrices[1:]:
+    if other.rows != first.rows:
+      message = (f"row counts disagree: {first.where} has {first.rows} rows but {other.where} has "
+                 f"{other.rows}; row i of every file must be the same item")
+      if other.array.ndim == 2 and other.array.shape[1] == first.rows:
+        message += f" ({other.where} looks transposed: its columns match; store it items × features)"
+      raise DataError(message)
+  return first.rows
+
+
+def check_matrix(matrix: Matrix, what: str) -> Matrix:
+  """A 2-D feature matrix with finite values; floats become float32 (what the networks use)."""
+  x = matrix.array
+  if x.ndim != 2:
+    raise DataError(f"{matrix.where}: {what} must be a 2-D matrix (items × features), got shape {x.shape}")
+  if x.dtype.kind == "f":
+    bad = ~np.isfinite(x)
+    if bad.any():
+      row, col = (int(i) for i in np.argwhere(bad)[0])
+      raise DataError(f"{matrix.where}: {what} has {int(bad.sum())} NaN or inf values (first at row {row}, "
+                      f"column {col})")
+    if x.dtype != np.float32:
+      return dataclasses.replace(matrix, array=x.astype(np.float32))
+  return matrix
+
+
+def check_labels(matrix: Matrix) -> Matrix:
+  """A 2-D multi-hot {0, 1} label matrix, as uint8."""
+  x = matrix.array
+  if x.ndim != 2:
+    raise DataError(f"{matrix.where}: labels must be a 2-D multi-hot matrix (items × classes), got shape "
+                    f"{x.shape}")
+  bad = (x != 0) & (x != 1)
+  if bad.any():
+    values = np.unique(x[bad])[:5].tolist()
+    row = int(np.argwhere(bad)[0][0])
+    raise DataError(f"{matrix.where}: labels must be 0/1 multi-hot, found values {values} (first at row {row})")
+  return dataclasses.replace(matrix, array=x.astype(np.uint8))
+
+
+def codes_to_onehot(matrix: Matrix, num_classes: int) -> Matrix:
+  """Class codes 1..num_classes (a vector, N×1 or 1×N) as an N×num_classes one-hot matrix."""
+  codes = matrix.array.reshape(-1)
+  if codes.dtype.kind == "f" and not np.all(np.isfinite(codes) & (codes == np.round(codes))):
+    raise DataError(f"{matrix.where}: class codes must be whole numbers 1..{num_classes}")
+  codes = codes.astype(np.int64)
+  bad = (codes < 1) | (codes > num_classes)
+  if bad.any():
+    raise DataError(f"{matrix.where}: class codes must be 1..{num_classes}, found {np.unique(codes[bad])[:5].tolist()} "
+                    f"(first at row {int(np.flatnonzero(bad)[0])})")
+  onehot = np.zeros((codes.size, num_classes), np.uint8)
+  onehot[np.arange(codes.size), codes - 1] = 1
+  return dataclasses.replace(matrix, array=onehot)
+
+
+def data_directory(data_dir, dataset: str, hint: str) -> pathlib.Path:
+  """`data_dir` as a Path, or a DataError saying what the dataset needs there."""
+  if data_dir is None:
+    raise DataError(f"dataset {dataset!r} needs data_dir, the folder holding its files. {hint}")
+  path = pathlib.Path(data_dir).expanduser()
+  if not path.is_dir():
+    raise DataError(f"{path}: data folder for {dataset!r} not found. {hint}")
+  return path
+
+
+def find_file(directory, names) -> pathlib.Path | None:
+  """The first of `names` that exists in `directory`, or None."""
+  for name in names:
+    path = pathlib.Path(directory) / name
+    if path.is_file():
+      return path
+  return None

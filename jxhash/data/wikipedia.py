@@ -1,0 +1,133 @@
+"""The Wikipedia cross-modal benchmark (Rasiwasia et al., ACM MM 2010), precomputed features."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+
+from jxhash.data import io
+from jxhash.data.core import CrossModalData
+from jxhash.errors import DataError
+
+NUM_CLASSES = 10
+RAW_FEATURES = "raw_features.mat"
+LISTS = ("trainset_txt_img_cat.list", "testset_txt_img_cat.list")
+# .mat files that carry their own labels L_tr / L_te (CMFH/LSSH/RFDH-style, SCRATCH's v7.3 copy).
+LABELLED_FILES = ("wikiData.mat", "wiki_data.mat")
+DOWNLOAD = ("Get raw_features.mat with trainset_txt_img_cat.list and testset_txt_img_cat.list (the Wikipedia "
+            "dataset page, http://www.svcl.ucsd.edu/projects/crossmodal/, or the JFSSL folder of "
+            "BMC-SDNU/Cross-Modal-Retrieval on GitHub), or wikiData.mat (same repository, RFDH folder), "
+            "and put them in data_dir.")
+
+
+def load_wikipedia(data_dir, *, split: str = "random", seed: int = 0, num_val: int = 0,
+                   file: str | None = None) -> CrossModalData:
+  """Wikipedia: 2866 image–text pairs, 128-d SIFT bag-of-words images, 10-d LDA texts, 10 classes.
+
+  Files read from `data_dir` (first complete set wins, or the .mat named by `file`):
+    - raw_features.mat (I_tr 2173×128, I_te 693×128, T_tr 2173×10, T_te 693×10) with
+      trainset_txt_img_cat.list / testset_txt_img_cat.list, whose lines are
+      "text_id<TAB>image_id<TAB>category" in the row order of the .mat (category 1..10);
+    - wikiData.mat: the same features with L_tr / L_te, either class codes 1..10 (N×1) or
+      one-hot (N×10, as in the multi-label-format copy); wiki_data.mat (MATLAB v7.3) likewise.
+  Where to get them: the dataset page http://www.svcl.ucsd.edu/projects/crossmodal/, or
+  BMC-SDNU/Cross-Modal-Retrieval on GitHub (JFSSL/wikipedia_info for raw_features.mat and the
+  lists, RFDH for wikiData.mat).
+
+  Protocol: the official split, whatever `split` says ("random" and "dcmh" are both accepted
+  and give the same sets, so results stay comparable with the literature): query = the 693 test
+  items (rows 2173..2865), retrieval = train = the 2173 training items (rows 0..2172).
+  `num_val` (default 0, so train is exactly the official 2173) moves that many items from
+  train to val: the end of a permutation of train seeded by `seed`; they stay in the
+  retrieval set. The seed affects nothing else.
+
+  Returns:
+    CrossModalData named "wikipedia"; features as float32, labels one-hot.
+  """
+  if split not in ("random", "dcmh"):
+    raise DataError(f"unknown split rule {split!r} for 'wikipedia'; 'random' and 'dcmh' both give the official split")
+  directory = io.data_directory(data_dir, "wikipedia", DOWNLOAD)
+  mat, source = _choose_source(directory, file)
+  part = {}
+  for key in ("I_tr", "I_te", "T_tr", "T_te"):
+    part[key] = io.check_matrix(io.read_matrix(mat, key), "image features" if key[0] == "I" else "text features")
+  for half, list_name in (("tr", LISTS[0]), ("te", LISTS[1])):
+    if source == "lists":
+      part[f"L_{half}"] = _read_list(directory / list_name)
+    else:
+      part[f"L_{half}"] = _labels(io.read_matrix(mat, f"L_{half}"))
+    io.check_rows(part[f"I_{half}"], part[f"T_{half}"], part[f"L_{half}"])
+  for modality in ("I", "T"):
+    a, b = part[f"{modality}_tr"], part[f"{modality}_te"]
+    if a.array.shape[1] != b.array.shape[1]:
+      raise DataError(f"{mat}: {a.key} has {a.array.shape[1]} columns but {b.key} has {b.array.shape[1]}")
+  joined = {m: np.concatenate([part[f"{m}_tr"].array, part[f"{m}_te"].array]) for m in ("I", "T", "L")}
+  num_train = part["I_tr"].rows
+  train = np.arange(num_train)
+  query = np.arange(num_train, num_train + part["I_te"].rows)
+  val = np.zeros(0, np.int64)
+  if num_val:
+    if not 0 < num_val < num_train:
+      raise DataError(f"num_val={num_val} must be between 0 and the {num_train} training items")
+    val = np.sort(np.random.default_rng(seed).permutation(train)[num_train - num_val:])
+    train = np.setdiff1d(train, val)
+  info = {"rule": "official", "requested": split, "seed": int(seed), "num_val": int(num_val),
+          "files": [str(mat)] + ([str(directory / n) for n in LISTS] if source == "lists" else [])}
+  return CrossModalData(image=joined["I"], text=joined["T"], labels=joined["L"], query=query,
+                        retrieval=np.arange(num_train), train=train, val=val, name="wikipedia",
+                        split_info=info)
+
+
+def _choose_source(directory: pathlib.Path, file) -> tuple[pathlib.Path, str]:
+  """(the .mat file, "lists" or "mat"): where the labels come from."""
+  if file is not None:
+    path, _ = io.split_spec(file, directory)
+    if not path.is_file():
+      raise io.missing_file(path, DOWNLOAD)
+    return path, "mat" if "L_tr" in io.list_keys(path) else "lists"
+  raw = directory / RAW_FEATURES
+  if raw.is_file() and all((directory / n).is_file() for n in LISTS):
+    return raw, "lists"
+  labelled = io.find_file(directory, LABELLED_FILES)
+  if labelled is not None:
+    return labelled, "mat"
+  if raw.is_file():
+    missing = [n for n in LISTS if not (directory / n).is_file()]
+    raise DataError(f"{directory}: raw_features.mat holds no labels and {', '.join(missing)} is missing. {DOWNLOAD}")
+  raise DataError(f"{directory}: no Wikipedia files (need raw_features.mat with the two .list files, or "
+                  f"wikiData.mat). {DOWNLOAD}")
+
+
+def _labels(matrix: io.Matrix) -> io.Matrix:
+  """L_tr / L_te as one-hot: class codes (N×1, 1×N) or an N×10 one-hot matrix."""
+  x = matrix.array
+  if x.ndim == 1 or (x.ndim == 2 and 1 in x.shape):
+    converted = io.codes_to_onehot(matrix, NUM_CLASSES)
+  else:
+    converted = io.check_labels(matrix)
+  if converted.array.shape[1] != NUM_CLASSES or not np.all(converted.array.sum(1) == 1):
+    raise DataError(f"{matrix.where}: Wikipedia labels must be one class of {NUM_CLASSES} per item, "
+                    f"got shape {x.shape}")
+  return converted
+
+
+def _read_list(path: pathlib.Path) -> io.Matrix:
+  """Column 3 (category 1..10) of a trainset/testset_txt_img_cat.list file, one-hot."""
+  if not path.is_file():
+    raise io.missing_file(path, DOWNLOAD)
+  try:
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+  except OSError as e:
+    raise DataError(f"{path}: cannot read the file ({e})") from e
+  codes = []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    fields = line.split()
+    if len(fields) < 3 or not fields[2].lstrip("-").isdigit():
+      raise DataError(f"{path}: line {number} is not 'text_id<TAB>image_id<TAB>category': {line[:80]!r}")
+    codes.append(int(fields[2]))
+  matrix = io.Matrix(np.asarray(codes, np.int64), path, "category column")
+  return dataclasses.replace(io.codes_to_onehot(matrix, NUM_CLASSES), key=None)
