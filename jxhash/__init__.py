@@ -6,3 +6,9 @@ Submodules: `data` (datasets), `metrics` (Hamming ranking), `losses` (shared los
 """
 
 __version__ = "0.1.0"
+
+from jxhash import data, losses, metrics, nets, parallel  # noqa: E402
+from jxhash import methods, train  # noqa: E402
+from jxhash import checkpoint, index  # noqa: E402
+
+__all__ = ["checkpoint", "data", "index", "losses", "methods", "metrics", "nets", "parallel", "train"]

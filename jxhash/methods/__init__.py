@@ -1,0 +1,21 @@
+"""The method registry: one module per method, listed once here."""
+
+from __future__ import annotations
+
+from jxhash.errors import UserError
+from jxhash.methods import dcmh
+from jxhash.methods.base import BaseConfig, MethodSpec, Phase, Stage
+
+METHODS: dict[str, MethodSpec] = {
+    "dcmh": dcmh.SPEC,
+}
+
+
+def get_method(name: str) -> MethodSpec:
+  """The registered method `name`; an unknown name raises an error listing the valid ones."""
+  if name not in METHODS:
+    raise UserError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
+  return METHODS[name]
+
+
+__all__ = ["BaseConfig", "METHODS", "MethodSpec", "Phase", "Stage", "get_method"]

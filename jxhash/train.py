@@ -1,0 +1,413 @@
+"""The generic trainer: stages -> epochs -> phases -> batches, for any registered method.
+
+It knows no method. A `MethodSpec` supplies the state, the stages and the steps; this module
+normalises the inputs, puts the training split on the device mesh, compiles each stage's
+epoch as one program (a `lax.scan` over the epoch's batches: one dispatch per epoch, no
+per-batch host work), evaluates on the validation split, keeps the best state, and saves
+checkpoints so that an interrupted run resumes exactly.
+
+Seeds: the state carries a leading seed axis and the epoch program is `vmap`ped over it, so
+`num_seeds=S` trains S independent models (model seeds seed, seed+1, ...) in one program on
+the same data split; S = 1 is the ordinary run.
+
+Synopsis:
+
+    from jxhash import data, methods, train
+    ds = data.load("synthetic")
+    spec = methods.get_method("dcmh")
+    result = train.fit(spec, spec.Config(bits=16, epochs=20), ds, train.TrainOptions())
+    result.final["i2t"]["map"], result.final["t2i"]["map"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jxhash import losses, metrics, parallel
+from jxhash.data import CrossModalData
+from jxhash.errors import UserError
+from jxhash.methods.base import MethodSpec, Stage
+
+DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image")}
+
+
+class TrainingDiverged(RuntimeError):
+  """A loss became NaN or inf; the message names the stage, phase and epoch."""
+
+
+@flax.struct.dataclass
+class RunState:
+  """Everything that evolves during training, one pytree (what checkpoints hold).
+
+  Attributes:
+    model: the method's state with a leading seed axis on every leaf.
+    rng: (S, 2) uint32 raw PRNG keys, one per seed.
+    epoch: int32 scalar, epochs completed over all stages.
+  """
+
+  model: Any
+  rng: jax.Array
+  epoch: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+  """Trainer settings that no method owns.
+
+  Attributes:
+    seed: model seed (network init, buffers, batch order); seeds seed .. seed+S-1 with S
+      = num_seeds. The data split has its own seed (see `jxhash.data.load`).
+    num_seeds: independent models trained together (vmapped).
+    eval_every: evaluate on the val split every this many epochs (0: only at the end of
+      each stage). Model selection uses val only, never the query set.
+    normalize: input normalisation with training-split statistics, per modality:
+      "standardize" (zero mean, unit variance), "center" or "none". Stored in checkpoints.
+    top_k: mAP@k cut-offs reported at the end (besides mAP@all).
+    pn: the N of the precision@N curve reported at the end.
+    resume: continue from the store's latest checkpoint if it has one.
+    progress: show a tqdm bar.
+    devices: devices of the data mesh (None: all).
+  """
+
+  seed: int = 0
+  num_seeds: int = 1
+  eval_every: int = 10
+  normalize: str = "standardize"
+  top_k: tuple = (100, 1000)
+  pn: tuple = (1, 5, 10, 20, 50, 100, 200, 500, 1000)
+  resume: bool = False
+  progress: bool = True
+  devices: tuple | None = None
+
+
+@dataclasses.dataclass
+class FitResult:
+  """What `fit` returns.
+
+  Attributes:
+    state: the selected RunState (best on val, else the last).
+    final: per direction ("i2t", "t2i"), per seed-averaged metrics on query vs retrieval.
+    per_seed: list over seeds of {"i2t": {...}, "t2i": {...}} metrics.
+    history: one dict per evaluation or epoch log (epoch, stage, losses, val mAP).
+    selected: "best-val@<epoch>" or "last".
+    train_time: seconds spent in training epochs (compilation included).
+    normalizer: the input statistics used.
+  """
+
+  state: RunState
+  final: dict
+  per_seed: list
+  history: list
+  selected: str
+  train_time: float
+  normalizer: dict
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def fit_normalizer(data: CrossModalData, mode: str) -> dict:
+  """Per-modality (mean, scale) from the training split; identity for pixels or mode "none".
+
+  Returns:
+    {"image": {"mean": (D,), "scale": (D,)}, "text": {...}} float32 numpy arrays.
+  """
+  if mode not in ("standardize", "center", "none"):
+    raise UserError(f"normalize must be 'standardize', 'center' or 'none', got {mode!r}")
+  stats = {}
+  for m in ("image", "text"):
+    x = getattr(data, m)[data.train]
+    width = x.shape[1:]
+    if mode == "none" or x.ndim != 2:
+      mean, scale = np.zeros(width, np.float32), np.ones(width, np.float32)
+    else:
+      x = x.astype(np.float64)
+      mean = x.mean(0)
+      # constant columns (a tag never used in training) keep scale 1 instead of dividing by 0
+      scale = x.std(0) if mode == "standardize" else np.ones(width)
+      scale = np.where(scale > 1e-8, scale, 1.0)
+    stats[m] = {"mean": np.asarray(mean, np.float32), "scale": np.asarray(scale, np.float32)}
+  return stats
+
+
+def normalize(stats: dict, modality: str, x) -> np.ndarray:
+  """Apply `fit_normalizer` statistics to raw inputs of one modality."""
+  x = np.asarray(x)
+  if x.ndim != 2:
+    return x
+  s = stats[modality]
+  if x.shape[1] != s["mean"].shape[0]:
+    raise UserError(f"{modality} inputs have width {x.shape[1]}, the model expects {s['mean'].shape[0]}")
+  return ((x - s["mean"]) / s["scale"]).astype(np.float32)
+
+
+def training_arrays(spec: MethodSpec, data: CrossModalData, stats: dict) -> dict:
+  """The training split as the dict handed to every step (labels only for supervised methods)."""
+  arrays = {m: normalize(stats, m, getattr(data, m)[data.train]) for m in ("image", "text")}
+  if spec.supervised:
+    arrays["labels"] = data.labels[data.train].astype(np.float32)
+  return arrays
+
+
+# --------------------------------------------------------------------------- state
+
+
+def init_state(spec: MethodSpec, config, dims: dict, num_train: int, *, seed: int = 0,
+               num_seeds: int = 1) -> RunState:
+  """The initial RunState: `num_seeds` models from model seeds seed, seed+1, ..."""
+  if num_seeds < 1:
+    raise UserError(f"num_seeds must be >= 1, got {num_seeds}")
+  keys = jnp.stack([jax.random.PRNGKey(seed + i) for i in range(num_seeds)])
+  init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
+  # one compiled program: op-by-op eager init of a few networks costs seconds of dispatch
+  model = jax.jit(jax.vmap(lambda k: spec.init(k, config, dims, num_train)))(init_keys)
+  return RunState(model=model, rng=keys, epoch=jnp.zeros((), jnp.int32))
+
+
+def abstract_state(spec: MethodSpec, config, dims: dict, num_train: int, num_seeds: int = 1):
+  """Shapes and dtypes of the RunState, without allocating it (for checkpoint restore)."""
+  return jax.eval_shape(functools.partial(init_state, spec, config, dims, num_train,
+                                          num_seeds=num_seeds))
+
+
+def seed_slice(tree, i: int):
+  """The model of seed i from a state with a leading seed axis."""
+  return jax.tree.map(lambda x: x[i], tree)
+
+
+# --------------------------------------------------------------------------- epochs
+
+
+def _run_phase(phase, model, data, key, mesh):
+  num_train = jax.tree.leaves(data)[0].shape[0]
+  bs = min(phase.batch_size, num_train)
+  steps = max(1, num_train // bs)
+  perm_key, step_key = jax.random.split(key)
+  batches = jax.random.permutation(perm_key, num_train)[:steps * bs].reshape(steps, bs)
+
+  def body(model, inputs):
+    index, k = inputs
+    index = parallel.shard_rows(index, mesh)
+    batch = {name: parallel.shard_rows(x[index], mesh) for name, x in data.items()}
+    batch["index"] = index
+    return phase.step(model, batch, data, k)
+
+  # per-step values come back (steps scalars, negligible) so a divergence can name its step
+  return jax.lax.scan(body, model, (batches, jax.random.split(step_key, steps)))
+
+
+def _epoch(model, rng, epoch, data, *, stage: Stage, mesh, finish: bool):
+  """One epoch of one seed: every phase over shuffled batches, then end_of_epoch/finish."""
+  key = jax.random.fold_in(rng, epoch)
+  logs = {}
+  for i, phase in enumerate(stage.phases):
+    model, phase_logs = _run_phase(phase, model, data, jax.random.fold_in(key, i), mesh)
+    logs.update({f"{phase.name}/{k}": v for k, v in phase_logs.items()})
+  if stage.end_of_epoch is not None:
+    model = stage.end_of_epoch(model, data)
+  if finish and stage.finish is not None:
+    model = stage.finish(model, data)
+  return model, logs
+
+
+def compile_epoch(stage: Stage, mesh, *, finish: bool) -> Callable:
+  """(RunState, data) -> (RunState, logs): one jitted epoch, vmapped over seeds, state donated."""
+  one_seed = functools.partial(_epoch, stage=stage, mesh=mesh, finish=finish)
+
+  def run(state: RunState, data):
+    model, logs = jax.vmap(one_seed, in_axes=(0, 0, None, None))(state.model, state.rng, state.epoch, data)
+    return state.replace(model=model, epoch=state.epoch + 1), logs
+
+  return jax.jit(run, donate_argnums=0)
+
+
+def stage_bounds(stages) -> list[tuple[int, int]]:
+  """[(first_epoch, end_epoch)] of each stage in the global epoch count."""
+  bounds, start = [], 0
+  for s in stages:
+    bounds.append((start, start + s.epochs))
+    start += s.epochs
+  return bounds
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def encode(spec: MethodSpec, model, modality: str, x, *, chunk: int = 4096) -> np.ndarray:
+  """Binary ±1 codes (N, K) int8 of already-normalised inputs `x`, for one seed's model.
+
+  Runs in fixed-size chunks (the last one padded) so the encoder compiles once.
+  """
+  x = np.asarray(x)
+  fn = _encoder(spec, modality)
+  out = []
+  for start in range(0, x.shape[0], chunk):
+    part = x[start:start + chunk]
+    pad = chunk - part.shape[0] if x.shape[0] > chunk else 0
+    if pad:
+      part = np.concatenate([part, np.zeros((pad,) + part.shape[1:], part.dtype)])
+    codes = np.asarray(fn(model, part))
+    out.append(codes[:codes.shape[0] - pad])
+  return np.concatenate(out).astype(np.int8)
+
+
+@functools.lru_cache(maxsize=None)
+def _encoder(spec: MethodSpec, modality: str):
+  return jax.jit(lambda model, x: losses.binarize(spec.encode(model, modality, x)))
+
+
+def evaluate(spec: MethodSpec, model, data: CrossModalData, stats: dict, *, queries: str = "query",
+             full: bool = True, top_k=(), pn=()) -> dict:
+  """Cross-modal retrieval metrics of one seed's model.
+
+  Args:
+    queries: "query" (the test protocol: query vs retrieval) or "val" (model selection:
+      val items vs the retrieval set without them).
+    full: all metrics (`metrics.evaluate`) or only mAP@all.
+
+  Returns:
+    {"i2t": {...}, "t2i": {...}}: image queries against text database and the reverse.
+  """
+  q_idx = getattr(data, queries)
+  db_idx = np.setdiff1d(data.retrieval, q_idx) if queries == "val" else data.retrieval
+  codes = {}
+  for m in ("image", "text"):
+    for split, idx in (("q", q_idx), ("db", db_idx)):
+      codes[m, split] = encode(spec, model, m, normalize(stats, m, getattr(data, m)[idx]))
+  out = {}
+  for name, (qm, dbm) in DIRECTIONS.items():
+    args = (codes[qm, "q"], codes[dbm, "db"], data.labels[q_idx], data.labels[db_idx])
+    if full:
+      out[name] = metrics.evaluate(*args, top_k=top_k, pn=pn)
+    else:
+      out[name] = {"map": float(metrics.mean_average_precision(*args))}
+  return out
+
+
+def _mean_map(result: dict) -> float:
+  return 0.5 * (result["i2t"]["map"] + result["t2i"]["map"])
+
+
+def average_over_seeds(per_seed: list) -> dict:
+  """Mean of every scalar metric over seeds, plus "map_std" per direction."""
+  out = {}
+  for direction in DIRECTIONS:
+    rows = [r[direction] for r in per_seed]
+    mean = jax.tree.map(lambda *v: float(np.mean(v)), *rows)
+    mean["map_std"] = float(np.std([r["map"] for r in rows]))
+    out[direction] = mean
+  return out
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = TrainOptions(), *,
+        store=None, log: Callable[[str], None] = print) -> FitResult:
+  """Train `spec` with `config` on `data`, select on val, evaluate query vs retrieval.
+
+  Args:
+    spec: the method.
+    config: an instance of spec.Config.
+    data: the dataset; its train split is trained on, val selects, query/retrieval test.
+    options: trainer settings.
+    store: a `jxhash.checkpoint.CheckpointStore` for this run (None: no checkpoints).
+    log: where one-line messages go.
+
+  Raises:
+    TrainingDiverged: a loss became non-finite (the last checkpoint is kept).
+  """
+  if not isinstance(config, spec.Config):
+    raise UserError(f"config for {spec.name!r} must be a {spec.Config.__name__}, got {type(config).__name__}")
+  mesh = parallel.make_mesh(options.devices)
+  stats = fit_normalizer(data, options.normalize)
+  num_train = int(data.train.size)
+  dims = data.dims()
+  stages = spec.stages(config, num_train)
+  bounds = stage_bounds(stages)
+  total = bounds[-1][1] if bounds else 0
+
+  state = init_state(spec, config, dims, num_train, seed=options.seed, num_seeds=options.num_seeds)
+  best_score, best_epoch, best_state, history = -math.inf, None, None, []
+  if store is not None and options.resume and store.has_latest():
+    state, extra = store.restore_latest(state)
+    best_score = extra.get("best_score", best_score)
+    best_epoch = extra.get("best_epoch")
+    history = extra.get("history", [])
+    log(f"resumed {spec.name} from epoch {int(state.epoch)} of {total}")
+  state = parallel.replicate(state, mesh)
+  arrays = parallel.replicate({k: jnp.asarray(v) for k, v in training_arrays(spec, data, stats).items()}, mesh)
+
+  compiled = {}
+  has_val = data.val.size > 0
+  start_epoch = int(state.epoch)
+  t0 = time.perf_counter()
+  bar = _progress(total, start_epoch, spec.name, options.progress)
+  try:
+    for epoch in range(start_epoch, total):
+      s = next(i for i, (a, b) in enumerate(bounds) if a <= epoch < b)
+      stage, (first, end) = stages[s], bounds[s]
+      last_of_stage = epoch + 1 == end
+      key = (s, last_of_stage)
+      if key not in compiled:
+        compiled[key] = compile_epoch(stage, mesh, finish=last_of_stage)
+      state, logs = compiled[key](state, arrays)
+      logs = {k: np.asarray(v) for k, v in logs.items()}  # each (seeds, steps)
+      _check_finite(logs, stage.name, epoch + 1)
+      entry = {"epoch": epoch + 1, "stage": stage.name, **{k: float(v.mean()) for k, v in logs.items()}}
+      due = options.eval_every and (epoch + 1 - first) % options.eval_every == 0
+      if stage.evaluate and has_val and (due or last_of_stage):
+        scores = [_mean_map(evaluate(spec, seed_slice(state.model, i), data, stats, queries="val", full=False))
+                  for i in range(options.num_seeds)]
+        entry["val_map"] = float(np.mean(scores))
+        if entry["val_map"] > best_score:
+          best_score, best_epoch = entry["val_map"], epoch + 1
+          best_state = jax.device_get(state)
+          if store is not None:
+            store.save_best(state, stats, epoch + 1)
+      history.append(entry)
+      bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k not in ("epoch", "stage")}, refresh=False)
+      bar.update(1)
+      if store is not None and (due or last_of_stage):
+        store.save_latest(state, stats, epoch + 1,
+                          extra={"best_score": best_score, "best_epoch": best_epoch, "history": history})
+  finally:
+    bar.close()
+    if store is not None:
+      store.wait()
+  train_time = time.perf_counter() - t0
+
+  selected = "last"
+  if best_epoch is not None:
+    selected = f"best-val@{best_epoch}"
+    if best_epoch != int(state.epoch):
+      # after a resume the best state may predate this process: read it back from the store
+      state = best_state if best_state is not None else store.restore_best(state)
+  per_seed = [evaluate(spec, seed_slice(state.model, i), data, stats, top_k=options.top_k, pn=options.pn)
+              for i in range(options.num_seeds)]
+  return FitResult(state=state, final=average_over_seeds(per_seed), per_seed=per_seed, history=history,
+                   selected=selected, train_time=train_time, normalizer=stats)
+
+
+def _check_finite(logs: dict, stage: str, epoch: int) -> None:
+  for name, values in logs.items():
+    bad = ~np.isfinite(values)
+    if bad.any():
+      seed, step = np.argwhere(bad)[0]
+      raise TrainingDiverged(f"non-finite {name.split('/', 1)[1]} in stage {stage!r}, phase "
+                             f"{name.split('/')[0]!r}, epoch {epoch}, step {step + 1} (seed index {seed}); "
+                             "the last good checkpoint is kept")
+
+
+def _progress(total: int, start: int, name: str, enabled: bool):
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=start, desc=name, unit="epoch", disable=not enabled, dynamic_ncols=True)

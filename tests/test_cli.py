@@ -1,0 +1,71 @@
+"""experiments/run.py: a real run end to end, and one-line errors with exit code 2."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import run as run_cli  # noqa: E402
+
+TINY = ["--data-option", "num_items=300", "--data-option", "num_query=40", "--data-option", "num_train=96",
+        "--data-option", "num_val=24", "--epochs", "2", "--batch-size", "32", "--set", "image_hidden=32",
+        "--set", "text_hidden=32", "--no-progress", "--eval-every", "1"]
+
+
+def test_run_writes_results_and_checkpoint(tmp_path, capsys):
+  out = tmp_path / "r.json"
+  code = run_cli.main(["--method", "dcmh", "--bits", "16", "--out", str(out), "--checkpoint-dir",
+                       str(tmp_path / "ck"), *TINY])
+  assert code == 0
+  res = json.loads(out.read_text())
+  assert res["method"] == "dcmh" and res["dataset"] == "synthetic" and res["bits"] == 16
+  for d in ("i2t", "t2i"):
+    assert 0 <= res["map"][d] <= 1
+    m = res["metrics"][d]
+    assert set(m) >= {"map", "map@k", "p@n", "pr_radius", "num_no_relevant"}
+  assert res["split_sizes"] == {"query": 40, "retrieval": 260, "train": 96, "val": 24}
+  assert res["config"]["image_hidden"] == [32] and res["environment"]["jax"]
+  assert (tmp_path / "ck" / "dcmh" / "synthetic" / "16bits" / "run.json").exists()
+  assert "mAP@all image->text" in capsys.readouterr().out
+
+
+def test_results_of_another_run_are_not_overwritten(tmp_path, capsys):
+  out = tmp_path / "r.json"
+  args = ["--out", str(out), "--no-checkpoint", *TINY]
+  assert run_cli.main(["--bits", "16", *args]) == 0
+  before = out.read_text()
+  assert run_cli.main(["--bits", "16", "--set", "gamma=0.5", *args]) == 2
+  assert "different run" in capsys.readouterr().err
+  assert out.read_text() == before
+  assert run_cli.main(["--bits", "16", "--set", "gamma=0.5", "--overwrite", *args]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "nope"], "unknown method 'nope'; choose from"),
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--bits", "0"], "bits must be positive"),
+    (["--set", "no_such_field=1"], "no such field"),
+    (["--set", "gamma=abc"], "expected a float"),
+    (["--set", "gamma"], "key=value"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--dataset", "wikipedia", "--data-dir", "/nonexistent/dir"], "is not a directory"),
+])
+def test_user_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_path):
+  code = run_cli.main([*argv, "--no-checkpoint", "--out", str(tmp_path / "r.json")])
+  err = capsys.readouterr().err.strip()
+  assert code == 2
+  assert message in err and len(err.splitlines()) == 1 and err.startswith("error: ")
+
+
+def test_missing_data_file_from_the_shell_is_one_line(tmp_path):
+  proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), "--dataset", "wikipedia",
+                         "--data-dir", str(tmp_path), "--no-checkpoint"], capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 2
+  assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+  assert str(tmp_path) in proc.stderr
