@@ -1,0 +1,225 @@
+"""DCPH: losses against numpy, stability, the proxy stage, no pairwise similarity, learning."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jxhash import checkpoint, data, losses, train
+from jxhash.errors import UserError
+from jxhash.methods import dcmh, dcph, get_method
+
+
+def _np_mds(z, y, s, m, z_den=None, quirk=False):
+  """-sum_i log(pos_i / den_i) written out with exp, in float64."""
+  z = z.astype(np.float64)
+  z_den = z if z_den is None else z_den.astype(np.float64)
+  total = 0.0
+  for i in range(z.shape[0]):
+    pos_mask = y[i] > 0
+    n = pos_mask.sum()
+    if n == 0:
+      continue
+    pos = np.exp(s * (z[i][pos_mask].mean() - m))
+    den = np.exp(s * (z_den[i][pos_mask].mean() - m)) + np.exp(s * z_den[i][~pos_mask]).sum()
+    if quirk:
+      den += n
+    total -= np.log(pos / den)
+  return total
+
+
+def _labels(rng, bs, c):
+  y = np.zeros((bs, c), np.float32)
+  for i in range(bs):
+    y[i, rng.choice(c, size=1 + i % 3, replace=False)] = 1  # 1, 2 and 3 labels per row
+  y[-1] = 0  # an unlabelled item contributes nothing
+  return y
+
+
+@pytest.mark.parametrize("quirk", [False, True])
+def test_margin_dynamic_softmax_matches_numpy(quirk):
+  rng = np.random.default_rng(0)
+  bs, c, k = 7, 6, 16
+  y = _labels(rng, bs, c)
+  z = rng.normal(size=(bs, c)).astype(np.float32) * 6
+  z_den = rng.normal(size=(bs, c)).astype(np.float32) * 6
+  kw = dict(scale=0.3, margin=0.3 * k, positives_in_denominator=quirk)
+  np.testing.assert_allclose(dcph.margin_dynamic_softmax(z, y, **kw), _np_mds(z, y, 0.3, 0.3 * k, quirk=quirk),
+                             rtol=1e-5)
+  np.testing.assert_allclose(dcph.margin_dynamic_softmax(z, y, denominator_logits=z_den, **kw),
+                             _np_mds(z, y, 0.3, 0.3 * k, z_den=z_den, quirk=quirk), rtol=1e-5)
+  # the quirk only ever adds to the denominator
+  plain = dcph.margin_dynamic_softmax(z, y, scale=0.3, margin=0.3 * k)
+  assert (float(dcph.margin_dynamic_softmax(z, y, **kw)) > float(plain)) == quirk
+
+
+def test_objective_matches_numpy():
+  rng = np.random.default_rng(1)
+  bs, c, k = 6, 5, 32
+  h = np.tanh(rng.normal(size=(bs, k))).astype(np.float32)
+  proxies = np.where(rng.normal(size=(c, k)) >= 0, 1.0, -1.0).astype(np.float32)
+  other = np.where(rng.normal(size=(bs, k)) >= 0, 1.0, -1.0).astype(np.float32)
+  b = np.where(rng.normal(size=(bs, k)) >= 0, 1.0, -1.0).astype(np.float32)
+  y = _labels(rng, bs, c)
+  got, parts = dcph.objective(h, proxies=proxies, labels=y, other_binary=other, binary=b, scale=0.3, margin=9.6,
+                              cross_weight=0.1, quant_weight=0.1)
+  z, z_other = h @ proxies.T, other @ proxies.T
+  want = (_np_mds(z, y, 0.3, 9.6) + 0.1 * _np_mds(z, y, 0.3, 9.6, z_den=z_other)
+          + 0.1 * np.sum((b - h) ** 2)) / bs
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  np.testing.assert_allclose(parts["quant"], np.sum((b - h) ** 2) / bs, rtol=1e-5)
+
+
+def test_cross_term_gradient_flows_only_through_the_numerator():
+  # den' is built from the other modality's binary codes: d/dz of the cross term is -s y / n
+  rng = np.random.default_rng(2)
+  bs, c = 5, 6
+  y = _labels(rng, bs, c)
+  z = jnp.asarray(rng.normal(size=(bs, c)) * 5, jnp.float32)
+  z_den = jnp.asarray(rng.normal(size=(bs, c)) * 5, jnp.float32)
+  grad = jax.grad(lambda z: dcph.margin_dynamic_softmax(z, y, scale=0.3, margin=2.0, denominator_logits=z_den))(z)
+  n = np.maximum(y.sum(1, keepdims=True), 1)
+  np.testing.assert_allclose(grad, -0.3 * y / n, rtol=1e-6, atol=1e-7)
+
+
+def test_large_logits_give_finite_loss_and_gradients():
+  rng = np.random.default_rng(3)
+  bs, c = 8, 10
+  y = _labels(rng, bs, c)
+  z = jnp.asarray(rng.normal(size=(bs, c)) * 3000, jnp.float32)
+  for quirk in (False, True):
+    f = lambda z: dcph.margin_dynamic_softmax(z, y, scale=1.0, margin=500.0, denominator_logits=-z,
+                                              positives_in_denominator=quirk)
+    value, grad = jax.value_and_grad(f)(z)
+    assert np.isfinite(value) and np.all(np.isfinite(grad)) and np.abs(grad).sum() > 0
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+      assert not np.isfinite(_np_mds(np.asarray(z), y, 1.0, 500.0, z_den=-np.asarray(z), quirk=quirk))
+
+
+@pytest.mark.parametrize("kind", ["pairwise", "softmax"])
+def test_proxy_objective_matches_numpy(kind):
+  rng = np.random.default_rng(4)
+  c, k = 6, 16
+  p = np.tanh(rng.normal(size=(c, k)) * 2).astype(np.float64)
+  gram = p @ p.T / k
+  if kind == "pairwise":
+    disc = np.sum(gram[~np.eye(c, dtype=bool)] ** 2) / (c * (c - 1))
+  else:
+    a = 10.0 * gram
+    disc = -np.mean(np.diag(a) - np.log(np.exp(a).sum(1)))
+  quant = np.sum((np.where(p >= 0, 1, -1) - p) ** 2) / (c * k)
+  bal = np.sum(p.sum(0) ** 2) / (c * c * k)
+  got, _ = dcph.proxy_objective(jnp.asarray(p, jnp.float32), kind=kind, beta=0.3, balance=0.7, softmax_scale=10.0)
+  np.testing.assert_allclose(got, disc + 0.3 * quant + 0.7 * bal, rtol=1e-5)
+
+
+# one small setting shared by the tests that build real states (eager ops compile once)
+SMALL_CONFIG = dcph.Config(bits=32, image_hidden=(8,), text_hidden=(8,), proxy_hidden=512)
+SMALL_DIMS = {"image_shape": (4,), "text_dim": 3, "num_labels": 10}
+
+
+def test_proxy_stage_gives_distant_binary_proxies():
+  c, k, config = 10, 32, SMALL_CONFIG
+  state = dcph.init(jax.random.PRNGKey(0), config, SMALL_DIMS, 20)
+  before = dcph.proxy_distances(state.proxies)
+  step = jax.jit(dcph._proxy_step(config))
+  for _ in range(config.proxy_epochs):
+    state, logs = step(state, None, None, None)
+  state = dcph.set_proxies(state, None)
+  p = np.asarray(state.proxies)
+  assert p.shape == (c, k) and set(np.unique(p)) == {-1.0, 1.0}
+  facts = dcph.SPEC.report(state)
+  # random codes average K/2 = 16 with min ~10; balanced, spread proxies do better on both
+  assert facts["proxy_min_hamming"] >= 12, facts
+  assert facts["proxy_mean_hamming"] >= 17, facts
+  # the untrained label network's codes are correlated: training is what separates them
+  assert before["proxy_mean_hamming"] < 14 and before["proxy_min_hamming"] < facts["proxy_min_hamming"], before
+  assert np.isfinite(logs["loss"])
+  # inference-mode BatchNorm (running statistics) gives the signs the objective trained
+  net = state.proxy_net
+  relaxed, _ = net.apply_fn({"params": net.params, "batch_stats": net.batch_stats}, jnp.eye(c), train=True,
+                            mutable=["batch_stats"])
+  np.testing.assert_array_equal(losses.binarize(relaxed), p)
+
+
+def _step_shapes(jaxpr):
+  shapes = set()
+  for eqn in jaxpr.eqns:
+    shapes.update(tuple(v.aval.shape) for v in eqn.outvars if hasattr(v.aval, "shape"))
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          shapes |= _step_shapes(inner)
+  return shapes
+
+
+def test_hash_step_never_builds_a_datapoint_similarity():
+  n, bs, k, c = 97, 8, 16, 5
+  dims = {"image_shape": (12,), "text_dim": 7, "num_labels": c}
+  rng = np.random.default_rng(5)
+  full = {"image": jnp.asarray(rng.normal(size=(n, 12)), jnp.float32),
+          "text": jnp.asarray(rng.normal(size=(n, 7)), jnp.float32),
+          "labels": jnp.asarray(rng.random((n, c)) < 0.3, jnp.float32)}
+  index = jnp.arange(bs)
+  batch = dict({name: x[index] for name, x in full.items()}, index=index)
+  forbidden = {(bs, n), (n, bs), (n, n)}
+  key = jax.random.PRNGKey(0)
+  for modality in ("image", "text"):
+    config = dcph.Config(bits=k, image_hidden=(11,), text_hidden=(11,), proxy_hidden=13)
+    state = jax.eval_shape(lambda key: dcph.init(key, config, dims, n), key)
+    shapes = _step_shapes(jax.make_jaxpr(dcph._phase_step(config, modality))(state, batch, full, key).jaxpr)
+    assert (bs, c) in shapes  # labels meet the codes only through the (bs, C) proxy logits
+    assert not shapes & forbidden, shapes & forbidden
+  # control: the detector does see DCMH's (bs, n) similarity
+  config = dcmh.Config(bits=k, image_hidden=(11,), text_hidden=(11,))
+  state = jax.eval_shape(lambda key: dcmh.init(key, config, dims, n), key)
+  shapes = _step_shapes(jax.make_jaxpr(dcmh._phase_step(config, "image"))(state, batch, full, key).jaxpr)
+  assert (bs, n) in shapes
+
+
+def test_short_run_beats_chance_and_checkpoint_keeps_the_proxies(tmp_path):
+  # one training run serves both checks (keeps the file's runtime down)
+  ds = data.load("synthetic")
+  labels = ds.labels.astype(float)
+  chance = float(((labels[ds.query] @ labels[ds.retrieval].T) > 0).mean())
+  spec = get_method("dcph")
+  # published lrs are for AlexNet fine-tuning; a feature MLP this small needs a larger image lr
+  config = spec.Config(bits=16, epochs=6, image_lr=5e-3, image_hidden=(256,), text_hidden=(256,),
+                       proxy_hidden=256, proxy_epochs=4)
+  options = train.TrainOptions(progress=False, eval_every=0)
+  store = checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options))
+  result = train.fit(spec, config, ds, options, store=store)
+  for direction in ("i2t", "t2i"):
+    assert result.final[direction]["map"] > chance + 0.2, (direction, result.final[direction]["map"], chance)
+
+  trained = np.asarray(result.state.model.proxies[0])
+  initial = np.asarray(train.init_state(spec, config, ds.dims(), ds.train.size).model.proxies[0])
+  assert not np.array_equal(trained, initial)  # the proxy stage changed them
+  restored = checkpoint.restore(tmp_path)
+  np.testing.assert_array_equal(np.asarray(restored.model.proxies), trained)
+  again = dcph.set_proxies(restored.model, None)  # and they are sign(P~) of the saved label net
+  np.testing.assert_array_equal(np.asarray(again.proxies), trained)
+
+
+def test_config_defaults_and_image_lr_table():
+  c = dcph.Config()
+  assert (c.batch_size, c.epochs, c.scale, c.margin_per_bit, c.cross_weight, c.quant_weight) == (
+      40, 12, 0.3, 0.3, 0.1, 0.1)
+  assert c.weight_decay == 1e-5 and c.text_lr == pytest.approx(10 ** -1.5) and c.text_lr_decay_steps == 200
+  assert c.positives_in_denominator is False
+  assert [dcph.image_learning_rate(dataclasses.replace(c, bits=b)) for b in (16, 32, 64)] == [8e-4, 6e-4, 3e-4]
+  assert dcph.image_learning_rate(dataclasses.replace(c, bits=128, image_lr=1e-3)) == 1e-3
+  with pytest.raises(UserError, match="image_lr"):
+    dcph.image_learning_rate(dataclasses.replace(c, bits=128))
+  # the table survives the JSON round trip of checkpoint metadata (lists instead of tuples)
+  assert dcph.image_learning_rate(dataclasses.replace(c, image_lr_by_bits=([32, 6e-4],))) == 6e-4
+
+
+def test_b_is_sign_of_image_plus_text_buffers():
+  state = dcph.init(jax.random.PRNGKey(1), SMALL_CONFIG, SMALL_DIMS, 20)
+  new = dcph.update_binary(state, None)
+  np.testing.assert_array_equal(new.binary, losses.binarize(state.codes["image"] + state.codes["text"]))
+  assert not np.array_equal(state.binary, new.binary)  # B starts from an independent draw (port)
