@@ -5,11 +5,13 @@ from __future__ import annotations
 from jxhash.errors import UserError
 from jxhash.methods import dcmh
 from jxhash.methods import dcph
+from jxhash.methods import mmach
 from jxhash.methods.base import BaseConfig, MethodSpec, Phase, Stage
 
 METHODS: dict[str, MethodSpec] = {
     "dcmh": dcmh.SPEC,
     "dcph": dcph.SPEC,
+    "mmach": mmach.SPEC,
 }
 
 

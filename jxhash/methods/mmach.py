@@ -1,0 +1,388 @@
+"""MMACH: Multi-label Modality enhanced Attention based self-supervised deep Cross-modal Hashing.
+
+Reference: R. Zou, S. Wu, X. Zhang, E. M. Bakker, Knowledge-Based Systems 239:107927, 2022
+(code SWU-CS-MediaLab/MMACH, which releases only feature preprocessing).
+
+Fidelity, component by component:
+
+- Skeleton (three networks, buffers, KL self-supervision, quantization, alternation,
+  optimiser): the authors' sibling code MESDCH (SWU-CS-MediaLab/MESDCH, `training/MESDCH.py`,
+  `loss/multisimilarity.py`, `loss/quantizationloss.py`); the MMACH README says its
+  implementation "is similar to MESDCH". That MMACH keeps this skeleton is an inference.
+  - Networks: an image net, a text net and a label net, each ending in tanh. On precomputed
+    features (MMACH: 512-d ResNet-34 image and 512-d sentence-encoder text features) the
+    image and text nets are MLPs feature -> 4096 -> 512 -> K, the widths of MESDCH's Txt_net
+    trunk (its multi-scale pooling block and BatchNorm are left out).
+  - Buffers F, G, Lc (n, K) start N(0, 1); B = sign(F + G + Lc).
+  - Positive-constrained KL (`losses.positive_kl`) between S_lab = cos(l_i, l_j) of the
+    multi-hot labels and S_h = ReLU(cos(h_i, h_j)), batch against the whole buffer (whose
+    batch rows hold the batch's own detached outputs, as in MESDCH), / (bs * n):
+      label net: beta KL(lc, Lc) + KL(lc, F) + alpha KL(lc, G) + gamma Q
+      image net: beta KL(f, F) + KL(f, Lc) + gamma Q
+      text net:  beta KL(g, G) + KL(g, Lc) + gamma Q,     Q = ||B - h||² / (bs K),
+    alpha = 0.3, beta = 1.9, gamma = 0.9.
+  - Per epoch: label phase, image phase, text phase (each over shuffled batches of 128,
+    writing its outputs into its buffer), then B. SGD, lr linear 10^-1.5 -> 1e-6.
+- Label modality input: multi-hot labels (MESDCH), or, as in MMACH's preprocessing, a dense
+  C x E label-embedding matrix from a .npy file (`label_embedding`), the item's input then
+  being the mean of its labels' embeddings (MMACH's scripts embed the label words of an item
+  with a sentence encoder; the mean of per-label vectors is jxhash's stand-in).
+- Multi-label modality enhanced attention: reconstruction from the abstract; the module is
+  designed by jxhash (`jxhash.nets.attention.ModalityEnhancedAttention`): the label features
+  are the query, the item's own image and text input features, each projected to the label
+  width, are a 2-token key/value sequence; residual + layer norm; then the label hash layer.
+  The label net reads the normalised image and text *input* features of the batch items (not
+  the image/text networks' activations), so its gradient never reaches those networks.
+- Multi-label cross-modal triplet loss: reconstruction from the abstract; the formula is
+  designed by jxhash (`triplet_loss`): an anchor of one modality, a positive and a negative
+  of the other modality's buffer with |L_i ∩ L_j| > |L_i ∩ L_k|,
+  max(0, d(h_i, g_j) - d(h_i, g_k) + mu (|L_i ∩ L_j| - |L_i ∩ L_k|) / C), d = (K - h·g) / 2
+  on the relaxed codes, averaged over the valid triplets; mined per step between the batch
+  and `triplet_samples` random buffer rows (memory bs * M², not bs * n²). It is added to
+  the image phase (against G) and the text phase (against F); the label net is supervised
+  by the KL terms only.
+
+At test time only the image and text networks encode: the label net needs the item's labels
+and both of its modalities, which only training items have; `encode` never reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jxhash import losses
+from jxhash.errors import UserError
+from jxhash.methods import base
+from jxhash.nets import MLPEncoder
+from jxhash.nets.attention import ModalityEnhancedAttention
+from jxhash.nets.mlp import bias_init, kernel_init
+
+MODALITIES = ("image", "text")
+NETS = ("label",) + MODALITIES
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(base.BaseConfig):
+  """MMACH hyper-parameters.
+
+  Defaults from MESDCH's code (Zou et al.'s sibling release) unless marked "jxhash". The
+  paper trains 500 epochs; the default here is 100 so that the default CLI run on the
+  synthetic data finishes in a few minutes on a 2-core CPU (`--epochs 500` for the paper's
+  schedule; the lr schedule stretches with it).
+  """
+
+  epochs: int = 100  # MESDCH: 500; shortened for CPU runs (see above)
+  alpha: float = 0.3  # KL(lc, G) weight (MESDCH code)
+  beta: float = 1.9  # intra-modal KL weight (MESDCH code)
+  gamma: float = 0.9  # quantization weight (MESDCH code)
+  eps: float = 1e-5  # KL smoothing (MESDCH code); see SPEC.smoke on its gradient kink
+  lr: float = 10 ** -1.5  # first epoch's lr (MESDCH code)
+  lr_end: float = 1e-6  # last epoch's lr (MESDCH code, linear decay)
+  lr_schedule: str = "linear"  # MESDCH code
+  weight_decay: float = 0.0  # MESDCH code (plain SGD)
+  image_hidden: tuple = (4096, 512)  # MESDCH Txt_net trunk widths, used for every MLP
+  text_hidden: tuple = (4096, 512)  # MESDCH Txt_net trunk widths
+  label_hidden: tuple = (4096, 512)  # MESDCH Txt_net trunk; the last width is the attention width
+  attention_heads: int = 4  # jxhash: the paper's module is not public
+  init: str = "fan_in"  # PyTorch's default layer init is fan-in scaled (MESDCH keeps it)
+  # jxhash: path to a C x E .npy of label embeddings ("" = multi-hot labels); its width E
+  # sizes the label net, so restoring such a checkpoint needs the file too
+  label_embedding: str = ""
+  triplet_weight: float = 1.0  # jxhash: paper value unknown; 1 beat 0 on synthetic data (.80 vs .76 at 10 epochs)
+  triplet_margin: float = 0.5  # jxhash: mu = triplet_margin * K, so the margin in bits scales with K
+  triplet_samples: int = 64  # jxhash: buffer rows M mined per step (memory bs * M²)
+
+
+@flax.struct.dataclass
+class State:
+  nets: dict  # "label" / "image" / "text" -> TrainState
+  codes: dict  # "label" / "image" / "text" -> (n, K) buffers Lc, F, G of the latest outputs
+  binary: jax.Array  # (n, K) B in {-1, +1}
+
+
+class LabelNet(nn.Module):
+  """The label network: label input -> MLP -> modality enhanced attention -> tanh codes.
+
+  Attributes:
+    bits: K.
+    hidden: MLP widths; the last is the attention width d.
+    num_heads: attention heads (divides d).
+    init_scheme: "fan_in" or "normal0.01".
+  """
+
+  bits: int
+  hidden: tuple = (4096, 512)
+  num_heads: int = 4
+  init_scheme: str = "fan_in"
+
+  @nn.compact
+  def __call__(self, labels: jax.Array, image: jax.Array, text: jax.Array) -> jax.Array:
+    """labels (B, C or E), image (B, D), text (B, T) of the same items -> (B, K) in (-1, 1)."""
+    if not self.hidden:
+      raise ValueError("the label net needs at least one hidden layer (the attention width)")
+    x = jnp.asarray(labels, jnp.float32)
+    for i, width in enumerate(self.hidden):
+      x = nn.relu(nn.Dense(width, kernel_init=kernel_init(self.init_scheme),
+                           bias_init=bias_init(self.init_scheme), name=f"hidden{i}")(x))
+    x = ModalityEnhancedAttention(num_heads=self.num_heads, init_scheme=self.init_scheme,
+                                  name="enhance")(x, (image, text))
+    x = nn.Dense(self.bits, kernel_init=kernel_init(self.init_scheme),
+                 bias_init=bias_init(self.init_scheme), name="hash")(x)
+    return jnp.tanh(x)
+
+
+def load_label_embedding(path: str, num_labels: int | None = None) -> np.ndarray:
+  """Read and check a C x E label-embedding matrix.
+
+  Args:
+    path: a .npy file holding a 2-D finite numeric array, one row per label.
+    num_labels: C of the dataset, checked against the row count when given.
+
+  Returns:
+    (C, E) float32.
+
+  Raises:
+    UserError: naming the file, when it is missing, unreadable, not 2-D numeric, has the
+      wrong number of rows, or holds NaN/inf.
+  """
+  where = f"label_embedding file {path}"
+  p = pathlib.Path(path)
+  if not p.is_file():
+    raise UserError(f"{where} does not exist")
+  try:
+    emb = np.load(p, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise UserError(f"{where} is not a readable .npy array ({e})") from e
+  if not isinstance(emb, np.ndarray) or emb.ndim != 2 or not np.issubdtype(emb.dtype, np.number):
+    raise UserError(f"{where} must hold a 2-D numeric (labels x dims) array, got "
+                    f"{getattr(emb, 'shape', type(emb).__name__)} {getattr(emb, 'dtype', '')}")
+  if num_labels is not None and emb.shape[0] != num_labels:
+    raise UserError(f"{where} has {emb.shape[0]} rows but the dataset has {num_labels} labels")
+  if not np.all(np.isfinite(emb)):
+    raise UserError(f"{where} holds NaN or inf")
+  return emb.astype(np.float32)
+
+
+def label_input(labels: jax.Array, embedding: jax.Array | None) -> jax.Array:
+  """The label net's input: multi-hot labels, or the mean of the item's label embeddings.
+
+  Args:
+    labels: (B, C) multi-hot.
+    embedding: None, or (C, E) label embeddings.
+
+  Returns:
+    (B, C) or (B, E) float32.
+  """
+  labels = jnp.asarray(labels, jnp.float32)
+  if embedding is None:
+    return labels
+  count = jnp.maximum(jnp.sum(labels, axis=1, keepdims=True), 1.0)
+  return (labels @ embedding) / count
+
+
+def _modules(config: Config, dims: dict) -> dict:
+  if len(dims["image_shape"]) != 1:
+    raise ValueError("MMACH here takes (N, D) image features (the paper uses 512-d ResNet-34 features)")
+  mlp = lambda hidden: MLPEncoder(bits=config.bits, hidden=tuple(hidden), init_scheme=config.init, tanh=True)
+  return {
+      "image": mlp(config.image_hidden),
+      "text": mlp(config.text_hidden),
+      "label": LabelNet(bits=config.bits, hidden=tuple(config.label_hidden),
+                        num_heads=config.attention_heads, init_scheme=config.init),
+  }
+
+
+def _embedding(config: Config, num_labels: int | None = None):
+  return load_label_embedding(config.label_embedding, num_labels) if config.label_embedding else None
+
+
+def init(key: jax.Array, config: Config, dims: dict, num_train: int) -> State:
+  modules = _modules(config, dims)
+  emb = _embedding(config, dims["num_labels"])
+  label_width = dims["num_labels"] if emb is None else emb.shape[1]
+  inputs = {"image": (jnp.zeros((1, dims["image_shape"][0])),),
+            "text": (jnp.zeros((1, dims["text_dim"])),)}
+  inputs["label"] = (jnp.zeros((1, label_width)),) + inputs["image"] + inputs["text"]
+  steps = base.steps_per_epoch(num_train, config.batch_size)
+  schedule = base.epoch_schedule(config.lr_schedule, start=config.lr, end=config.lr_end,
+                                 epochs=config.epochs, steps=steps)
+  keys = dict(zip(NETS + ("buffers",), jax.random.split(key, len(NETS) + 1)))
+  nets = {}
+  for name in NETS:
+    params = modules[name].init(keys[name], *inputs[name])["params"]
+    nets[name] = base.make_state(modules[name], params, base.sgd(schedule, weight_decay=config.weight_decay))
+  # MESDCH: F, G, L = randn(n, K); B = sign(F + G + L)
+  buf = jax.random.normal(keys["buffers"], (len(NETS), num_train, config.bits))
+  codes = dict(zip(NETS, buf))
+  return State(nets=nets, codes=codes, binary=losses.binarize(jnp.sum(buf, axis=0)))
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def kl_term(codes: jax.Array, buffer: jax.Array, label_sim: jax.Array, *, eps: float = 1e-5) -> jax.Array:
+  """MESDCH's positive-constrained KL of a batch against a whole buffer, / (bs * n).
+
+  Args:
+    codes: (bs, K) batch outputs (differentiable).
+    buffer: (n, K) codes of every training item (constant).
+    label_sim: (bs, n) S_lab = cos(l_i, l_j) in [0, 1].
+    eps: smoothing of the logs.
+
+  Returns:
+    scalar sum_ij (S_lab - S_h) log((eps + S_lab) / (eps + S_h)) / (bs n),
+    S_h = ReLU(cos(codes_i, buffer_j)).
+  """
+  code_sim = jax.nn.relu(losses.cosine_similarity(codes, buffer))
+  return losses.positive_kl(label_sim, code_sim, eps=eps) / (codes.shape[0] * buffer.shape[0])
+
+
+def triplet_loss(anchors: jax.Array, candidates: jax.Array, anchor_labels: jax.Array,
+                 candidate_labels: jax.Array, *, mu: float) -> jax.Array:
+  """Multi-label cross-modal triplet loss (MMACH; formula reconstructed by jxhash).
+
+  For every anchor i and every ordered pair (j, k) of candidates with more shared labels
+  |L_i ∩ L_j| > |L_i ∩ L_k| (j the positive, k the negative):
+      max(0, d_ij - d_ik + mu (|L_i ∩ L_j| - |L_i ∩ L_k|) / C),  d_ij = (K - a_i · c_j) / 2,
+  the relaxed Hamming distance. The margin grows with the gap in shared labels, so items
+  sharing more categories are pulled closer than items sharing fewer.
+
+  Args:
+    anchors: (m, K) relaxed codes of one modality.
+    candidates: (M, K) relaxed codes of the other modality.
+    anchor_labels: (m, C) multi-hot.
+    candidate_labels: (M, C) multi-hot.
+    mu: margin scale, in bits per fraction of the C labels.
+
+  Returns:
+    scalar mean over valid triplets (0 when there are none). Memory O(m M²).
+  """
+  num_bits = anchors.shape[1]
+  num_labels = anchor_labels.shape[1]
+  shared = jnp.asarray(anchor_labels, jnp.float32) @ jnp.asarray(candidate_labels, jnp.float32).T  # (m, M)
+  dist = 0.5 * (num_bits - anchors @ candidates.T)  # (m, M)
+  gap = shared[:, :, None] - shared[:, None, :]  # (m, j, k)
+  valid = (gap > 0).astype(jnp.float32)
+  hinge = jax.nn.relu(dist[:, :, None] - dist[:, None, :] + mu * gap / num_labels)
+  return jnp.sum(hinge * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _with_batch(buffer: jax.Array, index: jax.Array, out: jax.Array) -> jax.Array:
+  # MESDCH writes the batch's detached outputs into the buffer before the loss
+  return buffer.at[index].set(jax.lax.stop_gradient(out))
+
+
+def _label_step(config: Config):
+  embedding = _embedding(config)
+
+  def step(state: State, batch: dict, data: dict, key: jax.Array):
+    del key
+    if embedding is not None and embedding.shape[0] != batch["labels"].shape[1]:
+      raise UserError(f"label_embedding file {config.label_embedding} has {embedding.shape[0]} rows "
+                      f"but the dataset has {batch['labels'].shape[1]} labels")
+    index = batch["index"]
+    label_sim = losses.cosine_similarity(batch["labels"], data["labels"])
+    x = label_input(batch["labels"], None if embedding is None else jnp.asarray(embedding))
+    net = state.nets["label"]
+
+    def loss_fn(params):
+      out = net.apply_fn({"params": params}, x, batch["image"], batch["text"])
+      own = _with_batch(state.codes["label"], index, out)
+      kl = lambda buf: kl_term(out, buf, label_sim, eps=config.eps)
+      quant = losses.quantization(state.binary[index], out) / out.size
+      loss = (config.beta * kl(own) + kl(state.codes["image"]) + config.alpha * kl(state.codes["text"])
+              + config.gamma * quant)
+      return loss, out
+
+    net, loss, out = base.apply_gradients(net, loss_fn)
+    return _updated(state, "label", net, index, out), {"loss": loss}
+
+  return step
+
+
+def _modality_step(config: Config, modality: str):
+  other = "text" if modality == "image" else "image"
+
+  def step(state: State, batch: dict, data: dict, key: jax.Array):
+    index = batch["index"]
+    label_sim = losses.cosine_similarity(batch["labels"], data["labels"])
+    num_train = data["labels"].shape[0]
+    rows = jax.random.choice(key, num_train, (min(config.triplet_samples, num_train),), replace=False)
+    candidates, candidate_labels = state.codes[other][rows], data["labels"][rows]
+    net = state.nets[modality]
+
+    def loss_fn(params):
+      out = net.apply_fn({"params": params}, batch[modality])
+      own = _with_batch(state.codes[modality], index, out)
+      kl = lambda buf: kl_term(out, buf, label_sim, eps=config.eps)
+      quant = losses.quantization(state.binary[index], out) / out.size
+      trip = triplet_loss(out, candidates, batch["labels"], candidate_labels,
+                          mu=config.triplet_margin * config.bits)
+      loss = (config.beta * kl(own) + kl(state.codes["label"]) + config.gamma * quant
+              + config.triplet_weight * trip)
+      return loss, (out, trip)
+
+    net, loss, (out, trip) = base.apply_gradients(net, loss_fn)
+    return _updated(state, modality, net, index, out), {"loss": loss, "triplet": trip}
+
+  return step
+
+
+def _updated(state: State, name: str, net, index: jax.Array, out: jax.Array) -> State:
+  codes = dict(state.codes, **{name: state.codes[name].at[index].set(out)})
+  return state.replace(nets=dict(state.nets, **{name: net}), codes=codes)
+
+
+def update_binary(state: State, data: dict) -> State:
+  """B = sign(F + G + Lc) (MESDCH)."""
+  del data
+  return state.replace(binary=losses.binarize(state.codes["image"] + state.codes["text"] + state.codes["label"]))
+
+
+def stages(config: Config, num_train: int) -> tuple[base.Stage, ...]:
+  del num_train
+  phases = (base.Phase("label", _label_step(config), config.batch_size),
+            base.Phase("image", _modality_step(config, "image"), config.batch_size),
+            base.Phase("text", _modality_step(config, "text"), config.batch_size))
+  return (base.Stage("train", config.epochs, phases, end_of_epoch=update_binary),)
+
+
+def encode(state: State, modality: str, x: jax.Array) -> jax.Array:
+  """Image or text codes; the label net is never used here (it needs training-only inputs)."""
+  base.check_modality(modality)
+  net = state.nets[modality]
+  return net.apply_fn({"params": net.params}, x)
+
+
+def report(state: State) -> dict:
+  """How often the label codes agree in sign with the image / text codes and with B."""
+  sign = {k: losses.binarize(v) for k, v in state.codes.items()}
+  agree = lambda a, b: float(jnp.mean(a == b))
+  return {"label_image_bit_agreement": agree(sign["label"], sign["image"]),
+          "label_text_bit_agreement": agree(sign["label"], sign["text"]),
+          "label_binary_bit_agreement": agree(sign["label"], state.binary)}
+
+
+SPEC = base.MethodSpec(
+    name="mmach", Config=Config, init=init, stages=stages, encode=encode, report=report,
+    fidelity=("skeleton (label/image/text nets, KL self-supervision, quantization, alternation, "
+              "schedule) from the authors' sibling MESDCH code; attention module and multi-label "
+              "triplet loss reconstructed from the abstract (designed by jxhash)"),
+    reference=("R. Zou, S. Wu, X. Zhang, E. M. Bakker, Multi-label modality enhanced attention based "
+               "self-supervised deep cross-modal hashing, Knowledge-Based Systems 239, 2022"),
+    # eps 1e-2 in the smoke config only: with MESDCH's 1e-5 the KL's gradient in S_h jumps
+    # from 0 (S_h = ReLU(cos) = 0) to about -S_lab / eps (cos just above 0), so float
+    # rounding (a batch summed over 4 devices instead of 1) flips pairs across the kink and
+    # two runs drift apart by ~0.1 within an epoch; 1e-2 keeps them equal to ~1e-6
+    smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32,), "text_hidden": (32,),
+           "label_hidden": (16,), "attention_heads": 2, "triplet_samples": 8, "eps": 1e-2})

@@ -1,0 +1,224 @@
+"""MMACH: attention module, KL and triplet losses against numpy, label embeddings, encode, learning."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jxhash import data, train
+from jxhash.errors import UserError
+from jxhash.methods import get_method, mmach
+from jxhash.nets.attention import ModalityEnhancedAttention
+
+DIMS = {"image_shape": (12,), "text_dim": 7, "num_labels": 5}
+TINY = dict(bits=8, epochs=2, batch_size=8, image_hidden=(16,), text_hidden=(16,), label_hidden=(8,),
+            attention_heads=2, triplet_samples=6)
+
+
+def _attention(seed=0, bs=4, width=8, dims=(6, 3)):
+  rng = np.random.default_rng(seed)
+  query = jnp.asarray(rng.normal(size=(bs, width)), jnp.float32)
+  context = tuple(jnp.asarray(rng.normal(size=(bs, d)), jnp.float32) for d in dims)
+  module = ModalityEnhancedAttention(num_heads=2)
+  params = module.init(jax.random.PRNGKey(seed), query, context)
+  return module, params, query, context
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def test_attention_shape_weights_and_dependence_on_each_context():
+  module, params, query, (image, text) = _attention()
+  out, inter = module.apply(params, query, (image, text), mutable=["intermediates"])
+  assert out.shape == query.shape and out.dtype == jnp.float32
+  weights = inter["intermediates"]["attention"]["attention_weights"][0]
+  assert weights.shape == (4, 2, 1, 2)  # (B, heads, 1 query token, image + text tokens)
+  np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+  # changing only the image (or only the text) features of an item changes only its output
+  for changed in ((image.at[1].add(3.0), text), (image, text.at[1].add(3.0))):
+    other = module.apply(params, query, changed)
+    assert float(jnp.abs(other[1] - out[1]).max()) > 1e-3
+    np.testing.assert_allclose(np.delete(other, 1, 0), np.delete(out, 1, 0), rtol=1e-5, atol=1e-6)
+
+
+def test_attention_is_a_residual_block():
+  module, params, query, context = _attention(seed=1)
+  # with the attention's output projection zeroed, the block is LayerNorm(query), whatever the context
+  zeroed = jax.tree_util.tree_map_with_path(
+      lambda path, x: jnp.zeros_like(x) if "out" in jax.tree_util.keystr(path) else x, params)
+  q = np.asarray(query, np.float64)
+  norm = (q - q.mean(1, keepdims=True)) / np.sqrt(q.var(1, keepdims=True) + 1e-6)
+  for ctx in (context, tuple(c * -5.0 + 1.0 for c in context)):
+    np.testing.assert_allclose(module.apply(zeroed, query, ctx), norm, rtol=1e-4, atol=1e-5)
+  # with it, the context is added before the norm: the output differs from LayerNorm(query)
+  assert float(jnp.abs(module.apply(params, query, context) - norm).max()) > 1e-2
+
+
+def test_attention_rejects_bad_shapes():
+  module, params, query, context = _attention()
+  with pytest.raises(ValueError, match="num_heads"):
+    ModalityEnhancedAttention(num_heads=3).init(jax.random.PRNGKey(0), query, context)
+  with pytest.raises(ValueError, match="context 1"):
+    module.apply(params, query, (context[0], context[1][:2]))
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def _np_kl(h, buf, labels_a, labels_b, eps):
+  unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  s_lab = unit(labels_a) @ unit(labels_b).T
+  s_h = np.maximum(unit(h) @ unit(buf).T, 0.0)
+  return np.sum((s_lab - s_h) * np.log((eps + s_lab) / (eps + s_h))) / (h.shape[0] * buf.shape[0])
+
+
+def _labels(rng, n, c):
+  lab = (rng.random((n, c)) < 0.35).astype(np.float32)
+  lab[np.arange(n), rng.integers(0, c, n)] = 1.0  # every item has a label
+  return lab
+
+
+def test_kl_term_matches_numpy():
+  rng = np.random.default_rng(0)
+  bs, n, k, c = 6, 15, 8, 5
+  h, buf = rng.normal(size=(bs, k)), rng.normal(size=(n, k))
+  la, lb = _labels(rng, bs, c), _labels(rng, n, c)
+  from jxhash import losses
+  got = mmach.kl_term(jnp.asarray(h, jnp.float32), jnp.asarray(buf, jnp.float32),
+                      losses.cosine_similarity(la, lb), eps=1e-5)
+  np.testing.assert_allclose(got, _np_kl(h, buf, la, lb, 1e-5), rtol=1e-4)
+
+
+def _np_triplet(a, c, la, lc, mu):
+  k, num_labels = a.shape[1], la.shape[1]
+  total, count = 0.0, 0
+  for i in range(a.shape[0]):
+    for j, l in itertools.product(range(c.shape[0]), repeat=2):
+      oj, ol = la[i] @ lc[j], la[i] @ lc[l]
+      if oj > ol:
+        dj, dl = (k - a[i] @ c[j]) / 2, (k - a[i] @ c[l]) / 2
+        total += max(0.0, dj - dl + mu * (oj - ol) / num_labels)
+        count += 1
+  return total / max(count, 1)
+
+
+def test_triplet_loss_matches_numpy():
+  rng = np.random.default_rng(1)
+  a, c = np.tanh(rng.normal(size=(5, 8))), np.tanh(rng.normal(size=(7, 8)))
+  la, lc = _labels(rng, 5, 4), _labels(rng, 7, 4)
+  got = mmach.triplet_loss(jnp.asarray(a, jnp.float32), jnp.asarray(c, jnp.float32), la, lc, mu=3.0)
+  want = _np_triplet(a, c, la, lc, 3.0)
+  assert want > 0
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_triplet_loss_hand_made_cases():
+  anchor = jnp.ones((1, 4))
+  labels_i = jnp.array([[1.0, 1.0, 0.0]])
+  labels = jnp.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # shares 2 labels (positive), 0 (negative)
+  # positive at distance 2, negative at distance 0: the one valid triplet costs 2 - 0 + 3 * 2 / 3 = 4
+  codes = jnp.array([[1.0, 1.0, -1.0, -1.0], [1.0, 1.0, 1.0, 1.0]])
+  assert float(mmach.triplet_loss(anchor, codes, labels_i, labels, mu=3.0)) == pytest.approx(4.0)
+  # positive at 0, negative at 4: 0 - 4 + 2 < 0, the hinge is inactive
+  codes = jnp.array([[1.0, 1.0, 1.0, 1.0], [-1.0, -1.0, -1.0, -1.0]])
+  assert float(mmach.triplet_loss(anchor, codes, labels_i, labels, mu=3.0)) == 0.0
+  # ... until the margin exceeds the distance gap: 0 - 4 + 9 * 2 / 3 = 2
+  assert float(mmach.triplet_loss(anchor, codes, labels_i, labels, mu=9.0)) == pytest.approx(2.0)
+  # equal overlaps: no valid triplet, loss 0
+  assert float(mmach.triplet_loss(anchor, codes, labels_i, labels[:1].repeat(2, 0), mu=9.0)) == 0.0
+
+
+def test_loss_gradients_are_finite_for_large_and_zero_codes():
+  from jxhash import losses
+  rng = np.random.default_rng(2)
+  h = jnp.asarray(rng.normal(size=(4, 16)) * 1e4, jnp.float32).at[0].set(0.0)  # a zero row too
+  buf = jnp.asarray(rng.normal(size=(10, 16)) * 1e4, jnp.float32)
+  la, lb = _labels(rng, 4, 3), _labels(rng, 10, 3)
+  sim = losses.cosine_similarity(la, lb)
+  g_kl = jax.grad(lambda x: mmach.kl_term(x, buf, sim))(h)
+  g_tr = jax.grad(lambda x: mmach.triplet_loss(x, buf, la, lb, mu=16.0))(h)
+  for g in (g_kl, g_tr):
+    assert np.all(np.isfinite(g)) and float(jnp.abs(g).sum()) > 0
+
+
+# --------------------------------------------------------------------------- label input
+
+
+def test_label_embedding_file_feeds_the_mean_embedding(tmp_path):
+  rng = np.random.default_rng(3)
+  emb = rng.normal(size=(DIMS["num_labels"], 6)).astype(np.float32)
+  path = tmp_path / "emb.npy"
+  np.save(path, emb)
+  config = mmach.Config(label_embedding=str(path), **TINY)
+  state = mmach.init(jax.random.PRNGKey(0), config, DIMS, 20)
+  assert state.nets["label"].params["hidden0"]["kernel"].shape == (6, 8)  # E -> first label width
+  labels = _labels(rng, 20, DIMS["num_labels"])
+  want = labels @ emb / labels.sum(1, keepdims=True)
+  np.testing.assert_allclose(mmach.label_input(labels, jnp.asarray(emb)), want, rtol=1e-5, atol=1e-6)
+  # one label phase step reads the file and trains on the embedded labels
+  phase = mmach.stages(config, 20)[0].phases[0]
+  assert phase.name == "label"
+  arrays = {"image": rng.normal(size=(20, 12)).astype(np.float32),
+            "text": rng.normal(size=(20, 7)).astype(np.float32), "labels": labels}
+  index = jnp.arange(8)
+  batch = dict({k: v[:8] for k, v in arrays.items()}, index=index)
+  new, logs = jax.jit(phase.step)(state, batch, arrays, jax.random.PRNGKey(1))
+  assert np.isfinite(logs["loss"])
+  assert not np.allclose(new.codes["label"][:8], state.codes["label"][:8])
+  np.testing.assert_array_equal(new.codes["label"][8:], state.codes["label"][8:])
+
+
+@pytest.mark.parametrize("content", ["missing", "garbage", "rows", "ndim", "nan"])
+def test_bad_label_embedding_file_names_the_file(tmp_path, content):
+  path = tmp_path / f"{content}.npy"
+  if content == "garbage":
+    path.write_text("not an array")
+  elif content == "rows":
+    np.save(path, np.ones((DIMS["num_labels"] + 1, 4)))
+  elif content == "ndim":
+    np.save(path, np.ones(DIMS["num_labels"]))
+  elif content == "nan":
+    np.save(path, np.full((DIMS["num_labels"], 4), np.nan))
+  config = mmach.Config(label_embedding=str(path), **TINY)
+  with pytest.raises(UserError, match=str(path)):
+    mmach.init(jax.random.PRNGKey(0), config, DIMS, 20)
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def test_encode_never_uses_the_label_net():
+  config = mmach.Config(**TINY)
+  state = mmach.init(jax.random.PRNGKey(0), config, DIMS, 20)
+  broken = state.replace(nets=dict(state.nets, label=state.nets["label"].replace(
+      params=jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), state.nets["label"].params))))
+  zeroed = state.replace(nets=dict(state.nets, label=state.nets["label"].replace(
+      params=jax.tree.map(jnp.zeros_like, state.nets["label"].params))))
+  rng = np.random.default_rng(4)
+  for modality, width in (("image", 12), ("text", 7)):
+    x = jnp.asarray(rng.normal(size=(9, width)), jnp.float32)
+    codes = mmach.encode(state, modality, x)
+    assert codes.shape == (9, 8) and np.all(np.isfinite(codes))
+    for other in (broken, zeroed):
+      np.testing.assert_array_equal(mmach.encode(other, modality, x), codes)
+  with pytest.raises(ValueError, match="modality"):
+    mmach.encode(state, "label", jnp.zeros((1, 5)))
+
+
+# --------------------------------------------------------------------------- learning
+
+
+def test_short_run_beats_chance_in_both_directions():
+  ds = data.load("synthetic")
+  labels = ds.labels.astype(float)
+  chance = float(((labels[ds.query] @ labels[ds.retrieval].T) > 0).mean())
+  spec = get_method("mmach")
+  config = spec.Config(bits=16, epochs=10, image_hidden=(256,), text_hidden=(256,), label_hidden=(128,),
+                       lr_schedule="constant")
+  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
+  for direction in ("i2t", "t2i"):  # about chance + 0.3 measured; chance is about 0.36
+    assert result.final[direction]["map"] > chance + 0.2, (direction, result.final[direction]["map"], chance)
+  facts = spec.report(train.seed_slice(result.state.model, 0))
+  assert facts["label_binary_bit_agreement"] > 0.6  # the label codes take part in B
