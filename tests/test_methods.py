@@ -99,3 +99,23 @@ def test_four_simulated_devices_match_one(tmp_path):
   for name in METHODS:
     # batch rows split over 4 devices reassociate float sums: equal up to rounding
     np.testing.assert_allclose(outs[4][name], outs[1][name], rtol=2e-3, atol=2e-3, err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["dcmh", "mmach"])
+def test_seed_i_of_a_vmapped_run_equals_a_separate_run(name, tmp_path):
+  ds = data.load("synthetic", **SMALL)
+  spec, config = _smoke(name, bits=16)
+  options = train.TrainOptions(progress=False, eval_every=0, num_seeds=3, seed=5)
+  store = checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options))
+  multi = train.fit(spec, config, ds, options, store=store)
+  single = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0, seed=7))
+  enc = checkpoint.restore(tmp_path, seed=2)  # model seed 5 + 2
+  for m in ("image", "text"):
+    x = getattr(ds, m)
+    alone = train.encode(spec, train.seed_slice(single.state.model, 0), m, train.normalize(single.normalizer, m, x))
+    np.testing.assert_array_equal(enc.encode(m, x), alone)
+  for d in ("i2t", "t2i"):
+    assert abs(multi.per_seed[2][d]["map"] - single.final[d]["map"]) < 1e-6
+    spread = [r[d]["map"] for r in multi.per_seed]
+    assert multi.final[d]["map"] == pytest.approx(np.mean(spread))
+    assert multi.final[d]["map_std"] == pytest.approx(np.std(spread))
