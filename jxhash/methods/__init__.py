@@ -6,12 +6,14 @@ from jxhash.errors import UserError
 from jxhash.methods import dcmh
 from jxhash.methods import dcph
 from jxhash.methods import mmach
+from jxhash.methods import uchm
 from jxhash.methods.base import BaseConfig, MethodSpec, Phase, Stage
 
 METHODS: dict[str, MethodSpec] = {
     "dcmh": dcmh.SPEC,
     "dcph": dcph.SPEC,
     "mmach": mmach.SPEC,
+    "uchm": uchm.SPEC,
 }
 
 
