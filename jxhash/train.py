@@ -205,8 +205,8 @@ def _run_phase(phase, model, data, key, mesh):
   return jax.lax.scan(body, model, (batches, jax.random.split(step_key, steps)))
 
 
-def _epoch(model, rng, epoch, data, *, stage: Stage, mesh, finish: bool):
-  """One epoch of one seed: every phase over shuffled batches, then end_of_epoch/finish."""
+def _epoch(model, rng, epoch, data, *, stage: Stage, mesh):
+  """One epoch of one seed: every phase over shuffled batches, then end_of_epoch."""
   key = jax.random.fold_in(rng, epoch)
   logs = {}
   for i, phase in enumerate(stage.phases):
@@ -214,18 +214,25 @@ def _epoch(model, rng, epoch, data, *, stage: Stage, mesh, finish: bool):
     logs.update({f"{phase.name}/{k}": v for k, v in phase_logs.items()})
   if stage.end_of_epoch is not None:
     model = stage.end_of_epoch(model, data)
-  if finish and stage.finish is not None:
-    model = stage.finish(model, data)
   return model, logs
 
 
-def compile_epoch(stage: Stage, mesh, *, finish: bool) -> Callable:
+def compile_epoch(stage: Stage, mesh) -> Callable:
   """(RunState, data) -> (RunState, logs): one jitted epoch, vmapped over seeds, state donated."""
-  one_seed = functools.partial(_epoch, stage=stage, mesh=mesh, finish=finish)
+  one_seed = functools.partial(_epoch, stage=stage, mesh=mesh)
 
   def run(state: RunState, data):
     model, logs = jax.vmap(one_seed, in_axes=(0, 0, None, None))(state.model, state.rng, state.epoch, data)
     return state.replace(model=model, epoch=state.epoch + 1), logs
+
+  return jax.jit(run, donate_argnums=0)
+
+
+def compile_finish(stage: Stage) -> Callable:
+  """(RunState, data) -> RunState: the stage's `finish` for every seed, state donated."""
+
+  def run(state: RunState, data):
+    return state.replace(model=jax.vmap(stage.finish, in_axes=(0, None))(state.model, data))
 
   return jax.jit(run, donate_argnums=0)
 
@@ -357,12 +364,13 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
       s = next(i for i, (a, b) in enumerate(bounds) if a <= epoch < b)
       stage, (first, end) = stages[s], bounds[s]
       last_of_stage = epoch + 1 == end
-      key = (s, last_of_stage)
-      if key not in compiled:
-        compiled[key] = compile_epoch(stage, mesh, finish=last_of_stage)
-      state, logs = compiled[key](state, arrays)
+      if s not in compiled:
+        compiled[s] = compile_epoch(stage, mesh)
+      state, logs = compiled[s](state, arrays)
       logs = {k: np.asarray(v) for k, v in logs.items()}  # each (seeds, steps)
       _check_finite(logs, stage.name, epoch + 1)
+      if last_of_stage and stage.finish is not None:
+        state = compile_finish(stage)(state, arrays)
       entry = {"epoch": epoch + 1, "stage": stage.name, **{k: float(v.mean()) for k, v in logs.items()}}
       due = options.eval_every and (epoch + 1 - first) % options.eval_every == 0
       if stage.evaluate and has_val and (due or last_of_stage):
