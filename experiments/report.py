@@ -42,12 +42,11 @@ def changed_settings(r: dict) -> str:
   spec = METHODS.get(r["method"])
   if spec is None:
     return ""
-  defaults = dataclasses.asdict(spec.Config())
+  from jxhash.results import to_json
+  defaults = to_json(dataclasses.asdict(spec.Config()))
   out = []
   for key, value in sorted(r.get("config", {}).items()):
-    default = defaults.get(key)
-    default = list(default) if isinstance(default, tuple) else default
-    if key != "bits" and value != default:
+    if key != "bits" and value != defaults.get(key):
       shown = ",".join(map(str, value)) if isinstance(value, list) else value
       out.append(f"{key}={shown}")
   return " ".join(out)
