@@ -222,17 +222,36 @@ def compile_epoch(stage: Stage, mesh) -> Callable:
   one_seed = functools.partial(_epoch, stage=stage, mesh=mesh)
 
   def run(state: RunState, data):
-    model, logs = jax.vmap(one_seed, in_axes=(0, 0, None, None))(state.model, state.rng, state.epoch, data)
+    model, logs = _over_seeds(one_seed, (0, 0, None, None))(state.model, state.rng, state.epoch, data)
     return state.replace(model=model, epoch=state.epoch + 1), logs
 
   return jax.jit(run, donate_argnums=0)
+
+
+def _over_seeds(fn, in_axes):
+  """vmap over the leading seed axis, or for a single seed drop the axis and call fn directly.
+
+  A vmap over a size-1 axis is not free on CPU: XLA then computes the large weight gradients
+  transposed and transposes them back in every update (measured 2.3x slower for a DCMH epoch,
+  benchmarks/TRAIN.md). The seed count is static, so this is a trace-time branch.
+  """
+  vmapped = jax.vmap(fn, in_axes=in_axes)
+
+  def call(*args):
+    first = next(a for a, axis in zip(args, in_axes) if axis == 0)
+    if jax.tree.leaves(first)[0].shape[0] != 1:
+      return vmapped(*args)
+    squeezed = [jax.tree.map(lambda x: x[0], a) if axis == 0 else a for a, axis in zip(args, in_axes)]
+    return jax.tree.map(lambda x: x[None], fn(*squeezed))
+
+  return call
 
 
 def compile_finish(stage: Stage) -> Callable:
   """(RunState, data) -> RunState: the stage's `finish` for every seed, state donated."""
 
   def run(state: RunState, data):
-    return state.replace(model=jax.vmap(stage.finish, in_axes=(0, None))(state.model, data))
+    return state.replace(model=_over_seeds(stage.finish, (0, None))(state.model, data))
 
   return jax.jit(run, donate_argnums=0)
 
