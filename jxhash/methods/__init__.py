@@ -5,6 +5,7 @@ from __future__ import annotations
 from jxhash.errors import UserError
 from jxhash.methods import dcmh
 from jxhash.methods import dcph
+from jxhash.methods import hsidhn
 from jxhash.methods import mmach
 from jxhash.methods import uchm
 from jxhash.methods.base import BaseConfig, MethodSpec, Phase, Stage
@@ -12,6 +13,7 @@ from jxhash.methods.base import BaseConfig, MethodSpec, Phase, Stage
 METHODS: dict[str, MethodSpec] = {
     "dcmh": dcmh.SPEC,
     "dcph": dcph.SPEC,
+    "hsidhn": hsidhn.SPEC,
     "mmach": mmach.SPEC,
     "uchm": uchm.SPEC,
 }
