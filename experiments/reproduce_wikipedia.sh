@@ -14,7 +14,7 @@ declare -A settings=(
   [dcmh]="--epochs 150 --batch-size 32 --set init=fan_in --set lr=0.03"
   [dcph]=""
   [mmach]="--epochs 50"
-  [hsidhn]=""
+  [hsidhn]="--set eta=0.1"
   [uchm]=""
   [mdch]=""
 )
