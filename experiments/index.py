@@ -45,7 +45,10 @@ def _items(args):
 
 def build(args) -> dict:
   from jxhash import checkpoint
+  from jxhash.errors import UserError
   from jxhash.index import HashIndex
+  if not args.checkpoint:
+    raise UserError("build needs --checkpoint")
   enc = checkpoint.restore(args.checkpoint, seed=args.seed)
   x, ids = _items(args)
   index = HashIndex(enc.bits, metadata={"method": enc.method, "checkpoint": str(pathlib.Path(args.checkpoint).resolve()),
@@ -116,18 +119,8 @@ def parse_args(argv):
 def main(argv=None) -> int:
   sys.path.insert(0, str(ROOT))
   args = parse_args(argv)
-  from jxhash.errors import UserError
-  try:
-    if args.command == "build":
-      if not args.checkpoint:
-        raise UserError("build needs --checkpoint")
-      build(args)
-    else:
-      search(args)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  from jxhash.errors import exit_code
+  return exit_code(build if args.command == "build" else search, args)
 
 
 if __name__ == "__main__":

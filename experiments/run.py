@@ -122,13 +122,8 @@ def run(args) -> dict:
 def main(argv=None) -> int:
   sys.path.insert(0, str(ROOT))
   args = parse_args(argv)
-  from jxhash.errors import UserError
-  try:
-    run(args)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  from jxhash.errors import exit_code
+  return exit_code(run, args)
 
 
 if __name__ == "__main__":

@@ -67,13 +67,8 @@ def run(args) -> str:
 def main(argv=None) -> int:
   sys.path.insert(0, str(ROOT))
   args = parse_args(argv)
-  from jxhash.errors import UserError
-  try:
-    print(run(args))
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  from jxhash.errors import exit_code
+  return exit_code(lambda a: print(run(a)), args)
 
 
 if __name__ == "__main__":

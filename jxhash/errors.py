@@ -15,3 +15,17 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
   """A checkpoint is missing, corrupt, or was written for another method/dataset/config."""
+
+
+def exit_code(fn, *args) -> int:
+  """Run a command-line entry point: 0 on success; a UserError is one line on stderr and 2.
+
+  Anything else is a bug and keeps its traceback.
+  """
+  import sys
+  try:
+    fn(*args)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jxhash import losses
-from jxhash.methods import base
+from jxhash.methods import base, dcmh
 from jxhash.nets.multiscale import HierarchicalEncoder
 
 MODALITIES = ("image", "text")
@@ -281,10 +281,8 @@ def _phase_step(config: Config, modality: str):
   return step
 
 
-def update_binary(state: State, data: dict) -> State:
-  """B = sign(F + G) (DCMH)."""
-  del data
-  return state.replace(binary=losses.binarize(state.codes["image"] + state.codes["text"]))
+# B = sign(F + G), as in DCMH (the state has the same `codes` and `binary` fields)
+update_binary = dcmh.update_binary
 
 
 def stages(config: Config, num_train: int) -> tuple[base.Stage, ...]:
