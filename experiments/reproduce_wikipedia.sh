@@ -16,7 +16,7 @@ declare -A settings=(
   [mmach]="--epochs 50"
   [hsidhn]="--set eta=0.1"
   [uchm]=""
-  [mdch]=""
+  [mdch]="--set init=fan_in --set lr=0.01 --set eta=0.1"
 )
 for m in $methods; do
   for bits in 16 32 64; do

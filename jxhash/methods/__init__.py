@@ -6,6 +6,7 @@ from jxhash.errors import UserError
 from jxhash.methods import dcmh
 from jxhash.methods import dcph
 from jxhash.methods import hsidhn
+from jxhash.methods import mdch
 from jxhash.methods import mmach
 from jxhash.methods import uchm
 from jxhash.methods.base import BaseConfig, MethodSpec, Phase, Stage
@@ -14,6 +15,7 @@ METHODS: dict[str, MethodSpec] = {
     "dcmh": dcmh.SPEC,
     "dcph": dcph.SPEC,
     "hsidhn": hsidhn.SPEC,
+    "mdch": mdch.SPEC,
     "mmach": mmach.SPEC,
     "uchm": uchm.SPEC,
 }
