@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -96,11 +95,8 @@ class Config(base.BaseConfig):
   buffer_init: str = "normal"  # F, G start N(0, 1) (DCMH TF) or "zeros"
 
 
-@flax.struct.dataclass
-class State:
-  nets: dict  # modality -> TrainState
-  codes: dict  # modality -> (n, K) buffer of the latest outputs (F, G)
-  binary: jax.Array  # (n, K) B in {-1, +1}
+# the same state as DCMH: per-modality TrainStates, the F/G buffers and B
+State = dcmh.State
 
 
 def _module(config: Config, modality: str) -> HierarchicalEncoder:
