@@ -68,7 +68,9 @@ class TrainOptions:
       = num_seeds. The data split has its own seed (see `jxhash.data.load`).
     num_seeds: independent models trained together (vmapped).
     eval_every: evaluate on the val split every this many epochs (0: only at the end of
-      each stage). Model selection uses val only, never the query set.
+      each stage), and save the latest checkpoint at the same epochs. Model selection uses
+      val only, never the query set; with several seeds it picks one epoch for all of them,
+      by their mean val mAP.
     normalize: input normalisation with training-split statistics, per modality:
       "standardize" (zero mean, unit variance), "center" or "none". Stored in checkpoints.
     top_k: mAP@k cut-offs reported at the end (besides mAP@all).
