@@ -80,14 +80,20 @@ def init(key: jax.Array, config: Config, dims: dict, num_train: int) -> State:
   for m in MODALITIES:
     params = modules[m].init(keys[m], jnp.zeros((1, widths[m]), jnp.float32))["params"]
     nets[m] = base.make_state(modules[m], params, base.sgd(schedule, weight_decay=config.weight_decay))
-  if config.buffer_init == "normal":
-    buf = jax.random.normal(keys["buffers"], (2, num_train, config.bits))
-  elif config.buffer_init == "zeros":
-    buf = jnp.zeros((2, num_train, config.bits))
+  codes, binary = init_buffers(keys["buffers"], buffer_init=config.buffer_init, bits=config.bits,
+                               num_train=num_train)
+  return State(nets=nets, codes=codes, binary=binary)
+
+
+def init_buffers(key: jax.Array, *, buffer_init: str, bits: int, num_train: int) -> tuple[dict, jax.Array]:
+  """F, G (each (n, K)) drawn N(0, 1) ("normal", TF code) or zero ("zeros", MATLAB), and B = sign(F + G)."""
+  if buffer_init == "normal":
+    buf = jax.random.normal(key, (2, num_train, bits))
+  elif buffer_init == "zeros":
+    buf = jnp.zeros((2, num_train, bits))
   else:
-    raise ValueError(f"unknown buffer_init {config.buffer_init!r}; choose 'normal' or 'zeros'")
-  codes = {"image": buf[0], "text": buf[1]}
-  return State(nets=nets, codes=codes, binary=losses.binarize(buf[0] + buf[1]))
+    raise ValueError(f"unknown buffer_init {buffer_init!r}; choose 'normal' or 'zeros'")
+  return {"image": buf[0], "text": buf[1]}, losses.binarize(buf[0] + buf[1])
 
 
 def objective(codes: jax.Array, *, other: jax.Array, similarity: jax.Array, binary: jax.Array,

@@ -129,13 +129,9 @@ def init(key: jax.Array, config: Config, dims: dict, num_train: int) -> State:
     module = _module(config, m)
     params = module.init(keys[m], jnp.zeros((1, widths[m]), jnp.float32), heads=config.layer_heads)["params"]
     nets[m] = base.make_state(module, params, base.sgd(schedule, weight_decay=config.weight_decay))
-  if config.buffer_init == "normal":
-    buf = jax.random.normal(keys["buffers"], (2, num_train, config.bits))
-  elif config.buffer_init == "zeros":
-    buf = jnp.zeros((2, num_train, config.bits))
-  else:
-    raise ValueError(f"unknown buffer_init {config.buffer_init!r}; choose 'normal' or 'zeros'")
-  return State(nets=nets, codes={"image": buf[0], "text": buf[1]}, binary=losses.binarize(buf[0] + buf[1]))
+  codes, binary = dcmh.init_buffers(keys["buffers"], buffer_init=config.buffer_init, bits=config.bits,
+                                    num_train=num_train)
+  return State(nets=nets, codes=codes, binary=binary)
 
 
 def dual_similarity(labels_a: jax.Array, labels_b: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -287,10 +283,7 @@ def stages(config: Config, num_train: int) -> tuple[base.Stage, ...]:
   return (base.Stage("train", config.epochs, phases, end_of_epoch=update_binary),)
 
 
-def encode(state: State, modality: str, x: jax.Array) -> jax.Array:
-  base.check_modality(modality)
-  net = state.nets[modality]
-  return net.apply_fn({"params": net.params}, x)
+encode = dcmh.encode  # the same per-modality TrainStates
 
 
 def report(state: State) -> dict:

@@ -150,14 +150,9 @@ def init(key: jax.Array, config: Config, dims: dict, num_train: int) -> State:
   for m in MODALITIES:
     params = modules[m].init(keys[m], jnp.zeros((1, widths[m]), jnp.float32))["params"]
     nets[m] = PhasedNet.create(modules[m].apply, params, {p: tx for p in phases(config)})
-  if config.buffer_init == "normal":
-    buf = jax.random.normal(keys["buffers"], (2, num_train, config.bits))
-  elif config.buffer_init == "zeros":
-    buf = jnp.zeros((2, num_train, config.bits))
-  else:
-    raise ValueError(f"unknown buffer_init {config.buffer_init!r}; choose 'normal' or 'zeros'")
-  codes = {"image": buf[0], "text": buf[1]}
-  return State(nets=nets, codes=codes, binary=losses.binarize(buf[0] + buf[1]))
+  codes, binary = dcmh.init_buffers(keys["buffers"], buffer_init=config.buffer_init, bits=config.bits,
+                                    num_train=num_train)
+  return State(nets=nets, codes=codes, binary=binary)
 
 
 def label_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
