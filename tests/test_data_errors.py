@@ -37,7 +37,7 @@ def test_missing_file_names_it_and_what_to_download(tmp_path, trio):
 
 def test_missing_image_source_lists_the_downloads(tmp_path):
   write_lineage(tmp_path, "mirflickr25k", np.random.default_rng(0), 30, 24)
-  expected = r"no image source.*mirflickr25k-iall\.mat.*mirflickr25k-iall-vgg\.mat.*image_features="
+  expected = r"no image source.*mirflickr25k-iall-vgg\.mat.*mirflickr25k-iall\.mat.*image_features="
   with pytest.raises(DataError, match=expected):
     load("mirflickr25k", tmp_path, num_query=5, num_train=10)
 

@@ -13,10 +13,14 @@ SPLITS = ("query", "retrieval", "train", "val")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CrossModalData:
-  """A cross-modal retrieval dataset held in host memory.
+  """A cross-modal retrieval dataset: arrays in host memory, the image optionally read lazily.
 
   Attributes:
-    image: (N, D) float features, or (N, H, W, 3) uint8 pixels.
+    image: (N, D) float features, or (N, H, W, 3) uint8 pixels: a numpy array, or a lazy row
+      source (see `is_row_source`, e.g. `jxhash.data.io.LazyRows` over an HDF5 stack) whose
+      rows are read on demand, for image stacks larger than memory. The trainer streams the
+      training batches of a lazy source from the host (`jxhash.train`); its values are not
+      checked for NaN up front (that would read it all).
     text: (N, T) bag-of-words or dense text features.
     labels: (N, C) multi-hot {0, 1} uint8 labels (single-label data is one-hot).
     query, retrieval, train: 1-D int64 index arrays into the N items.
@@ -58,7 +62,7 @@ class CrossModalData:
       raise DataError(f"{where}: image must be (N, D) features or (N, H, W, 3) pixels, got shape {self.image.shape}")
     for field in ("image", "text"):
       x = getattr(self, field)
-      if x.dtype.kind == "f" and not np.isfinite(x).all():
+      if isinstance(x, np.ndarray) and x.dtype.kind == "f" and not np.isfinite(x).all():
         bad = int(np.argwhere(~np.isfinite(x))[0][0])
         raise DataError(f"{where}: {field} has NaN or inf values (first at row {bad})")
       if x.dtype.kind not in "fiub":
@@ -97,6 +101,11 @@ class CrossModalData:
   def is_pixels(self) -> bool:
     return self.image.ndim == 4
 
+  @property
+  def image_in_memory(self) -> bool:
+    """False when `image` is a lazy row source (read batch by batch)."""
+    return isinstance(self.image, np.ndarray)
+
   def dims(self) -> dict:
     """Sizes a method needs to build its networks: image_shape, text_dim, num_labels."""
     return {"image_shape": tuple(self.image.shape[1:]), "text_dim": self.text.shape[1],
@@ -105,15 +114,52 @@ class CrossModalData:
   def subset(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image, text, labels) rows of one split."""
     idx = getattr(self, split)
-    return self.image[idx], self.text[idx], self.labels[idx]
+    return read_rows(self.image, idx), self.text[idx], self.labels[idx]
 
   def sizes(self) -> dict:
     return {s: int(getattr(self, s).size) for s in SPLITS}
 
 
+def is_row_source(x) -> bool:
+  """Whether `x` is a lazy row source: not an ndarray, but with `shape`, `dtype`, `ndim`,
+  `__len__` and `__getitem__(index)` that reads the rows of an int, slice or int index array
+  (any order, repeats allowed) into a numpy array."""
+  return (not isinstance(x, np.ndarray) and all(hasattr(x, a) for a in ("shape", "dtype", "ndim", "__len__"))
+          and callable(getattr(x, "__getitem__", None)))
+
+
+def read_rows(x, index) -> np.ndarray:
+  """Rows `index` (an int index array) of an array or a row source, as a numpy array."""
+  return np.asarray(x[np.asarray(index)])
+
+
+class RowSubset:
+  """Rows `rows` of a row source, still unread: what dropping items from a lazy stack gives."""
+
+  def __init__(self, source, rows):
+    self.source, self.rows = source, np.asarray(rows, np.int64)
+    self.shape = (int(self.rows.size),) + tuple(source.shape[1:])
+    self.dtype, self.ndim = np.dtype(source.dtype), len(self.shape)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __getitem__(self, index) -> np.ndarray:
+    return np.asarray(self.source[self.rows[index]])
+
+
+def take_rows(x, keep):
+  """x[keep] for arrays; an unread `RowSubset` for row sources. keep: bool mask or indices."""
+  if isinstance(x, np.ndarray):
+    return x[keep]
+  keep = np.asarray(keep)
+  return RowSubset(x, np.flatnonzero(keep) if keep.dtype == bool else keep)
+
+
 def _rows(x, field, where) -> int:
-  if not isinstance(x, np.ndarray):
-    raise DataError(f"{where}: {field} must be a numpy array, got {type(x).__name__}")
+  if not isinstance(x, np.ndarray) and not (field == "image" and is_row_source(x)):
+    kind = "a numpy array or a lazy row source" if field == "image" else "a numpy array"
+    raise DataError(f"{where}: {field} must be {kind}, got {type(x).__name__}")
   if x.ndim == 0:
     raise DataError(f"{where}: {field} must have a row axis, got a scalar")
   return x.shape[0]

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 
 from jxhash.data import io
-from jxhash.data.core import CrossModalData
+from jxhash.data.core import CrossModalData, is_row_source, take_rows
 from jxhash.data.splits import make_split
 from jxhash.errors import DataError
 
@@ -29,7 +29,8 @@ def assemble(name: str, image: io.Matrix, text: io.Matrix, labels: io.Matrix, *,
 
   Args:
     name: dataset name.
-    image: (N, D) features or a 4-D uint8 pixel stack already in (N, H, W, 3) order.
+    image: (N, D) features or a 4-D uint8 pixel stack already in (N, H, W, 3) order; its
+      array may be a lazy row source (`core.is_row_source`), which stays unread.
     text: (N, T) matrix. labels: (N, C) multi-hot.
     split, seed, num_query, num_train, num_val, num_retrieval: passed to `make_split` (train is
       drawn from the retrieval set, the DCMH protocol).
@@ -41,7 +42,7 @@ def assemble(name: str, image: io.Matrix, text: io.Matrix, labels: io.Matrix, *,
   """
   num_items = io.check_rows(labels, text, image)
   labels = io.check_labels(labels)
-  if image.array.ndim != 4:
+  if image.array.ndim != 4 and not is_row_source(image.array):
     image = io.check_matrix(image, "image features")
   text = io.check_matrix(text, "text")
   arrays = [image.array, text.array, labels.array]
@@ -50,7 +51,7 @@ def assemble(name: str, image: io.Matrix, text: io.Matrix, labels: io.Matrix, *,
     keep = labels.array.any(axis=1)
     dropped = int(num_items - keep.sum())
     if dropped:
-      arrays = [a[keep] for a in arrays]
+      arrays = [take_rows(a, keep) for a in arrays]
   split_info = dict(info or {})
   if indices is None:
     try:
@@ -176,9 +177,37 @@ def _expected(sources) -> str:
   return " or ".join(dict.fromkeys(file for file, _ in sources if file.endswith(".mat")))
 
 
+def locate(directory, lineage: Lineage, image: str, *, hint: str = "") -> dict:
+  """The files of a DCMH-lineage dataset in `directory`: {"labels", "tags", kind} -> (path, keys).
+
+  `image`: "features", "pixels", "auto" (features if present, else pixels: the loaders'
+  precedence) or "none" (no image file wanted). The kind found is the key "features" or
+  "pixels". A missing file raises a DataError naming the folder, the expected names, `hint`
+  (another way to give the image) and what to download.
+  """
+  found = {}
+  for part in ("labels", "tags"):
+    found[part] = _locate(directory, lineage.sources(part))
+    if found[part] is None:
+      raise DataError(f"{directory}: no {part} file for {lineage.name!r}: expected "
+                      f"{_expected(lineage.sources(part))}. {lineage.download}")
+  kinds = [k for k in ("features", "pixels") if image in ("auto", k)]
+  for kind in kinds:
+    source = _locate(directory, lineage.sources(kind))
+    if source is not None:
+      found[kind] = source
+      return found
+  if kinds:
+    what = {"features": f"{_expected(lineage.sources('features'))} (CNN features)",
+            "pixels": f"{_expected(lineage.sources('pixels'))} (224×224 pixels)"}
+    raise DataError(f"{directory}: no image source for {lineage.name!r}: put "
+                    f"{' or '.join(what[k] for k in kinds)} there{', ' + hint if hint else ''}. {lineage.download}")
+  return found
+
+
 def load_lineage(data_dir, lineage: Lineage, *, split: str, seed: int, num_query: int, num_train: int,
                  num_val: int, num_retrieval: int | None, image: str, image_features, image_key,
-                 drop_unlabeled: bool, info: dict | None = None) -> CrossModalData:
+                 drop_unlabeled: bool, info: dict | None = None, stream_pixels: bool = False) -> CrossModalData:
   """Read labels, tags and an image source of a DCMH-lineage dataset and assemble it.
 
   Image source, by `image`:
@@ -187,18 +216,16 @@ def load_lineage(data_dir, lineage: Lineage, *, split: str, seed: int, num_query
     "features" / "pixels": only that kind. "tags": the tag matrix stands in for the image view
       (for tests and plumbing only; it is not the benchmark).
   Items with an empty label row are dropped (when `drop_unlabeled`), before the split.
+  `stream_pixels`: leave a pixel stack (HDF5 / v7.3 / .npy) in its file and read rows on demand
+  (`io.open_rows`) instead of loading it: for stacks larger than memory (NUS-WIDE's 29 GB); the
+  trainer then streams training batches from the file.
   """
   directory = io.data_directory(data_dir, lineage.name, lineage.download)
   if image not in IMAGE_MODES:
     raise DataError(f"dataset {lineage.name!r}: option image={image!r}; choose from {list(IMAGE_MODES)}")
-  parts = {}
-  for part in ("labels", "tags"):
-    found = _locate(directory, lineage.sources(part))
-    if found is None:
-      raise DataError(f"{directory}: no {part} file for {lineage.name!r}: expected "
-                      f"{_expected(lineage.sources(part))}. {lineage.download}")
-    parts[part] = io.read_matrix(*found, hint=lineage.download)
-  labels, tags = parts["labels"], parts["tags"]
+  found = locate(directory, lineage, "none" if image_features is not None or image == "tags" else image,
+                 hint="or pass image_features=<.npy/.npz/.mat/.h5 file with one feature row per item>")
+  labels, tags = (io.read_matrix(*found[part], hint=lineage.download) for part in ("labels", "tags"))
   if labels.array.ndim == 2 and labels.array.shape[1] != lineage.num_labels:
     raise DataError(f"{labels.where}: {labels.array.shape[1]} label columns, but {lineage.name!r} has "
                     f"{lineage.num_labels} classes; is it the right file?")
@@ -211,22 +238,18 @@ def load_lineage(data_dir, lineage: Lineage, *, split: str, seed: int, num_query
   elif image == "tags":
     picture = dataclasses.replace(tags, key=f"{tags.key}, as an image stand-in")
     info["image_stand_in"] = "tags"
+  elif "features" in found:
+    picture = io.read_matrix(*found["features"], hint=lineage.download)
+  elif stream_pixels:
+    rows = io.open_rows(*found["pixels"], pixels=True, num_rows=labels.rows, hint=lineage.download)
+    if rows.dtype != np.uint8:
+      rows.close()
+      raise DataError(f"{rows.where}: pixel images must be uint8, got {rows.dtype}")
+    picture = io.Matrix(rows, rows.path, rows.key)
+    info["streamed"] = True
   else:
-    features = _locate(directory, lineage.sources("features")) if image in ("auto", "features") else None
-    stack = None
-    if features is None and image in ("auto", "pixels"):
-      stack = _locate(directory, lineage.sources("pixels"))
-    if features is None and stack is None:
-      raise DataError(f"{directory}: no image source for {lineage.name!r}: put "
-                      f"{_expected(lineage.sources('pixels'))} (224×224 pixels) or "
-                      f"{_expected(lineage.sources('features'))} (CNN features) there, or pass "
-                      "image_features=<.npy/.npz/.mat/.h5 file with one feature row per item>. "
-                      f"{lineage.download}")
-    if stack is not None:
-      picture = io.read_pixels(*stack, num_rows=labels.rows, hint=lineage.download)
-    else:
-      picture = io.read_matrix(*features, hint=lineage.download)
-  if picture.array.ndim == 4:  # image_features may hold a stack too; read_pixels output passes unchanged
+    picture = io.read_pixels(*found["pixels"], num_rows=labels.rows, hint=lineage.download)
+  if picture.array.ndim == 4 and not is_row_source(picture.array):  # image_features may hold a stack too; read_pixels output passes unchanged
     picture = io.as_pixels(picture, labels.rows)
   info["files"] = {"image": picture.where, "text": tags.where, "labels": labels.where}
   return assemble(lineage.name, picture, tags, labels, split=split, seed=seed, num_query=num_query,

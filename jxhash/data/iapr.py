@@ -17,7 +17,7 @@ IAPR = Lineage(
 
 def load_iapr(data_dir, *, split: str = "random", seed: int = 0, num_query: int = 2000, num_train: int = 5000,
               num_val: int = 500, num_retrieval: int | None = None, image: str = "auto", image_features=None,
-              image_key=None, drop_unlabeled: bool = True) -> CrossModalData:
+              image_key=None, drop_unlabeled: bool = True, stream_pixels: bool = False) -> CrossModalData:
   """IAPR TC-12: 20000 items, 2912-d bag-of-words captions, 255 labels.
 
   Files read from `data_dir`: iapr-tc12-lall.mat (LAll, 20000×255), iapr-tc12-yall.mat (YAll,
@@ -36,4 +36,4 @@ def load_iapr(data_dir, *, split: str = "random", seed: int = 0, num_query: int 
   """
   return load_lineage(data_dir, IAPR, split=split, seed=seed, num_query=num_query, num_train=num_train,
                       num_val=num_val, num_retrieval=num_retrieval, image=image, image_features=image_features,
-                      image_key=image_key, drop_unlabeled=drop_unlabeled)
+                      image_key=image_key, drop_unlabeled=drop_unlabeled, stream_pixels=stream_pixels)

@@ -260,6 +260,10 @@ class LazyRows:
   def __len__(self) -> int:
     return self.shape[0]
 
+  @property
+  def ndim(self) -> int:
+    return len(self.shape)
+
   def __getitem__(self, index) -> np.ndarray:
     rows = np.arange(len(self))[index]
     single = rows.ndim == 0

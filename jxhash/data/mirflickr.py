@@ -19,7 +19,7 @@ MIRFLICKR = Lineage(
 def load_mirflickr25k(data_dir, *, split: str = "random", seed: int = 0, num_query: int = 2000,
                       num_train: int = 10000, num_val: int = 500, num_retrieval: int | None = None,
                       image: str = "auto", image_features=None, image_key=None,
-                      drop_unlabeled: bool = True) -> CrossModalData:
+                      drop_unlabeled: bool = True, stream_pixels: bool = False) -> CrossModalData:
   """MIRFlickr-25K (DCMH's 20015 items with at least 20 tag occurrences), 1386-d tags, 24 labels.
 
   Files read from `data_dir`:
@@ -41,9 +41,12 @@ def load_mirflickr25k(data_dir, *, split: str = "random", seed: int = 0, num_que
   default 500) comes from the end of the retrieval items outside train. Items with no label
   are dropped first (none in the standard files), counted in split_info.
 
+  stream_pixels=True leaves a pixel stack in its file and reads rows on demand (the trainer
+  streams batches from it) instead of loading its 3 GB; the other loaders take it too.
+
   Returns:
     CrossModalData named "mirflickr25k".
   """
   return load_lineage(data_dir, MIRFLICKR, split=split, seed=seed, num_query=num_query, num_train=num_train,
                       num_val=num_val, num_retrieval=num_retrieval, image=image, image_features=image_features,
-                      image_key=image_key, drop_unlabeled=drop_unlabeled)
+                      image_key=image_key, drop_unlabeled=drop_unlabeled, stream_pixels=stream_pixels)

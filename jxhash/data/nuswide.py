@@ -14,7 +14,7 @@ _DOWNLOAD = ("Get nus-wide-tc{tc}-lall.mat and nus-wide-tc{tc}-yall.mat with nus
 def load_nuswide(data_dir, *, split: str = "random", seed: int = 0, tc: int = 21, num_query: int = 2100,
                  num_train: int = 10500, num_val: int = 500, num_retrieval: int | None = None,
                  image: str = "auto", image_features=None, image_key=None,
-                 drop_unlabeled: bool = True) -> CrossModalData:
+                 drop_unlabeled: bool = True, stream_pixels: bool = False) -> CrossModalData:
   """NUS-WIDE TC-21 (195834 items, 1000-d tags, 21 labels) or TC-10 (`tc=10`: 186577 items, 10 labels).
 
   Files read from `data_dir` (tc = 21 or 10): nus-wide-tc{tc}-lall.mat (LAll, N×tc labels),
@@ -38,4 +38,4 @@ def load_nuswide(data_dir, *, split: str = "random", seed: int = 0, tc: int = 21
   lineage = Lineage(name="nuswide", prefixes=(f"nus-wide-tc{tc}",), num_labels=tc, download=_DOWNLOAD.format(tc=tc))
   return load_lineage(data_dir, lineage, split=split, seed=seed, num_query=num_query, num_train=num_train,
                       num_val=num_val, num_retrieval=num_retrieval, image=image, image_features=image_features,
-                      image_key=image_key, drop_unlabeled=drop_unlabeled, info={"tc": tc})
+                      image_key=image_key, drop_unlabeled=drop_unlabeled, stream_pixels=stream_pixels, info={"tc": tc})

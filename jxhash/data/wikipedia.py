@@ -46,8 +46,7 @@ def load_wikipedia(data_dir, *, split: str = "random", seed: int = 0, num_val: i
   Returns:
     CrossModalData named "wikipedia"; features as float32, labels one-hot.
   """
-  if split not in ("random", "dcmh"):
-    raise DataError(f"unknown split rule {split!r} for 'wikipedia'; 'random' and 'dcmh' both give the official split")
+  check_split_rule(split)  # before looking for files: a typo is the more useful message
   directory = io.data_directory(data_dir, "wikipedia", DOWNLOAD)
   mat, source = _choose_source(directory, file)
   part = {}
@@ -64,20 +63,32 @@ def load_wikipedia(data_dir, *, split: str = "random", seed: int = 0, num_val: i
     if a.array.shape[1] != b.array.shape[1]:
       raise DataError(f"{mat}: {a.key} has {a.array.shape[1]} columns but {b.key} has {b.array.shape[1]}")
   joined = {m: np.concatenate([part[f"{m}_tr"].array, part[f"{m}_te"].array]) for m in ("I", "T", "L")}
-  num_train = part["I_tr"].rows
+  files = [str(mat)] + ([str(directory / n) for n in LISTS] if source == "lists" else [])
+  return official_split(joined["I"], joined["T"], joined["L"], num_train=part["I_tr"].rows, split=split, seed=seed,
+                        num_val=num_val, info={"files": files})
+
+
+def check_split_rule(split: str) -> None:
+  if split not in ("random", "dcmh"):
+    raise DataError(f"unknown split rule {split!r} for 'wikipedia'; 'random' and 'dcmh' both give the official split")
+
+
+def official_split(image, text, labels, *, num_train: int, split: str, seed: int, num_val: int,
+                   info: dict) -> CrossModalData:
+  """Wikipedia's protocol over rows [official training items; test items]: query = the test
+  rows, retrieval = train = the training rows, then `num_val` seeded items moved from train
+  to val. `split` is only checked ("random" and "dcmh" both mean this split)."""
+  check_split_rule(split)
   train = np.arange(num_train)
-  query = np.arange(num_train, num_train + part["I_te"].rows)
   val = np.zeros(0, np.int64)
   if num_val:
     if not 0 < num_val < num_train:
       raise DataError(f"num_val={num_val} must be between 0 and the {num_train} training items")
     val = np.sort(np.random.default_rng(seed).permutation(train)[num_train - num_val:])
     train = np.setdiff1d(train, val)
-  info = {"rule": "official", "requested": split, "seed": int(seed), "num_val": int(num_val),
-          "files": [str(mat)] + ([str(directory / n) for n in LISTS] if source == "lists" else [])}
-  return CrossModalData(image=joined["I"], text=joined["T"], labels=joined["L"], query=query,
-                        retrieval=np.arange(num_train), train=train, val=val, name="wikipedia",
-                        split_info=info)
+  info = {"rule": "official", "requested": split, "seed": int(seed), "num_val": int(num_val), **info}
+  return CrossModalData(image=image, text=text, labels=labels, query=np.arange(num_train, labels.shape[0]),
+                        retrieval=np.arange(num_train), train=train, val=val, name="wikipedia", split_info=info)
 
 
 def _choose_source(directory: pathlib.Path, file) -> tuple[pathlib.Path, str]:
