@@ -13,6 +13,16 @@ from jxhash.data.synthetic import load_synthetic
 from jxhash.data.wikipedia import load_wikipedia
 from jxhash.errors import DataError
 
+
+def _load_tfds(data_dir, **options) -> CrossModalData:
+  """The "tfds" loader: a folder built by jxhash.data.tfds_builders.prepare.
+
+  Imported on first use, so `import jxhash.data` does not import tensorflow_datasets.
+  """
+  from jxhash.data.tfds_builders import load_tfds
+  return load_tfds(data_dir, **options)
+
+
 # name -> loader(data_dir, *, split, seed, **options) -> CrossModalData
 LOADERS = {
     "synthetic": load_synthetic,
@@ -22,6 +32,7 @@ LOADERS = {
     "iapr": load_iapr,
     "coco": load_coco,
     "features": load_features,
+    "tfds": _load_tfds,
 }
 
 
