@@ -4,6 +4,8 @@
     python experiments/run.py --method=dcmh --dataset=wikipedia --data-dir=../shared/data/wikipedia \
         --bits=32 --set init=fan_in --set lr=0.01
     python experiments/run.py --method=dcmh --seeds=5             # mean ± std over 5 model seeds
+    python experiments/run.py --method=dcmh --dataset=mirflickr25k --data-dir=data/mirflickr \
+        --data-option image=pixels --data-option stream_pixels=true --set vgg_f=imagenet-vgg-f.mat
 
 User errors (unknown method, bad value, missing file, ...) print one line on stderr and exit
 with code 2. Checkpoints go to <checkpoint-dir>/<method>/<dataset>/<bits>bits/, the results
@@ -38,6 +40,10 @@ def parse_args(argv):
                  help="method config override, e.g. --set lr=0.01 (repeatable)")
   p.add_argument("--eval-every", type=int, default=10, help="validate every N epochs (0: stage ends)")
   p.add_argument("--normalize", default="standardize", choices=("standardize", "center", "none"))
+  p.add_argument("--stream", default=None, action=argparse.BooleanOptionalAction,
+                 help="read image batches from the host each step (default: when the images are on disk)")
+  p.add_argument("--prefetch", type=int, default=2, help="batches read ahead when streaming")
+  p.add_argument("--augment", default="none", help="pixel augmentation: none, flip, shift:P or flip+shift:P")
   p.add_argument("--out", default=None, help="results JSON path")
   p.add_argument("--checkpoint-dir", default=str(ROOT / "checkpoints"), help="checkpoint root")
   p.add_argument("--no-checkpoint", action="store_true", help="write no checkpoints")
@@ -57,6 +63,9 @@ def _options(pairs):
     if "=" not in item:
       raise UserError(f"--data-option expects key=value, got {item!r}")
     key, value = item.split("=", 1)
+    if value.lower() in ("true", "false"):
+      out[key.strip()] = value.lower() == "true"
+      continue
     for cast in (int, float):
       try:
         value = cast(value)
@@ -87,17 +96,20 @@ def run(args) -> dict:
   config_lib.check_positive(config)
   if args.seeds < 1:
     raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+  if args.prefetch < 1:
+    raise UserError(f"--prefetch must be >= 1, got {args.prefetch}")
   if args.data_dir is not None and not pathlib.Path(args.data_dir).is_dir():
     raise UserError(f"--data-dir {args.data_dir} is not a directory")
 
   data = data_lib.load(args.dataset, args.data_dir, split=args.split, seed=args.split_seed,
                        **_options(args.data_option))
   options = train.TrainOptions(seed=args.seed, num_seeds=args.seeds, eval_every=args.eval_every,
-                               normalize=args.normalize, resume=args.resume, progress=not args.no_progress)
+                               normalize=args.normalize, resume=args.resume, progress=not args.no_progress,
+                               stream=args.stream, prefetch=args.prefetch, augment=args.augment)
   out = pathlib.Path(args.out or ROOT / "results" / f"{spec.name}-{data.name}-{config.bits}bits.json")
   identity = {"method": spec.name, "dataset": data.name, "bits": config.bits,
               "config": results.to_json(dataclasses.asdict(config)), "seed": options.seed, "num_seeds": options.num_seeds,
-              "split": results.to_json(data.split_info)}
+              "split": results.to_json(data.split_info), "augment": options.augment}
   results.check_writable(out, identity, overwrite=args.overwrite)
   store = None
   if not args.no_checkpoint:

@@ -38,7 +38,7 @@ from jxhash.methods import get_method
 
 # run.json keys that must agree before a checkpoint may continue a run
 IDENTITY_KEYS = ("method", "config", "dims", "num_train", "num_seeds", "seed", "dataset", "split",
-                 "normalize")
+                 "normalize", "augment")
 
 
 def run_metadata(spec, config, data, options: train.TrainOptions) -> dict:
@@ -53,6 +53,7 @@ def run_metadata(spec, config, data, options: train.TrainOptions) -> dict:
       "dataset": data.name,
       "split": to_json(data.split_info),
       "normalize": options.normalize,
+      "augment": options.augment,
       "jxhash_version": __version__,
   }
 
@@ -256,6 +257,8 @@ def _restore_stats(manager, step, path, meta):
 
 
 def _identity_diff(saved: dict, current: dict) -> list:
+  # runs saved before "augment" was recorded trained without augmentation
+  saved = {"augment": "none", **saved}
   return [k for k in IDENTITY_KEYS if to_json(saved.get(k)) != to_json(current.get(k))]
 
 

@@ -16,7 +16,7 @@ from jxhash import __version__
 from jxhash.errors import UserError
 
 # keys that say which experiment a results file is; a file with other values is not replaced
-IDENTITY_KEYS = ("method", "dataset", "bits", "config", "seed", "num_seeds", "split")
+IDENTITY_KEYS = ("method", "dataset", "bits", "config", "seed", "num_seeds", "split", "augment")
 
 
 def environment() -> dict:
@@ -49,6 +49,7 @@ def build(spec, config, data, options, fit_result, *, extra: dict | None = None)
       "split": to_json(data.split_info),
       "split_sizes": data.sizes(),
       "normalize": options.normalize,
+      "augment": options.augment,
       "train_time_s": round(fit_result.train_time, 2),
       "fidelity": spec.fidelity,
       "history": fit_result.history,
@@ -58,10 +59,32 @@ def build(spec, config, data, options, fit_result, *, extra: dict | None = None)
     out["method_report"] = spec.report(jax.tree.map(lambda x: x[0], fit_result.state.model))
   if options.num_seeds > 1:
     out["map_std"] = {d: final[d]["map_std"] for d in ("i2t", "t2i")}
-    out["per_seed"] = [{"seed": options.seed + i, "map": {d: r[d]["map"] for d in ("i2t", "t2i")}}
-                       for i, r in enumerate(fit_result.per_seed)]
+    per_seed = [{d: scalar_metrics(r[d]) for d in ("i2t", "t2i")} for r in fit_result.per_seed]
+    out["seed_stats"] = seed_statistics(per_seed)
+    out["per_seed"] = [{"seed": options.seed + i, **r} for i, r in enumerate(per_seed)]
   out.update(extra or {})
   return to_json(out)
+
+
+def scalar_metrics(metrics: dict) -> dict:
+  """The single-number metrics of one direction: {"map", "map@<k>" for each k}."""
+  return {"map": metrics["map"], **{f"map@{k}": v for k, v in metrics.get("map@k", {}).items()}}
+
+
+def seed_statistics(per_seed: list) -> dict:
+  """{direction: {metric: {"mean", "std", "min", "max"}}} over seeds.
+
+  Args:
+    per_seed: one {direction: {metric: value}} per seed (`scalar_metrics` of each direction).
+  """
+  out = {}
+  for direction in per_seed[0]:
+    out[direction] = {}
+    for name in per_seed[0][direction]:
+      values = np.array([r[direction][name] for r in per_seed], np.float64)
+      out[direction][name] = {"mean": float(values.mean()), "std": float(values.std()),
+                              "min": float(values.min()), "max": float(values.max())}
+  return out
 
 
 def check_writable(path, identity: dict, *, overwrite: bool = False) -> None:
@@ -73,6 +96,7 @@ def check_writable(path, identity: dict, *, overwrite: bool = False) -> None:
     old = json.loads(path.read_text())
   except (OSError, json.JSONDecodeError):
     raise UserError(f"{path} exists and is not a jxhash results file; choose another --out or pass --overwrite")
+  old = {"augment": "none", **old}  # files written before "augment" was recorded: none
   diff = [k for k in IDENTITY_KEYS if to_json(old.get(k)) != to_json(identity.get(k))]
   if diff:
     raise UserError(f"{path} holds results of a different run (differs in {', '.join(diff)}); "

@@ -6,6 +6,13 @@ epoch as one program (a `lax.scan` over the epoch's batches: one dispatch per ep
 per-batch host work), evaluates on the validation split, keeps the best state, and saves
 checkpoints so that an interrupted run resumes exactly.
 
+Streaming: when the image modality is a lazy row source (a pixel stack left on disk,
+`CrossModalData.image_in_memory` False) or `TrainOptions.stream` is set, the images stay on
+the host and each batch's rows are read, copied to the device and trained on by a jitted step,
+with a background thread reading ahead (`data.prefetch`). Batches, keys and steps are the same
+as the scanned epoch's, so both paths train the same model (tested). Text, labels and the
+methods' buffers stay on the device either way.
+
 Seeds: the state carries a leading seed axis and the epoch program is `vmap`ped over it, so
 `num_seeds=S` trains S independent models (model seeds seed, seed+1, ...) in one program on
 the same data split; S = 1 is the ordinary run.
@@ -31,9 +38,13 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jxhash import losses, metrics, parallel
 from jxhash.data import CrossModalData
+from jxhash.data import augment as augment_lib
+from jxhash.data.core import take_rows
+from jxhash.data.prefetch import prefetch
 from jxhash.errors import UserError
 from jxhash.methods.base import MethodSpec, Stage
 
@@ -78,6 +89,11 @@ class TrainOptions:
     resume: continue from the store's latest checkpoint if it has one.
     progress: show a tqdm bar.
     devices: devices of the data mesh (None: all).
+    stream: read image batches from the host each step instead of holding the training
+      images on the device (None: exactly when the image is a lazy row source).
+    prefetch: batches read ahead on a background thread when streaming.
+    augment: pixel augmentation applied on device in every training step, e.g. "flip" or
+      "flip+shift:16" (`jxhash.data.augment`); "none" as in the papers.
   """
 
   seed: int = 0
@@ -89,6 +105,9 @@ class TrainOptions:
   resume: bool = False
   progress: bool = True
   devices: tuple | None = None
+  stream: bool | None = None
+  prefetch: int = 2
+  augment: str = "none"
 
 
 @dataclasses.dataclass
@@ -127,12 +146,13 @@ def fit_normalizer(data: CrossModalData, mode: str) -> dict:
     raise UserError(f"normalize must be 'standardize', 'center' or 'none', got {mode!r}")
   stats = {}
   for m in ("image", "text"):
-    x = getattr(data, m)[data.train]
-    width = x.shape[1:]
-    if mode == "none" or x.ndim != 2:
+    source = getattr(data, m)
+    width = tuple(source.shape[1:])
+    if mode == "none" or len(width) != 1:
       mean, scale = np.zeros(width, np.float32), np.ones(width, np.float32)
     else:
-      x = x.astype(np.float64)
+      x = take_rows(source, data.train)
+      x = np.asarray(x[:] if not isinstance(x, np.ndarray) else x, np.float64)
       mean = x.mean(0)
       # constant columns (a tag never used in training) keep scale 1 instead of dividing by 0
       scale = x.std(0) if mode == "standardize" else np.ones(width)
@@ -152,9 +172,12 @@ def normalize(stats: dict, modality: str, x) -> np.ndarray:
   return ((x - s["mean"]) / s["scale"]).astype(np.float32)
 
 
-def training_arrays(spec: MethodSpec, data: CrossModalData, stats: dict) -> dict:
-  """The training split as the dict handed to every step (labels only for supervised methods)."""
-  arrays = {m: normalize(stats, m, getattr(data, m)[data.train]) for m in ("image", "text")}
+def training_arrays(spec: MethodSpec, data: CrossModalData, stats: dict, *, image: bool = True) -> dict:
+  """The training split as the dict handed to every step (labels only for supervised methods).
+
+  image=False leaves the image out (the streamed path reads it batch by batch).
+  """
+  arrays = {m: normalize(stats, m, getattr(data, m)[data.train]) for m in (("image", "text") if image else ("text",))}
   if spec.supervised:
     arrays["labels"] = data.labels[data.train].astype(np.float32)
   return arrays
@@ -189,39 +212,57 @@ def seed_slice(tree, i: int):
 # --------------------------------------------------------------------------- epochs
 
 
-def _run_phase(phase, model, data, key, mesh):
-  num_train = jax.tree.leaves(data)[0].shape[0]
+_AUGMENT_SALT = 0x617567  # folds a step's key into its augmentation key, apart from the method's use
+
+
+def _phase_plan(phase, key, num_train: int):
+  """(batches (steps, bs) int32 row positions, step keys (steps, 2)) of one phase of one seed."""
   bs = min(phase.batch_size, num_train)
   steps = max(1, num_train // bs)
   perm_key, step_key = jax.random.split(key)
   batches = jax.random.permutation(perm_key, num_train)[:steps * bs].reshape(steps, bs)
-
-  def body(model, inputs):
-    index, k = inputs
-    index = parallel.shard_rows(index, mesh)
-    batch = {name: parallel.shard_rows(x[index], mesh) for name, x in data.items()}
-    batch["index"] = index
-    return phase.step(model, batch, data, k)
-
-  # per-step values come back (steps scalars, negligible) so a divergence can name its step
-  return jax.lax.scan(body, model, (batches, jax.random.split(step_key, steps)))
+  return batches, jax.random.split(step_key, steps)
 
 
-def _epoch(model, rng, epoch, data, *, stage: Stage, mesh):
-  """One epoch of one seed: every phase over shuffled batches, then end_of_epoch."""
+def _epoch_plan(rng, epoch, *, stage: Stage, num_train: int) -> list:
+  """`_phase_plan` of every phase of one seed's epoch: the batch order both paths follow."""
   key = jax.random.fold_in(rng, epoch)
+  return [_phase_plan(phase, jax.random.fold_in(key, i), num_train) for i, phase in enumerate(stage.phases)]
+
+
+def _batch(data: dict, index, key, mesh, aug: augment_lib.Augment, image=None) -> dict:
+  """A step's batch: rows `index` of the device arrays (plus streamed `image` rows), sharded."""
+  index = parallel.shard_rows(index, mesh)
+  batch = {name: parallel.shard_rows(x[index], mesh) for name, x in data.items()}
+  if image is not None:
+    batch["image"] = parallel.shard_rows(image, mesh)
+  if aug.active:
+    batch["image"] = augment_lib.augment_images(jax.random.fold_in(key, _AUGMENT_SALT), batch["image"], aug)
+  batch["index"] = index
+  return batch
+
+
+def _epoch(model, rng, epoch, data, *, stage: Stage, mesh, aug: augment_lib.Augment):
+  """One epoch of one seed: every phase over shuffled batches, then end_of_epoch."""
+  num_train = jax.tree.leaves(data)[0].shape[0]
   logs = {}
-  for i, phase in enumerate(stage.phases):
-    model, phase_logs = _run_phase(phase, model, data, jax.random.fold_in(key, i), mesh)
+  for phase, (batches, keys) in zip(stage.phases, _epoch_plan(rng, epoch, stage=stage, num_train=num_train)):
+
+    def body(model, inputs, phase=phase):
+      index, k = inputs
+      return phase.step(model, _batch(data, index, k, mesh, aug), data, k)
+
+    # per-step values come back (steps scalars, negligible) so a divergence can name its step
+    model, phase_logs = jax.lax.scan(body, model, (batches, keys))
     logs.update({f"{phase.name}/{k}": v for k, v in phase_logs.items()})
   if stage.end_of_epoch is not None:
     model = stage.end_of_epoch(model, data)
   return model, logs
 
 
-def compile_epoch(stage: Stage, mesh) -> Callable:
+def compile_epoch(stage: Stage, mesh, aug: augment_lib.Augment = augment_lib.Augment()) -> Callable:
   """(RunState, data) -> (RunState, logs): one jitted epoch, vmapped over seeds, state donated."""
-  one_seed = functools.partial(_epoch, stage=stage, mesh=mesh)
+  one_seed = functools.partial(_epoch, stage=stage, mesh=mesh, aug=aug)
 
   def run(state: RunState, data):
     model, logs = _over_seeds(one_seed, (0, 0, None, None))(state.model, state.rng, state.epoch, data)
@@ -258,6 +299,70 @@ def compile_finish(stage: Stage) -> Callable:
   return jax.jit(run, donate_argnums=0)
 
 
+class StreamedEpoch:
+  """One epoch of a stage with the images streamed from the host (the module docstring).
+
+  `run(state, data)` matches `compile_epoch(stage, mesh, aug)(state, data)` with `data` lacking
+  "image": it draws the same batch order and step keys, reads each batch's image rows (S seeds
+  × bs) from `images` on a prefetch thread, and runs a jitted step per batch.
+
+  Args:
+    stage: the stage.
+    mesh: the data mesh.
+    aug: on-device augmentation.
+    images: the training split's image rows (array or row source), raw (unnormalised).
+    transform: host function applied to each batch of rows (the input normalisation).
+    prefetch: batches read ahead.
+  """
+
+  def __init__(self, stage: Stage, mesh, aug: augment_lib.Augment, images, transform, prefetch: int = 2):
+    self.stage, self.mesh, self.images, self.transform, self.prefetch = stage, mesh, images, transform, prefetch
+    num_train = images.shape[0]
+    plan = functools.partial(_epoch_plan, stage=stage, num_train=num_train)
+    self._plan = jax.jit(_over_seeds(plan, (0, None)))
+    self._steps = [self._compile_step(phase, aug) for phase in stage.phases]
+    self._end = None
+    if stage.end_of_epoch is not None:
+      self._end = jax.jit(_over_seeds(stage.end_of_epoch, (0, None)), donate_argnums=0)
+
+  def _compile_step(self, phase, aug):
+    def one_seed(model, index, image, key, data):
+      return phase.step(model, _batch(data, index, key, self.mesh, aug, image=image), data, key)
+
+    def run(model, index, image, key, data):
+      return _over_seeds(one_seed, (0, 0, 0, 0, None))(model, index, image, key, data)
+
+    return jax.jit(run, donate_argnums=0)
+
+  def _batches(self, batches: np.ndarray, keys: np.ndarray):
+    """Device (index (S, bs), image (S, bs, ...), key (S, 2)) of every step, read on demand."""
+    seeds, steps, bs = batches.shape
+    sharded = NamedSharding(self.mesh, P(None, parallel.DATA_AXIS))
+    if bs % self.mesh.shape[parallel.DATA_AXIS]:
+      sharded = NamedSharding(self.mesh, P())
+    for t in range(steps):
+      index = batches[:, t]
+      rows = self.transform(np.asarray(self.images[index.reshape(-1)]))
+      image = rows.reshape((seeds, bs) + rows.shape[1:])
+      yield (jax.device_put(index, sharded), jax.device_put(image, sharded),
+             parallel.replicate(keys[:, t], self.mesh))
+
+  def run(self, state: RunState, data: dict) -> tuple[RunState, dict]:
+    plan = jax.device_get(self._plan(state.rng, state.epoch))
+    model, logs = state.model, {}
+    for phase, step, (batches, keys) in zip(self.stage.phases, self._steps, plan):
+      outs = []
+      for index, image, key in prefetch(self._batches(batches, keys), self.prefetch):
+        model, out = step(model, index, image, key, data)
+        outs.append(out)
+      logs.update({f"{phase.name}/{k}": jnp.stack([o[k] for o in outs], axis=1) for k in outs[0]})
+    if self._end is not None:
+      model = self._end(model, data)
+    return state.replace(model=model, epoch=state.epoch + 1), logs
+
+  __call__ = run
+
+
 def stage_bounds(stages) -> list[tuple[int, int]]:
   """[(first_epoch, end_epoch)] of each stage in the global epoch count."""
   bounds, start = [], 0
@@ -270,16 +375,25 @@ def stage_bounds(stages) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------- evaluation
 
 
-def encode(spec: MethodSpec, model, modality: str, x, *, chunk: int = 4096) -> np.ndarray:
-  """Binary ±1 codes (N, K) int8 of already-normalised inputs `x`, for one seed's model.
+def encode(spec: MethodSpec, model, modality: str, x, *, chunk: int | None = None,
+           transform: Callable | None = None) -> np.ndarray:
+  """Binary ±1 codes (N, K) int8 of inputs `x`, for one seed's model.
 
-  Runs in fixed-size chunks (the last one padded) so the encoder compiles once.
+  Args:
+    x: (N, ...) already-normalised inputs, or a row source / raw array with `transform`.
+    chunk: rows per encoder call (default 4096, 256 for images); the last chunk is padded so
+      the encoder compiles once.
+    transform: applied to each chunk of rows read from `x` (e.g. the input normalisation).
   """
-  x = np.asarray(x)
+  if isinstance(x, np.ndarray) or not hasattr(x, "shape"):
+    x = np.asarray(x)
+  chunk = chunk or (256 if len(x.shape) == 4 else 4096)
   fn = _encoder(spec, modality)
   out = []
   for start in range(0, x.shape[0], chunk):
-    part = x[start:start + chunk]
+    part = np.asarray(x[start:start + chunk])
+    if transform is not None:
+      part = transform(part)
     pad = chunk - part.shape[0] if x.shape[0] > chunk else 0
     if pad:
       part = np.concatenate([part, np.zeros((pad,) + part.shape[1:], part.dtype)])
@@ -310,7 +424,9 @@ def evaluate(spec: MethodSpec, model, data: CrossModalData, stats: dict, *, quer
   codes = {}
   for m in ("image", "text"):
     for split, idx in (("q", q_idx), ("db", db_idx)):
-      codes[m, split] = encode(spec, model, m, normalize(stats, m, getattr(data, m)[idx]))
+      # chunk by chunk: an image stack on disk is read (and normalised) a chunk at a time
+      codes[m, split] = encode(spec, model, m, take_rows(getattr(data, m), idx),
+                               transform=functools.partial(normalize, stats, m))
   out = {}
   for name, (qm, dbm) in DIRECTIONS.items():
     args = (codes[qm, "q"], codes[dbm, "db"], data.labels[q_idx], data.labels[db_idx])
@@ -364,6 +480,14 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
   bounds = stage_bounds(stages)
   total = bounds[-1][1] if bounds else 0
 
+  aug = augment_lib.parse(options.augment)
+  if aug.active and not data.is_pixels:
+    raise UserError(f"augment={options.augment!r} applies to pixel images; dataset {data.name!r} has image features")
+  streamed = (not data.image_in_memory) if options.stream is None else options.stream
+  if streamed and spec.needs_image_matrix:
+    raise UserError(f"{spec.name} cannot stream images: it needs the whole training image matrix on the "
+                    f"device ({spec.needs_image_matrix}); load the images into memory or train on features")
+
   state = init_state(spec, config, dims, num_train, seed=options.seed, num_seeds=options.num_seeds)
   best_score, best_epoch, best_state, history = -math.inf, None, None, []
   if store is not None and options.resume and store.has_latest():
@@ -372,8 +496,11 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
     best_epoch = extra.get("best_epoch")
     history = extra.get("history", [])
     log(f"resumed {spec.name} from epoch {int(state.epoch)} of {total}")
+  elif spec.warm_start is not None:
+    state = state.replace(model=spec.warm_start(state.model, config))
   state = parallel.replicate(state, mesh)
-  arrays = parallel.replicate({k: jnp.asarray(v) for k, v in training_arrays(spec, data, stats).items()}, mesh)
+  arrays = training_arrays(spec, data, stats, image=not streamed)
+  arrays = parallel.replicate({k: jnp.asarray(v) for k, v in arrays.items()}, mesh)
 
   compiled = {}
   has_val = data.val.size > 0
@@ -385,8 +512,11 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
       s = next(i for i, (a, b) in enumerate(bounds) if a <= epoch < b)
       stage, (first, end) = stages[s], bounds[s]
       last_of_stage = epoch + 1 == end
-      if s not in compiled:
-        compiled[s] = compile_epoch(stage, mesh)
+      if s not in compiled and streamed:
+        compiled[s] = StreamedEpoch(stage, mesh, aug, take_rows(data.image, data.train),
+                                    functools.partial(normalize, stats, "image"), options.prefetch)
+      elif s not in compiled:
+        compiled[s] = compile_epoch(stage, mesh, aug)
       state, logs = compiled[s](state, arrays)
       logs = {k: np.asarray(v) for k, v in logs.items()}  # each (seeds, steps)
       _check_finite(logs, stage.name, epoch + 1)

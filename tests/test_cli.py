@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -34,6 +35,40 @@ def test_run_writes_results_and_checkpoint(tmp_path, capsys):
   assert "mAP@all image->text" in capsys.readouterr().out
 
 
+def test_seeds_give_mean_std_min_max_of_every_scalar_metric(tmp_path):
+  out = tmp_path / "r.json"
+  assert run_cli.main(["--bits", "16", "--seeds", "3", "--out", str(out), "--no-checkpoint", *TINY]) == 0
+  res = json.loads(out.read_text())
+  assert [r["seed"] for r in res["per_seed"]] == [0, 1, 2]
+  for d in ("i2t", "t2i"):
+    assert set(res["seed_stats"][d]) == {"map", "map@100", "map@1000"}
+    for name, stats in res["seed_stats"][d].items():
+      values = np.array([r[d][name] for r in res["per_seed"]])
+      assert stats == pytest.approx({"mean": values.mean(), "std": values.std(), "min": values.min(),
+                                     "max": values.max()})
+    assert res["map"][d] == pytest.approx(res["seed_stats"][d]["map"]["mean"])
+    assert res["map_std"][d] == pytest.approx(res["seed_stats"][d]["map"]["std"])
+    assert res["seed_stats"][d]["map"]["max"] > res["seed_stats"][d]["map"]["min"]  # the seeds differ
+
+
+def test_dcmh_on_streamed_pixels_with_augmentation(tmp_path, capsys):
+  out, ck = tmp_path / "r.json", tmp_path / "ck"
+  argv = ["--bits", "16", "--out", str(out), "--checkpoint-dir", str(ck), "--data-option", "image_size=224",
+          "--data-option", "num_labels=4", "--augment", "flip+shift:8", "--prefetch", "3",
+          "--set", "cnn_channels=6,8,8,8,8", "--set", "cnn_fc_width=16", *TINY]
+  assert run_cli.main(argv) == 0
+  res = json.loads(out.read_text())
+  assert res["augment"] == "flip+shift:8" and res["split"]["image_size"] == 224
+  run_json = json.loads((ck / "dcmh" / "synthetic" / "16bits" / "run.json").read_text())
+  assert run_json["augment"] == "flip+shift:8" and run_json["dims"]["image_shape"] == [224, 224, 3]
+  # the same run without augmentation is a different run: its checkpoints are not resumed
+  assert argv[10:12] == ["--augment", "flip+shift:8"]
+  plain = [*argv[:10], *argv[12:]]
+  plain[3] = str(tmp_path / "plain.json")
+  assert run_cli.main([*plain, "--resume"]) == 2
+  assert "augment" in capsys.readouterr().err
+
+
 def test_results_of_another_run_are_not_overwritten(tmp_path, capsys):
   out = tmp_path / "r.json"
   args = ["--out", str(out), "--no-checkpoint", *TINY]
@@ -53,6 +88,10 @@ def test_results_of_another_run_are_not_overwritten(tmp_path, capsys):
     (["--set", "gamma=abc"], "expected a float"),
     (["--set", "gamma"], "key=value"),
     (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--prefetch", "0"], "--prefetch must be >= 1"),
+    (["--augment", "flop"], "augment 'flop': cannot read 'flop'"),
+    (["--augment", "flip"], "applies to pixel images"),
+    (["--method", "uchm", "--stream"], "uchm cannot stream images"),
     (["--dataset", "wikipedia", "--data-dir", "/nonexistent/dir"], "is not a directory"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_path):

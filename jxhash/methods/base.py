@@ -14,7 +14,9 @@ set, and the generic trainer (`jxhash.train`) runs them:
 
 `data` is a dict of the whole (normalised) training split on device: "image" (n, D),
 "text" (n, T) and, for supervised methods only, "labels" (n, C). `batch` holds the same keys
-for the batch rows plus "index" (bs,), their positions in the training split. Steps must be
+for the batch rows plus "index" (bs,), their positions in the training split. When the
+trainer streams images (pixel stacks on disk), `data` has no "image": a method whose steps
+read it declares `needs_image_matrix`. Steps must be
 pure and free of Python control flow on traced values: the trainer jit-compiles each epoch
 as one program (a `lax.scan` over batches) and may `vmap` it over seeds.
 """
@@ -91,6 +93,12 @@ class MethodSpec:
       epochs); the registry-wide tests and quick examples use it.
     report: optional (one seed's state) -> dict of method-specific facts for the results
       file (e.g. DCPH's proxy distances).
+    warm_start: optional (state with a leading seed axis, config) -> state: overwrite parts of
+      a freshly initialised state with pretrained weights read from disk (DCMH's
+      imagenet-vgg-f.mat). Called by the trainer outside jit, on new runs only (a resumed
+      run's checkpoint already holds them), so the weights never become program constants.
+    needs_image_matrix: why the steps read the whole training image matrix (`data["image"]`)
+      rather than only the batch rows; non-empty means the images cannot be streamed.
   """
 
   name: str
@@ -103,6 +111,8 @@ class MethodSpec:
   supervised: bool = True
   smoke: dict = dataclasses.field(default_factory=dict)
   report: Callable[[Any], dict] | None = None
+  warm_start: Callable[[Any, Any], Any] | None = None
+  needs_image_matrix: str = ""
 
 
 def check_modality(modality: str) -> None:
@@ -142,6 +152,17 @@ def epoch_schedule(kind: str, *, start: float, end: float, epochs: int, steps: i
     return jnp.asarray(table)[jnp.minimum(count // steps, epochs - 1)]
 
   return schedule
+
+
+def freeze(tx: optax.GradientTransformation, names=("mean_image",)) -> optax.GradientTransformation:
+  """`tx` for every parameter except those whose path contains one of `names`, which never
+  change (not even by weight decay): constants that live in params so checkpoints carry them."""
+
+  def labels(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "frozen" if any(getattr(k, "key", None) in names for k in path) else "train", params)
+
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def make_state(module, params, tx: optax.GradientTransformation) -> train_state.TrainState:

@@ -3,8 +3,11 @@
 Follows the authors' MATLAB and TensorFlow releases (jiangqy/DCMH-CVPR2017):
 
 - Networks: an image net and a text net, each ending in a linear hash layer with no tanh.
-  On precomputed image features the image net is an MLP feature -> 4096 -> K (CNN-F's fc7
-  width); the text net is BoW -> 8192 -> ReLU -> K. Weights and biases N(0, 0.01²).
+  On pixels (N, 224, 224, 3) the image net is CNN-F (`jxhash.nets.CNNF`) with fc8 -> K,
+  initialised from MatConvNet's imagenet-vgg-f.mat when `vgg_f` names it (the paper's
+  protocol; its mean image is subtracted inside the network and never trained). On
+  precomputed image features it is an MLP feature -> 4096 -> K (CNN-F's fc7 width); the text
+  net is BoW -> 8192 -> ReLU -> K. Weights and biases N(0, 0.01²).
 - Objective, with theta_ij = <f_i, g_j> / 2 and S_ij = 1[l_i · l_j > 0]:
       J = -sum_ij (S_ij theta_ij - log(1 + e^theta_ij)) + gamma (||B - F||² + ||B - G||²)
           + eta (||F^T 1||² + ||G^T 1||²),   gamma = eta = 1.
@@ -30,8 +33,10 @@ import jax
 import jax.numpy as jnp
 
 from jxhash import losses
+from jxhash.errors import UserError
 from jxhash.methods import base
-from jxhash.nets import MLPEncoder
+from jxhash.nets import CNNF, MLPEncoder
+from jxhash.nets.cnnf import VGG_F_CHANNELS, VGG_F_FC_WIDTH, load_vgg_f, mean_image_for
 
 MODALITIES = ("image", "text")
 
@@ -47,6 +52,10 @@ class Config(base.BaseConfig):
   lr_schedule: str = "linear"  # "linear" (TF) or "logspace" (MATLAB)
   weight_decay: float = 0.0  # TF code; MATLAB 5e-4
   image_hidden: tuple = (4096,)  # feature MLP width (CNN-F fc7)
+  vgg_f: str = ""  # pixels: imagenet-vgg-f.mat to start CNN-F from ("": random init, plumbing only)
+  cnn_dtype: str = "float32"  # pixels: CNN-F computation dtype ("bfloat16" on GPUs/TPUs)
+  cnn_channels: tuple = VGG_F_CHANNELS  # pixels: conv1..conv5 widths (VGG-F's; smaller for tests)
+  cnn_fc_width: int = VGG_F_FC_WIDTH  # pixels: fc6/fc7 width
   text_hidden: tuple = (8192,)  # text net width (paper)
   init: str = "normal0.01"  # "normal0.01" (paper) or "fan_in" (small standardised features)
   buffer_init: str = "normal"  # F, G start N(0,1) (TF) or "zeros" (MATLAB)
@@ -61,28 +70,52 @@ class State:
 
 
 def _modules(config: Config, dims: dict) -> dict:
-  if len(dims["image_shape"]) != 1:
-    raise ValueError("DCMH on pixels needs the CNN-F image net; this build takes (N, D) image features")
-  return {
-      "image": MLPEncoder(bits=config.bits, hidden=tuple(config.image_hidden), init_scheme=config.init),
-      "text": MLPEncoder(bits=config.bits, hidden=tuple(config.text_hidden), init_scheme=config.init),
-  }
+  if len(dims["image_shape"]) == 3:
+    if config.cnn_dtype not in ("float32", "bfloat16"):
+      raise UserError(f"cnn_dtype must be 'float32' or 'bfloat16', got {config.cnn_dtype!r}")
+    image = CNNF(bits=config.bits, dtype=jnp.dtype(config.cnn_dtype), channels=tuple(config.cnn_channels),
+                 fc_width=config.cnn_fc_width, subtract_mean=True)
+  else:
+    image = MLPEncoder(bits=config.bits, hidden=tuple(config.image_hidden), init_scheme=config.init)
+  return {"image": image,
+          "text": MLPEncoder(bits=config.bits, hidden=tuple(config.text_hidden), init_scheme=config.init)}
 
 
 def init(key: jax.Array, config: Config, dims: dict, num_train: int) -> State:
   modules = _modules(config, dims)
-  widths = {"image": dims["image_shape"][0], "text": dims["text_dim"]}
+  shapes = {"image": tuple(dims["image_shape"]), "text": (dims["text_dim"],)}
   steps = base.steps_per_epoch(num_train, config.batch_size)
   schedule = base.epoch_schedule(config.lr_schedule, start=config.lr, end=config.lr_end,
                                  epochs=config.epochs, steps=steps)
+  # the CNN's mean image is a constant kept in params (base.freeze), not a weight
+  tx = base.freeze(base.sgd(schedule, weight_decay=config.weight_decay))
   keys = dict(zip(MODALITIES + ("buffers",), jax.random.split(key, 3)))
   nets = {}
   for m in MODALITIES:
-    params = modules[m].init(keys[m], jnp.zeros((1, widths[m]), jnp.float32))["params"]
-    nets[m] = base.make_state(modules[m], params, base.sgd(schedule, weight_decay=config.weight_decay))
+    params = modules[m].init(keys[m], jnp.zeros((1,) + shapes[m], jnp.float32))["params"]
+    nets[m] = base.make_state(modules[m], params, tx)
   codes, binary = init_buffers(keys["buffers"], buffer_init=config.buffer_init, bits=config.bits,
                                num_train=num_train)
   return State(nets=nets, codes=codes, binary=binary)
+
+
+def warm_start(state: State, config: Config) -> State:
+  """CNN-F's conv1..fc7 and mean image from `config.vgg_f` (fc8 keeps its N(0, 0.01²) init).
+
+  `state` has a leading seed axis; every seed starts from the same pretrained weights.
+  """
+  if not config.vgg_f:
+    return state
+  net = state.nets["image"]
+  if "conv1" not in net.params:
+    raise UserError(f"vgg_f={config.vgg_f!r} initialises CNN-F, which DCMH uses on pixel images; "
+                    "this dataset has image features")
+  weights, mean = load_vgg_f(config.vgg_f, channels=tuple(config.cnn_channels), fc_width=config.cnn_fc_width)
+  seeds = net.params["conv1"]["kernel"].shape[0]
+  weights["mean_image"] = mean_image_for(mean, *net.params["mean_image"].shape[1:3])
+  params = dict(net.params, **jax.tree.map(lambda w: jnp.broadcast_to(jnp.asarray(w), (seeds,) + w.shape),
+                                           weights))
+  return state.replace(nets=dict(state.nets, image=net.replace(params=params)))
 
 
 def init_buffers(key: jax.Array, *, buffer_init: str, bits: int, num_train: int) -> tuple[dict, jax.Array]:
@@ -164,5 +197,5 @@ def encode(state: State, modality: str, x: jax.Array) -> jax.Array:
 SPEC = base.MethodSpec(
     name="dcmh", Config=Config, init=init, stages=stages, encode=encode,
     fidelity="full: networks, objective, alternation and schedule of the authors' code",
-    reference="Q.-Y. Jiang and W.-J. Li, Deep Cross-Modal Hashing, CVPR 2017",
+    reference="Q.-Y. Jiang and W.-J. Li, Deep Cross-Modal Hashing, CVPR 2017", warm_start=warm_start,
     smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32,), "text_hidden": (32,)})

@@ -533,5 +533,6 @@ SPEC = base.MethodSpec(
     reference=("R.-C. Tu, X. Jiang, Q. Lin, X. Cai, M. Tian, H. Wang, W. Liu, Unsupervised Cross-Modal "
                "Hashing with Modality-Interaction, IEEE TCSVT 2023 (doi 10.1109/TCSVT.2023.3251395)"),
     supervised=False, report=report,
+    needs_image_matrix="UCHM's unimodal similarity and MIE embeddings use every training image feature",
     smoke={"epochs": 2, "mie_epochs": 2, "batch_size": 32, "mie_batch_size": 32, "image_hidden": (32,),
            "text_hidden": (32,), "mie_hidden": 32, "mie_tokens": 2, "mie_heads": 2, "mie_rank": 16})

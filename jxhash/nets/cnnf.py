@@ -66,6 +66,9 @@ VGG_F_LRN = (5, 2.0, 1e-4, 0.75)
 VGG_F_CHANNELS = (64, 256, 256, 256, 256)
 VGG_F_FC_WIDTH = 4096
 IMAGE_SIZE = 224
+# RGB means of the ImageNet training images (VGG's published values): the stand-in mean image of
+# a CNNF(subtract_mean=True) that has not been given imagenet-vgg-f.mat's averageImage.
+IMAGENET_RGB_MEAN = (123.68, 116.779, 103.939)
 
 # Padding as Flax wants it, ((top, bottom), (left, right)); MatConvNet writes [top bottom left right].
 POOL1_PAD = ((0, 1), (0, 1))
@@ -113,6 +116,10 @@ class CNNF(nn.Module):
 
   Load the ImageNet weights with `load_vgg_f` and preprocess images with `preprocess`; a random
   initialisation (LeCun normal kernels, zero biases, fc8 N(0, 0.01²)) only serves shapes and tests.
+  With `subtract_mean=True` the network takes raw 0..255 pixels (uint8 is fine) and subtracts
+  its own "mean_image" parameter (H, W, 3), initialised to `IMAGENET_RGB_MEAN` and meant to be
+  overwritten with load_vgg_f's mean image and kept out of training (`methods.base.freeze`): the
+  checkpoint then carries the preprocessing, and no float copy of the pixels is made on the host.
 
   Attributes:
     bits: output width K (fc8); unused with features_only.
@@ -123,6 +130,7 @@ class CNNF(nn.Module):
     channels: conv1..conv5 widths; smaller ones give a cheap network of the same wiring (tests).
     fc_width: fc6/fc7 width.
     lrn: MatConvNet LRN PARAM [N, kappa, alpha, beta] of norm1 and norm2.
+    subtract_mean: take raw pixels and subtract the "mean_image" parameter (see above).
   """
 
   bits: int
@@ -131,6 +139,7 @@ class CNNF(nn.Module):
   channels: Sequence[int] = VGG_F_CHANNELS
   fc_width: int = VGG_F_FC_WIDTH
   lrn: Sequence[float] = VGG_F_LRN
+  subtract_mean: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -151,6 +160,10 @@ class CNNF(nn.Module):
     def pool(h, pad):
       return nn.max_pool(h, (3, 3), strides=(2, 2), padding=pad)
 
+    if self.subtract_mean:
+      mean = self.param("mean_image", _constant_mean, x.shape[1:])
+      # in float32 before any cast: 0..255 minus the mean loses ~2 digits in bfloat16 otherwise
+      x = jnp.asarray(x, jnp.float32) - jax.lax.stop_gradient(mean)[None]
     h = jnp.asarray(x, self.dtype)
     h = pool(norm(nn.relu(conv(h, c1, 11, 4, NO_PAD, "conv1"))), POOL1_PAD)
     h = pool(norm(nn.relu(conv(h, c2, 5, 1, ((2, 2), (2, 2)), "conv2"))), NO_PAD)
@@ -168,6 +181,11 @@ class CNNF(nn.Module):
     if self.features_only:
       return h.astype(jnp.float32)
     return _fc8(self.bits, self.dtype)(h).astype(jnp.float32)
+
+
+def _constant_mean(key, shape):
+  del key
+  return jnp.broadcast_to(jnp.asarray(IMAGENET_RGB_MEAN, jnp.float32), shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,6 +407,21 @@ def _average_image(variables, root, path) -> np.ndarray:
 # Input preprocessing.
 
 
+def mean_image_for(mean_image, height: int, width: int) -> np.ndarray:
+  """A mean image (h, w, 3) or 3 channel values as a (height, width, 3) float32 array.
+
+  A mean image of another size is resized bilinearly, as MatConvNet's importer did to the VGG mean.
+  """
+  mean = np.asarray(mean_image, np.float32)
+  if mean.size == 3:
+    return np.broadcast_to(mean.reshape(1, 1, 3), (height, width, 3)).copy()
+  if mean.ndim != 3 or mean.shape[-1] != 3:
+    raise UserError(f"mean_image must be H×W×3 or 3 values, got shape {mean.shape}")
+  if mean.shape[:2] != (height, width):
+    mean = np.asarray(jax.image.resize(mean, (height, width, 3), "linear", antialias=False))
+  return mean
+
+
 def preprocess(images, mean_image, *, size: int = IMAGE_SIZE, fit: str = "resize") -> np.ndarray:
   """RGB images -> CNNF input: brought to size×size, minus the mean image.
 
@@ -426,15 +459,9 @@ def preprocess(images, mean_image, *, size: int = IMAGE_SIZE, fit: str = "resize
       out = out[:, top:top + size, left:left + size]
     else:
       out = np.asarray(jax.image.resize(out, (out.shape[0], size, size, 3), "cubic", antialias=True))
-  mean = np.asarray(mean_image, np.float32)
-  if mean.size == 3:
-    mean = mean.reshape(1, 1, 3)
-  if mean.ndim != 3 or mean.shape[-1] != 3:
-    raise UserError(f"mean_image must be H×W×3 or 3 values, got shape {mean.shape}")
-  if mean.shape[:2] not in ((1, 1), (size, size)):
-    mean = np.asarray(jax.image.resize(mean, (size, size, 3), "linear", antialias=False))
-  out = out - mean
+  out = out - mean_image_for(mean_image, size, size)
   return out[0] if single else out
 
 
-__all__ = ["CNNF", "IMAGE_SIZE", "VGG_F_LRN", "load_vgg_f", "local_response_norm", "preprocess"]
+__all__ = ["CNNF", "IMAGE_SIZE", "IMAGENET_RGB_MEAN", "VGG_F_LRN", "load_vgg_f", "local_response_norm",
+           "mean_image_for", "preprocess"]
