@@ -6,8 +6,8 @@ epoch as one program (a `lax.scan` over the epoch's batches: one dispatch per ep
 per-batch host work), evaluates on the validation split, keeps the best state, and saves
 checkpoints so that an interrupted run resumes exactly.
 
-Streaming: when the image modality is a lazy row source (a pixel stack left on disk,
-`CrossModalData.image_in_memory` False) or `TrainOptions.stream` is set, the images stay on
+Streaming: for pixel images (a stack in memory or left on disk as a lazy row source,
+`CrossModalData.image_in_memory` False), or when `TrainOptions.stream` is set, the images stay on
 the host and each batch's rows are read, copied to the device and trained on by a jitted step,
 with a background thread reading ahead (`data.prefetch`). Batches, keys and steps are the same
 as the scanned epoch's, so both paths train the same model (tested). Text, labels and the
@@ -90,7 +90,10 @@ class TrainOptions:
     progress: show a tqdm bar.
     devices: devices of the data mesh (None: all).
     stream: read image batches from the host each step instead of holding the training
-      images on the device (None: exactly when the image is a lazy row source).
+      images on the device. None: for pixels (in memory or a lazy row source), else not. A
+      CNN step is long enough that per-step dispatch costs nothing, and XLA:CPU runs
+      convolutions inside a scanned loop about 7x slower than as separate steps
+      (benchmarks/PIXELS.md); small feature MLPs gain from the scanned epoch instead.
     prefetch: batches read ahead on a background thread when streaming.
     augment: pixel augmentation applied on device in every training step, e.g. "flip" or
       "flip+shift:16" (`jxhash.data.augment`); "none" as in the papers.
@@ -483,7 +486,7 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
   aug = augment_lib.parse(options.augment)
   if aug.active and not data.is_pixels:
     raise UserError(f"augment={options.augment!r} applies to pixel images; dataset {data.name!r} has image features")
-  streamed = (not data.image_in_memory) if options.stream is None else options.stream
+  streamed = (data.is_pixels or not data.image_in_memory) if options.stream is None else options.stream
   if streamed and spec.needs_image_matrix:
     raise UserError(f"{spec.name} cannot stream images: it needs the whole training image matrix on the "
                     f"device ({spec.needs_image_matrix}); load the images into memory or train on features")
