@@ -11,6 +11,11 @@ _DOWNLOAD = ("Get nus-wide-tc{tc}-lall.mat and nus-wide-tc{tc}-yall.mat with nus
              "(e.g. the DJSRH or UCCH data links), and put them in data_dir.")
 
 
+def lineage(tc: int) -> Lineage:
+  """The files of NUS-WIDE TC-`tc` (21 or 10)."""
+  return Lineage(name="nuswide", prefixes=(f"nus-wide-tc{tc}",), num_labels=tc, download=_DOWNLOAD.format(tc=tc))
+
+
 def load_nuswide(data_dir, *, split: str = "random", seed: int = 0, tc: int = 21, num_query: int = 2100,
                  num_train: int = 10500, num_val: int = 500, num_retrieval: int | None = None,
                  image: str = "auto", image_features=None, image_key=None,
@@ -35,7 +40,6 @@ def load_nuswide(data_dir, *, split: str = "random", seed: int = 0, tc: int = 21
   """
   if tc not in (21, 10):
     raise DataError(f"dataset 'nuswide': tc={tc!r}; choose 21 (TC-21) or 10 (TC-10)")
-  lineage = Lineage(name="nuswide", prefixes=(f"nus-wide-tc{tc}",), num_labels=tc, download=_DOWNLOAD.format(tc=tc))
-  return load_lineage(data_dir, lineage, split=split, seed=seed, num_query=num_query, num_train=num_train,
+  return load_lineage(data_dir, lineage(tc), split=split, seed=seed, num_query=num_query, num_train=num_train,
                       num_val=num_val, num_retrieval=num_retrieval, image=image, image_features=image_features,
                       image_key=image_key, drop_unlabeled=drop_unlabeled, stream_pixels=stream_pixels, info={"tc": tc})

@@ -43,6 +43,7 @@ from jxhash.data.core import CrossModalData
 from jxhash.data.features import Lineage, assemble, locate
 from jxhash.data.iapr import IAPR, load_iapr
 from jxhash.data.mirflickr import MIRFLICKR, load_mirflickr25k
+from jxhash.data import nuswide
 from jxhash.data.nuswide import _DOWNLOAD as _NUSWIDE_DOWNLOAD, load_nuswide
 from jxhash.errors import DataError, UserError
 
@@ -265,7 +266,7 @@ class Nuswide(_LineageBuilder):
                      for tc in (21, 10) for kind in IMAGE_KINDS]
 
   def lineage(self):
-    return nuswide_lineage(self.builder_config.tc)
+    return nuswide.lineage(self.builder_config.tc)
 
   def _extra(self):
     return {"tc": self.builder_config.tc}
@@ -275,12 +276,6 @@ BUILDERS = {cls.DATASET: cls for cls in (Wikipedia, Mirflickr25k, Nuswide, Iapr)
 # The loaders whose split defaults `load_tfds` uses, so the two cannot drift apart.
 _LOADERS = {"wikipedia": wikipedia.load_wikipedia, "mirflickr25k": load_mirflickr25k, "nuswide": load_nuswide,
             "iapr": load_iapr}
-
-
-def nuswide_lineage(tc: int) -> Lineage:
-  """The Lineage `load_nuswide` uses for TC-`tc`."""
-  return Lineage(name="nuswide", prefixes=(f"nus-wide-tc{tc}",), num_labels=tc,
-                 download=_NUSWIDE_DOWNLOAD.format(tc=tc))
 
 
 def prepare(name: str, manual_dir, data_dir, *, image: str = "auto", tc: int | None = None) -> pathlib.Path:
@@ -316,7 +311,7 @@ def prepare(name: str, manual_dir, data_dir, *, image: str = "auto", tc: int | N
     wikipedia._choose_source(directory, None)  # the loader's error for missing files, before tfds starts
     config = "features"
   else:
-    lineage = nuswide_lineage(tc or 21) if name == "nuswide" else builder_cls.LINEAGE
+    lineage = nuswide.lineage(tc or 21) if name == "nuswide" else builder_cls.LINEAGE
     directory = io.data_directory(manual_dir, name, lineage.download)
     kind = "features" if "features" in locate(directory, lineage, image) else "pixels"
     config = f"tc{tc or 21}-{kind}" if name == "nuswide" else kind
