@@ -487,11 +487,11 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
   if aug.active and not data.is_pixels:
     raise UserError(f"augment={options.augment!r} applies to pixel images; dataset {data.name!r} has image features")
   streamed = (data.is_pixels or not data.image_in_memory) if options.stream is None else options.stream
-  if streamed and spec.needs_image_matrix:
-    raise UserError(f"{spec.name} cannot stream images: it needs the whole training image matrix on the "
-                    f"device ({spec.needs_image_matrix}); load the images into memory or train on features")
 
   state = init_state(spec, config, dims, num_train, seed=options.seed, num_seeds=options.num_seeds)
+  if streamed and spec.needs_image_matrix:  # after init, which refuses pixels with a better message
+    raise UserError(f"{spec.name} cannot stream images: it needs the whole training image matrix on the "
+                    f"device ({spec.needs_image_matrix}); load the images into memory or train on features")
   best_score, best_epoch, best_state, history = -math.inf, None, None, []
   if store is not None and options.resume and store.has_latest():
     state, extra = store.restore_latest(state)

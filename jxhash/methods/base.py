@@ -32,6 +32,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+from jxhash.errors import UserError
+
 # (state, batch, data, key) -> (state, {name: scalar})
 StepFn = Callable[[Any, dict, dict, jax.Array], tuple[Any, dict]]
 # (state, data) -> state
@@ -118,6 +120,15 @@ class MethodSpec:
 def check_modality(modality: str) -> None:
   if modality not in ("image", "text"):
     raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
+
+
+def require_features(method: str, dims: dict, what: str) -> None:
+  """A UserError if the images are pixels: `method` trains on (N, D) image features (`what`)."""
+  if len(dims["image_shape"]) != 1:
+    raise UserError(f"{method} trains on image features ({what}), and this dataset has "
+                    f"{'x'.join(map(str, dims['image_shape']))} pixels: extract features first "
+                    "(jxhash.nets.CNNF(features_only=True), or image_features= with the loader) or use dcmh, "
+                    "which trains CNN-F on pixels")
 
 
 def steps_per_epoch(num_train: int, batch_size: int) -> int:

@@ -279,8 +279,7 @@ def image_learning_rate(config: Config) -> float:
 
 
 def _modules(config: Config, dims: dict) -> dict:
-  if len(dims["image_shape"]) != 1:
-    raise ValueError("DCPH on pixels needs the AlexNet image net; this build takes (N, D) image features")
+  base.require_features("DCPH", dims, "the paper's AlexNet is not built here")
   return {
       "image": MLPEncoder(bits=config.bits, hidden=tuple(config.image_hidden), init_scheme=config.init, tanh=True),
       "text": MLPEncoder(bits=config.bits, hidden=tuple(config.text_hidden), init_scheme=config.init, tanh=True),

@@ -107,8 +107,7 @@ def _module(config: Config, modality: str) -> HierarchicalEncoder:
 
 
 def _check(config: Config, dims: dict) -> None:
-  if len(dims["image_shape"]) != 1:
-    raise ValueError("HSIDHN takes (N, D) image features; no pixel network is built for it")
+  base.require_features("HSIDHN", dims, "no pixel network is built for it")
   if config.soft_off not in ("hard", "drop"):
     raise ValueError(f"unknown soft_off {config.soft_off!r}; choose 'hard' or 'drop'")
   if config.code_similarity not in ("affine", "inner"):

@@ -125,8 +125,7 @@ def phases(config: Config) -> tuple[str, ...]:
 
 
 def _modules(config: Config, dims: dict) -> dict:
-  if len(dims["image_shape"]) != 1:
-    raise ValueError("MDCH in jxhash takes (N, D) image features, not pixels")
+  base.require_features("MDCH", dims, "no pixel network is built for it")
   if config.mask:
     image = MaskedMLPEncoder(bits=config.bits, num_labels=dims["num_labels"], hidden=tuple(config.image_hidden),
                              init_scheme=config.init, residual=config.mask_residual,

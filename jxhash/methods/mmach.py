@@ -188,8 +188,7 @@ def label_input(labels: jax.Array, embedding: jax.Array | None) -> jax.Array:
 
 
 def _modules(config: Config, dims: dict) -> dict:
-  if len(dims["image_shape"]) != 1:
-    raise ValueError("MMACH here takes (N, D) image features (the paper uses 512-d ResNet-34 features)")
+  base.require_features("MMACH", dims, "the paper uses 512-d ResNet-34 features")
   mlp = lambda hidden: MLPEncoder(bits=config.bits, hidden=tuple(hidden), init_scheme=config.init, tanh=True)
   return {
       "image": mlp(config.image_hidden),

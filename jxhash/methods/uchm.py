@@ -362,8 +362,7 @@ def similarity_matrix(state: State, data: dict, config: Config, *, chunk: int = 
 
 
 def _modules(config: Config, dims: dict) -> dict:
-  if len(dims["image_shape"]) != 1:
-    raise ValueError("UCHM takes (N, D) image features (e.g. VGG-19 fc7), not pixels")
+  base.require_features("UCHM", dims, "e.g. VGG-19 fc7")
   return {
       "image": MLPEncoder(bits=config.bits, hidden=tuple(config.image_hidden), init_scheme=config.init, tanh=True),
       "text": MLPEncoder(bits=config.bits, hidden=tuple(config.text_hidden), init_scheme=config.init, tanh=True),
