@@ -22,6 +22,7 @@ Synopsis:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import shutil
@@ -158,12 +159,14 @@ class Encoder:
   def bits(self) -> int:
     return self.config.bits
 
-  def encode(self, modality: str, x, *, chunk: int = 4096) -> np.ndarray:
+  def encode(self, modality: str, x, *, chunk: int | None = None) -> np.ndarray:
     """Codes of raw (un-normalised) inputs.
 
     Args:
       modality: "image" or "text".
-      x: (N, D) image features or (N, T) text features, as the dataset loader returns them.
+      x: (N, D) image features, (N, H, W, 3) uint8 pixels or (N, T) text features, as the
+        dataset loader returns them (an array or a lazy row source, read chunk by chunk).
+      chunk: rows per encoder call (default: 4096, 256 for pixels).
 
     Returns:
       (N, bits) int8 codes in {-1, +1}.
@@ -171,7 +174,8 @@ class Encoder:
     if modality not in ("image", "text"):
       raise CheckpointError(f"modality must be 'image' or 'text', got {modality!r}")
     spec = get_method(self.method)
-    return train.encode(spec, self.model, modality, train.normalize(self.stats, modality, x), chunk=chunk)
+    return train.encode(spec, self.model, modality, x, chunk=chunk,
+                        transform=functools.partial(train.normalize, self.stats, modality))
 
 
 def restore(path, *, seed: int = 0, which: str = "best") -> Encoder:
