@@ -43,7 +43,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jxhash import losses, metrics, parallel
 from jxhash.data import CrossModalData
 from jxhash.data import augment as augment_lib
-from jxhash.data.core import take_rows
+from jxhash.data.core import read_rows, take_rows
 from jxhash.data.prefetch import prefetch
 from jxhash.errors import UserError
 from jxhash.methods.base import MethodSpec, Stage
@@ -154,8 +154,7 @@ def fit_normalizer(data: CrossModalData, mode: str) -> dict:
     if mode == "none" or len(width) != 1:
       mean, scale = np.zeros(width, np.float32), np.ones(width, np.float32)
     else:
-      x = take_rows(source, data.train)
-      x = np.asarray(x[:] if not isinstance(x, np.ndarray) else x, np.float64)
+      x = read_rows(source, data.train).astype(np.float64)
       mean = x.mean(0)
       # constant columns (a tag never used in training) keep scale 1 instead of dividing by 0
       scale = x.std(0) if mode == "standardize" else np.ones(width)
