@@ -16,7 +16,7 @@ Measured, each after one untimed epoch (compilation):
   streamed: `train.StreamedEpoch`, the trainer's path for image stacks on disk: each batch's
     rows read on the host, copied to the device and trained on, `--prefetch` batches ahead on
     a background thread;
-  resident: `train.compile_epoch`, the whole training image array already on the device and
+  resident: `epochs.compile_epoch`, the whole training image array already on the device and
     the epoch one scanned program: no host work at all, the reference.
 The ratio streamed / resident is the cost of streaming (1.0: the reads and copies are fully
 hidden behind compute). The resident run needs the images on the device (1.5 GB at the default
@@ -34,7 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jxhash import data as jdata
+from jxhash import data as jdata, epochs, inputs, runstate
+
+from jxhash.spec import Dims
 from jxhash import methods, parallel, train
 from jxhash.data import augment
 
@@ -75,7 +77,7 @@ def main(argv=None):
                                cnn_dtype=args.dtype, **cnn)
   stage = spec.stages(config, args.num_train)[0]
   mesh = parallel.make_mesh()
-  stats = train.fit_normalizer(ds, "standardize")
+  stats = inputs.fit_normalizer(ds, "standardize")
   print(f"devices: {jax.devices()}; {args.num_train} × 224×224×3 train images, batch {args.batch_size}, "
         f"CNN-F {'tiny' if args.tiny else 'VGG-F'} {args.dtype}, {args.bits} bits")
 
@@ -87,17 +89,17 @@ def main(argv=None):
   print(f"host: one batch read in {host_batch * 1e3:.1f} ms ({args.batch_size / host_batch:.0f} images/s)")
 
   def fresh_state():
-    state = train.init_state(spec, config, ds.dims(), args.num_train)
+    state = runstate.init_state(spec, config, Dims.of(ds), args.num_train)
     return parallel.replicate(state, mesh)
 
   results = {}
   arrays = parallel.replicate({k: jnp.asarray(v) for k, v in
-                               train.training_arrays(spec, ds, stats, image=False).items()}, mesh)
+                               inputs.training_arrays(ds, stats, supervised=spec.supervised, image=False).items()}, mesh)
   streamed = train.StreamedEpoch(stage, mesh, augment.Augment(), images, lambda x: x, args.prefetch)
   _, results["streamed"] = time_epochs(streamed, fresh_state(), arrays, args.epochs)
   if not args.skip_resident:
     arrays = dict(arrays, image=parallel.replicate(jnp.asarray(images[np.arange(args.num_train)]), mesh))
-    _, results["resident"] = time_epochs(train.compile_epoch(stage, mesh), fresh_state(), arrays, args.epochs)
+    _, results["resident"] = time_epochs(epochs.compile_epoch(stage, mesh), fresh_state(), arrays, args.epochs)
 
   for name, times in results.items():
     best = min(times)

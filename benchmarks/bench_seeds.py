@@ -6,7 +6,7 @@ Usage (from the repository root, venv active):
   python benchmarks/bench_seeds.py --seeds 1,4 --epochs 2
   python benchmarks/bench_seeds.py --small               # a quick smoke run
 
-For each S: the vmapped run is `train.init_state(num_seeds=S)` + `train.compile_epoch` (one
+For each S: the vmapped run is `runstate.init_state(num_seeds=S)` + `epochs.compile_epoch` (one
 program trains all S models per epoch); the sequential run trains the same S models (seed i
 sliced out, leading axis kept) one after the other with the one compiled single-seed epoch,
 the way S separate runs would. Each state runs --warmup untimed epochs first, then
@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jxhash import data as jdata
-from jxhash import methods, parallel, train
+from jxhash import data as jdata, inputs, methods, parallel, runstate
+from jxhash.spec import Dims
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_train  # noqa: E402  (the trainer's epoch and the squeezed single-seed epoch)
@@ -77,19 +77,19 @@ def main(argv=None):
   args = parse_args(argv)
   spec = methods.get_method("dcmh")
   ds = jdata.load("synthetic", num_items=args.num_items, num_train=args.num_train)
-  stats = train.fit_normalizer(ds, "standardize")
+  stats = inputs.fit_normalizer(ds, "standardize")
   config = spec.Config(bits=args.bits, epochs=args.warmup + args.epochs, batch_size=args.batch_size,
                        image_hidden=(args.hidden,), text_hidden=(args.hidden,))
   num_train = int(ds.train.size)
   mesh = parallel.make_mesh()
-  arrays = parallel.replicate({k: jnp.asarray(v) for k, v in train.training_arrays(spec, ds, stats).items()}, mesh)
+  arrays = parallel.replicate({k: jnp.asarray(v) for k, v in inputs.training_arrays(ds, stats, supervised=spec.supervised).items()}, mesh)
   stage = spec.stages(config, num_train)[0]
 
   # Every state below is sliced from this one. A fresh init_state builds new optimizer
   # closures, which are static pytree metadata: a compiled epoch would refuse such a state
   # (and jax.jit would recompile for it), so separately built states cannot share programs.
   # Kept on the host so that each slice is a fresh device copy the donating epoch may consume.
-  master = jax.device_get(train.init_state(spec, config, ds.dims(), num_train, seed=0, num_seeds=max(args.seeds)))
+  master = jax.device_get(runstate.init_state(spec, config, Dims.of(ds), num_train, seed=0, num_seeds=max(args.seeds)))
 
   def seeds(lo, hi):
     """Seeds lo..hi-1 of the master state as their own state on the mesh."""

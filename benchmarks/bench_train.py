@@ -15,14 +15,14 @@ for the cores), run one after another on the same synthetic arrays:
   torch  the PyTorch reference epoch (`torch_dcmh_reference.py`), torch.set_num_threads(2);
          `--threads 2,1` adds a one-thread row (on a loaded machine two OpenMP threads can be
          far slower than one).
-  scan   jxhash's trainer: `train.compile_epoch` (the whole epoch, both phases and B = sign(F+G),
+  scan   jxhash's trainer: `epochs.compile_epoch` (the whole epoch, both phases and B = sign(F+G),
          one jitted program of `lax.scan`s, vmapped over one seed) on a RunState from
-         `train.init_state`. The timed epoch includes reading the epoch's losses back to the
+         `runstate.init_state`. The timed epoch includes reading the epoch's losses back to the
          host, as `train.fit` does every epoch.
   squeeze  the trainer's epoch with the seed axis squeezed instead of vmapped when there is
-         one seed: the change to `train.compile_epoch` that TRAIN.md recommends (vmap over a
+         one seed: the change to `epochs.compile_epoch` that TRAIN.md recommends (vmap over a
          seed axis of size 1 makes XLA:CPU compute the large weight gradients transposed and
-         transpose them back in the SGD update, every step). Uses the private `train._epoch`.
+         transpose them back in the SGD update, every step). Uses the private `epochs.run_epoch`.
   step   a bare jitted single step per batch, called from Python: the same `Phase.step`,
          the batch gathered inside the jit from a host-drawn index, state donated, then a
          jitted B update. Its time per step is what a step costs with ordinary per-batch
@@ -143,15 +143,16 @@ def run_torch(args, arrays) -> dict:
 def _jax_setup(args, arrays):
   """DCMH spec, config, the single-seed RunState and the arrays, placed on the mesh."""
   import jax.numpy as jnp
-  from jxhash import methods, parallel, train
+  from jxhash import methods, parallel, runstate
+  from jxhash.spec import Dims
 
   spec = methods.get_method("dcmh")
   # epochs only sets the lr schedule's length; the speed does not depend on it
   config = spec.Config(bits=args.bits, epochs=args.warmup + args.epochs, batch_size=args.batch_size,
                        image_hidden=(args.image_hidden,), text_hidden=(args.text_hidden,))
-  dims = {"image_shape": (args.image_dim,), "text_dim": args.text_dim, "num_labels": args.num_labels}
+  dims = Dims(image_shape=(args.image_dim,), text_dim=args.text_dim, num_labels=args.num_labels)
   mesh = parallel.make_mesh()
-  state = parallel.replicate(train.init_state(spec, config, dims, args.n, seed=0), mesh)
+  state = parallel.replicate(runstate.init_state(spec, config, dims, args.n, seed=0), mesh)
   data = parallel.replicate({k: jnp.asarray(v) for k, v in arrays.items()}, mesh)
   return spec, config, mesh, state, data
 
@@ -163,18 +164,18 @@ def _no_finish(fn) -> dict:
 
 
 def trainer_epoch(stage, mesh):
-  """The trainer's jitted epoch, `train.compile_epoch`, for an epoch that is not a stage's last."""
-  from jxhash import train
+  """The trainer's jitted epoch, `epochs.compile_epoch`, for an epoch that is not a stage's last."""
+  from jxhash import epochs
 
-  return train.compile_epoch(stage, mesh, **_no_finish(train.compile_epoch))
+  return epochs.compile_epoch(stage, mesh, **_no_finish(epochs.compile_epoch))
 
 
 def compile_epoch_squeezed(stage, mesh):
   """`trainer_epoch`, with one seed run without vmap (the seed axis dropped and put back)."""
   import jax
-  from jxhash import train
+  from jxhash import epochs
 
-  one_seed = functools.partial(train._epoch, stage=stage, mesh=mesh, **_no_finish(train._epoch))
+  one_seed = functools.partial(epochs.run_epoch, stage=stage, mesh=mesh, **_no_finish(epochs.run_epoch))
 
   def run(state, data):
     if state.rng.shape[0] != 1:
@@ -189,7 +190,6 @@ def compile_epoch_squeezed(stage, mesh):
 
 def run_scan(args, arrays, *, squeeze: bool = False) -> dict:
   import jax
-  from jxhash import train
 
   spec, config, mesh, state, data = _jax_setup(args, arrays)
   stage = spec.stages(config, args.n)[0]
@@ -213,11 +213,11 @@ def run_scan(args, arrays, *, squeeze: bool = False) -> dict:
 
 def run_step(args, arrays) -> dict:
   import jax
-  from jxhash import train
+  from jxhash import runstate
 
   spec, config, mesh, state, data = _jax_setup(args, arrays)
   stage = spec.stages(config, args.n)[0]
-  model = train.seed_slice(state.model, 0)  # one model, no seed axis: an ordinary training loop
+  model = runstate.seed_slice(state.model, 0)  # one model, no seed axis: an ordinary training loop
   bs = min(args.batch_size, args.n)
   steps = max(1, args.n // bs)
 

@@ -17,7 +17,7 @@ keeps its training loop and changes only what a feature-based speed comparison n
   and jxhash uses softplus too).
 - The text phase's balance term uses the batch outputs plus the other rows of G, as the
   image phase and the TF release do; the port sums the stale G buffer there, which gives that
-  term no gradient (a port bug, see notes/prior-code.md §1). The cost is the same.
+  term no gradient (a bug of that port, WendellGul/DCMH). The cost is the same.
 - The port's whole-training-set loss after each epoch (`calc_loss`, an n x n matrix) is
   logging, not training, and is left out (jxhash computes no such loss either).
 """

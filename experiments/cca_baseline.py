@@ -34,7 +34,7 @@ def cca(x: np.ndarray, y: np.ndarray, dims: int, reg: float = 1e-3):
 
 def main(argv=None) -> int:
   sys.path.insert(0, str(ROOT))
-  from jxhash import data as data_lib, metrics, results, train
+  from jxhash import data as data_lib, inputs, metrics, results, train
   from jxhash.errors import UserError
 
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -48,12 +48,12 @@ def main(argv=None) -> int:
   try:
     data = data_lib.load(args.dataset, args.data_dir, seed=args.split_seed)
     t0 = time.perf_counter()
-    stats = train.fit_normalizer(data, "standardize")
-    x, y = (train.normalize(stats, m, getattr(data, m)[data.train]) for m in ("image", "text"))
+    stats = inputs.fit_normalizer(data, "standardize")
+    x, y = (inputs.normalize(stats, m, getattr(data, m)[data.train]) for m in ("image", "text"))
     dims = min(args.bits, x.shape[1], y.shape[1])
     px, py = cca(x.astype(np.float64), y.astype(np.float64), dims, args.reg)
     code = {"image": lambda a: np.where(a @ px >= 0, 1, -1), "text": lambda a: np.where(a @ py >= 0, 1, -1)}
-    enc = {(m, s): code[m](train.normalize(stats, m, getattr(data, m)[getattr(data, s)]))
+    enc = {(m, s): code[m](inputs.normalize(stats, m, getattr(data, m)[getattr(data, s)]))
            for m in ("image", "text") for s in ("query", "retrieval")}
     final = {}
     for d, (qm, dbm) in train.DIRECTIONS.items():

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
 
   import numpy as np
 
-  from jxhash import config as config_lib, data, metrics, train
+  from jxhash import config as config_lib, data, evaluation, metrics, runstate, train
   from jxhash.methods import get_method
 
   spec = get_method("hsidhn")
@@ -76,8 +76,7 @@ def main(argv=None) -> int:
                      {"soft_term": True, "soft_weight": float(weight), "code_similarity": similarity}))
 
   fractions = pair_fractions(ds.labels[ds.train])
-  labels = ds.labels.astype(np.float64)
-  chance = float(((labels[ds.query] @ labels[ds.retrieval].T) > 0).mean())
+  chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])
   print(f"synthetic: max_labels={args.max_labels}, splits {ds.sizes()}, training pairs "
         + ", ".join(f"{k} {v:.3f}" for k, v in fractions.items()) + f"; chance mAP {chance:.3f}")
   print(f"hsidhn: bits={args.bits}, epochs={args.epochs}, model seeds {args.seed}..{args.seed + args.seeds - 1}, "
@@ -87,17 +86,13 @@ def main(argv=None) -> int:
   for name, change in variants:
     config = config_lib.apply_overrides(base, [f"{k}={v}" for k, v in change.items()])
     t0 = time.perf_counter()
-    fit = train.fit(spec, config, ds, train.TrainOptions(seed=args.seed, num_seeds=args.seeds, progress=False),
-                    log=lambda s: None)
+    fit = train.fit(spec, config, ds, train.TrainOptions(seed=args.seed, num_seeds=args.seeds, progress=False))
     scores = {}
     for i in range(args.seeds):
-      model = train.seed_slice(fit.state.model, i)
-      codes = {(m, split): train.encode(spec, model, m, train.normalize(fit.normalizer, m, getattr(ds, m)[idx]))
-               for m in ("image", "text") for split, idx in (("q", ds.query), ("db", ds.retrieval))}
-      for direction, (qm, dbm) in train.DIRECTIONS.items():
-        a = (codes[qm, "q"], codes[dbm, "db"], ds.labels[ds.query], ds.labels[ds.retrieval])
-        scores.setdefault(f"map_{direction}", []).append(metrics.mean_average_precision(*a))
-        scores.setdefault(f"nwmap_{direction}", []).append(metrics.normalized_weighted_map(*a))
+      result = evaluation.evaluate(spec, runstate.seed_slice(fit.state.model, i), ds, fit.normalizer, nwmap=True)
+      for direction, r in result.items():
+        scores.setdefault(f"map_{direction}", []).append(r["map"])
+        scores.setdefault(f"nwmap_{direction}", []).append(r["nwmap"])
     rows.append((name, scores, time.perf_counter() - t0))
 
   def cell(v):

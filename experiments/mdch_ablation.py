@@ -47,22 +47,20 @@ def parse_args(argv):
 
 def main(argv=None) -> str:
   args = parse_args(argv)
-  import numpy as np
 
-  from jxhash import config as config_lib, data as data_lib, train
+  from jxhash import config as config_lib, data as data_lib, metrics, train
   from jxhash.methods import get_method
 
   spec = get_method("mdch")
   ds = data_lib.load(args.dataset, args.data_dir, seed=args.split_seed)
   base = config_lib.apply_overrides(spec.Config(bits=args.bits, epochs=args.epochs), args.overrides)
-  labels = ds.labels.astype(np.float64)
-  chance = float(((labels[ds.query] @ labels[ds.retrieval].T) > 0).mean())
+  chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])
   options = train.TrainOptions(seed=args.seed, num_seeds=args.seeds, eval_every=args.eval_every, progress=False)
   rows = []
   for name in args.variants.split(","):
     config = dataclasses.replace(base, **VARIANTS[name])
     t0 = time.perf_counter()
-    fit = train.fit(spec, config, ds, options, log=lambda _: None)
+    fit = train.fit(spec, config, ds, options)
     cells = [f"{fit.final[d]['map']:.4f} ± {fit.final[d]['map_std']:.4f}" for d in ("i2t", "t2i")]
     rows.append(f"| {name} | {cells[0]} | {cells[1]} | {fit.selected} | {time.perf_counter() - t0:.0f} |")
   changed = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)

@@ -15,6 +15,7 @@ to --out (default results/<method>-<dataset>-<bits>bits.json).
 from __future__ import annotations
 
 import argparse
+import logging
 import pathlib
 import sys
 
@@ -77,12 +78,11 @@ def _options(pairs):
 
 
 def run(args) -> dict:
-  import dataclasses
-
   import jax
 
   from jxhash import checkpoint, config as config_lib, data as data_lib, parallel, results, train
   from jxhash.errors import UserError
+  from jxhash.identity import run_identity
   from jxhash.methods import get_method
 
   if args.coordinator:
@@ -107,10 +107,7 @@ def run(args) -> dict:
                                normalize=args.normalize, resume=args.resume, progress=not args.no_progress,
                                stream=args.stream, prefetch=args.prefetch, augment=args.augment)
   out = pathlib.Path(args.out or ROOT / "results" / f"{spec.name}-{data.name}-{config.bits}bits.json")
-  identity = {"method": spec.name, "dataset": data.name, "bits": config.bits,
-              "config": results.to_json(dataclasses.asdict(config)), "seed": options.seed, "num_seeds": options.num_seeds,
-              "split": results.to_json(data.split_info), "augment": options.augment}
-  results.check_writable(out, identity, overwrite=args.overwrite)
+  results.check_writable(out, run_identity(spec, config, data, options), overwrite=args.overwrite)
   store = None
   if not args.no_checkpoint:
     run_dir = checkpoint.default_run_dir(args.checkpoint_dir, spec.name, data.name, config.bits)
@@ -134,8 +131,17 @@ def run(args) -> dict:
 def main(argv=None) -> int:
   sys.path.insert(0, str(ROOT))
   args = parse_args(argv)
+  # the trainer reports through logging (jxhash.train); the console shows its messages plainly
+  handler = logging.StreamHandler(sys.stdout)
+  handler.setFormatter(logging.Formatter("%(message)s"))
+  logger = logging.getLogger("jxhash")
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
   from jxhash.errors import exit_code
-  return exit_code(run, args)
+  try:
+    return exit_code(run, args)
+  finally:
+    logger.removeHandler(handler)
 
 
 if __name__ == "__main__":

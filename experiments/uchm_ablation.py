@@ -36,20 +36,19 @@ def parse_args(argv):
 
 
 def run(args) -> str:
-  from jxhash import config as config_lib, data as data_lib, train
+  from jxhash import config as config_lib, data as data_lib, metrics, train
   from jxhash.methods import get_method
 
   spec = get_method("uchm")
   ds = data_lib.load(args.dataset, args.data_dir, seed=args.split_seed)
-  labels = ds.labels.astype(float)
-  chance = float(((labels[ds.query] @ labels[ds.retrieval].T) > 0).mean())
+  chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])
   options = train.TrainOptions(seed=args.seed, num_seeds=args.seeds, eval_every=0, progress=False)
   rows = []
   for bits in [int(b) for b in args.bits.split(",")]:
     for similarity in ("unimodal", "mie"):
       config = config_lib.apply_overrides(spec.Config(bits=bits), args.overrides + [f"similarity={similarity}"])
       t0 = time.perf_counter()
-      fit = train.fit(spec, config, ds, options, log=lambda _: None)
+      fit = train.fit(spec, config, ds, options)
       cells = []
       for d in ("i2t", "t2i"):
         cell = f"{fit.final[d]['map']:.4f}"

@@ -32,31 +32,20 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jxhash import __version__, train
-from jxhash.results import to_json
+from jxhash import __version__, fileio
 from jxhash.errors import CheckpointError
+from jxhash.evaluation import encode as encode_codes
+from jxhash.fileio import to_json
+from jxhash.identity import describe_diff, identity_diff, run_identity
+from jxhash.inputs import normalize
 from jxhash.methods import get_method
-
-# run.json keys that must agree before a checkpoint may continue a run
-IDENTITY_KEYS = ("method", "config", "dims", "num_train", "num_seeds", "seed", "dataset", "split",
-                 "normalize", "augment")
+from jxhash.runstate import abstract_state, seed_slice
+from jxhash.spec import Dims
 
 
-def run_metadata(spec, config, data, options: train.TrainOptions) -> dict:
-  """The JSON description of a run, saved with every checkpoint."""
-  return {
-      "method": spec.name,
-      "config": to_json(dataclasses.asdict(config)),
-      "dims": to_json(data.dims()),
-      "num_train": int(data.train.size),
-      "num_seeds": options.num_seeds,
-      "seed": options.seed,
-      "dataset": data.name,
-      "split": to_json(data.split_info),
-      "normalize": options.normalize,
-      "augment": options.augment,
-      "jxhash_version": __version__,
-  }
+def run_metadata(spec, config, data, options) -> dict:
+  """The JSON description of a run (its identity, `jxhash.identity`), saved with every checkpoint."""
+  return {**run_identity(spec, config, data, options), "jxhash_version": __version__}
 
 
 def default_run_dir(root, method: str, dataset: str, bits: int) -> pathlib.Path:
@@ -73,7 +62,7 @@ class CheckpointStore:
     options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
     self._managers = {name: ocp.CheckpointManager(self.directory / name, options=options)
                       for name in ("latest", "best")}
-    _write_json_atomic(self.directory / "run.json", meta)
+    fileio.atomic_write_json(self.directory / "run.json", to_json(meta), what="run metadata", sort_keys=True)
 
   @classmethod
   def open(cls, directory, meta: dict, *, resume: bool = False, overwrite: bool = False) -> "CheckpointStore":
@@ -90,7 +79,7 @@ class CheckpointStore:
         saved = json.loads(previous.read_text())
       except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{previous} is unreadable ({e}); remove it or pass --overwrite") from e
-      same = not _identity_diff(saved, meta)
+      same = not identity_diff(saved, meta)
       if not same and not overwrite:
         _check_identity(saved, meta, directory)
       if not (same and resume):
@@ -173,9 +162,8 @@ class Encoder:
     """
     if modality not in ("image", "text"):
       raise CheckpointError(f"modality must be 'image' or 'text', got {modality!r}")
-    spec = get_method(self.method)
-    return train.encode(spec, self.model, modality, x, chunk=chunk,
-                        transform=functools.partial(train.normalize, self.stats, modality))
+    return encode_codes(get_method(self.method), self.model, modality, x, chunk=chunk,
+                        transform=functools.partial(normalize, self.stats, modality))
 
 
 def restore(path, *, seed: int = 0, which: str = "best") -> Encoder:
@@ -203,15 +191,14 @@ def restore(path, *, seed: int = 0, which: str = "best") -> Encoder:
   try:
     spec = get_method(meta["method"])
     config = _config_from_json(spec.Config, meta["config"])
-    template = train.abstract_state(spec, config, _dims_from_json(meta["dims"]), meta["num_train"],
-                                    meta["num_seeds"])
+    template = abstract_state(spec, config, Dims.from_json(meta["dims"]), meta["num_train"], meta["num_seeds"])
   except (KeyError, TypeError) as e:
     raise CheckpointError(f"checkpoint {path}/{step} has unusable metadata ({e})") from e
   if not 0 <= seed < meta["num_seeds"]:
     raise CheckpointError(f"seed {seed} out of range: the checkpoint holds {meta['num_seeds']} seed(s)")
   state = _restore_item(manager, step, template, path)
   stats = _restore_stats(manager, step, path, meta)
-  return Encoder(method=spec.name, config=config, meta=meta, model=train.seed_slice(state.model, seed),
+  return Encoder(method=spec.name, config=config, meta=meta, model=seed_slice(state.model, seed),
                  stats=stats, epoch=int(state.epoch))
 
 
@@ -260,18 +247,11 @@ def _restore_stats(manager, step, path, meta):
   return jax.tree.map(np.asarray, out["inputs"])
 
 
-def _identity_diff(saved: dict, current: dict) -> list:
-  # runs saved before "augment" was recorded trained without augmentation
-  saved = {"augment": "none", **saved}
-  return [k for k in IDENTITY_KEYS if to_json(saved.get(k)) != to_json(current.get(k))]
-
-
 def _check_identity(saved: dict, current: dict, path) -> None:
-  diff = _identity_diff(saved, current)
+  diff = identity_diff(saved, current)
   if diff:
-    detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs this run {current.get(k)!r}" for k in diff[:3])
-    raise CheckpointError(f"checkpoint {path} belongs to a different run ({detail}); "
-                          "use another --checkpoint-dir, or --overwrite to replace it")
+    raise CheckpointError(f"checkpoint {path} belongs to a different run ({describe_diff(diff)}; checkpoint vs "
+                          "this run); use another --checkpoint-dir, or --overwrite to replace it")
 
 
 def _config_from_json(cls, values: dict):
@@ -285,16 +265,6 @@ def _config_from_json(cls, values: dict):
 def _tuples(x):
   """JSON lists back to the tuples frozen configs use, recursively."""
   return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
-
-
-def _dims_from_json(dims: dict) -> dict:
-  return dict(dims, image_shape=tuple(dims["image_shape"]))
-
-
-def _write_json_atomic(path: pathlib.Path, obj) -> None:
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(to_json(obj), indent=2, sort_keys=True))
-  tmp.replace(path)
 
 
 def _short(e: Exception) -> str:

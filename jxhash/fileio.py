@@ -31,6 +31,8 @@ import pathlib
 import tempfile
 from typing import Iterator
 
+import numpy as np
+
 from jxhash.errors import UserError
 
 _TMP_SUFFIX = ".jxhash-tmp"
@@ -174,3 +176,16 @@ def require_readable_file(path, *, what: str = "file") -> pathlib.Path:
   if not target.is_file():
     raise UserError(f"{what} {target} is not a regular file")
   return target
+
+
+def to_json(x):
+  """numpy scalars, arrays and tuples turned into plain JSON values, recursively."""
+  if isinstance(x, dict):
+    return {str(k): to_json(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [to_json(v) for v in x]
+  if isinstance(x, np.generic):
+    return x.item()
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  return x

@@ -1,7 +1,7 @@
 """Loss terms shared by the hashing methods: pure functions of arrays.
 
-Notation: H (n, K) continuous codes, B (n, K) binary codes in {-1, +1}, S a similarity matrix,
-theta = <h_i, g_j> / 2 the pairwise logits of DCMH. Every function returns a scalar and
+Notation: H (n, K) real-valued network outputs, B (n, K) codes in {-1, +1}, S a similarity
+matrix, theta = <h_i, g_j> / 2 the pairwise logits of DCMH. Every function returns a scalar and
 takes its options as keyword arguments; method modules compose and weight them.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from jxhash.codes import binarize  # noqa: F401  (its home is jxhash.codes)
 
 
 def label_similarity(labels_a: jax.Array, labels_b: jax.Array) -> jax.Array:
@@ -44,46 +46,50 @@ def cosine_similarity(a: jax.Array, b: jax.Array, *, eps: float = 1e-8) -> jax.A
   return a @ b.T
 
 
-def pairwise_likelihood(theta: jax.Array, similarity: jax.Array) -> jax.Array:
+def pairwise_likelihood(theta: jax.Array, similarity: jax.Array, mask: jax.Array | None = None) -> jax.Array:
   """Negative log-likelihood of pairwise similarities (DCMH, Jiang & Li, CVPR 2017, eq. 2).
 
-  -sum_ij (S_ij theta_ij - log(1 + exp(theta_ij))), with log(1 + exp) computed as softplus so
-  that |theta| in the thousands stays finite.
+  -sum_ij m_ij (S_ij theta_ij - log(1 + exp(theta_ij))), with log(1 + exp) computed as softplus
+  so that |theta| in the thousands stays finite.
 
   Args:
     theta: (m, n) logits, theta_ij = <h_i, g_j> / 2.
     similarity: (m, n) targets in [0, 1].
+    mask: optional (m, n) pair weights m_ij (e.g. 1 on the pairs a term covers, 0 elsewhere);
+      None weighs every pair 1.
 
   Returns:
-    scalar sum over all pairs.
+    scalar sum over the (weighted) pairs.
   """
-  return -jnp.sum(similarity * theta - jax.nn.softplus(theta))
+  if mask is None:
+    return -jnp.sum(similarity * theta - jax.nn.softplus(theta))
+  return -jnp.sum(mask * (similarity * theta - jax.nn.softplus(theta)))
 
 
-def quantization(binary: jax.Array, codes: jax.Array) -> jax.Array:
-  """Squared distance to the binary codes, ||B - H||_F^2.
+def quantization(codes: jax.Array, outputs: jax.Array) -> jax.Array:
+  """Squared distance of real-valued outputs to their codes, ||B - H||_F^2.
 
   Args:
-    binary: (n, K) codes in {-1, +1}.
-    codes: (n, K) continuous codes.
+    codes: (n, K) codes in {-1, +1}.
+    outputs: (n, K) real-valued outputs.
 
   Returns:
     scalar sum.
   """
-  return jnp.sum(jnp.square(binary - codes))
+  return jnp.sum(jnp.square(codes - outputs))
 
 
-def bit_balance(codes: jax.Array) -> jax.Array:
+def bit_balance(outputs: jax.Array) -> jax.Array:
   """Bit-balance term ||H^T 1||^2: each bit should be +1 on half of the items (DCMH eta term).
 
   Args:
-    codes: (n, K) continuous codes (the whole buffer, typically with only a batch of rows
+    outputs: (n, K) real-valued outputs (the whole buffer, typically with only a batch of rows
       differentiable).
 
   Returns:
     scalar.
   """
-  return jnp.sum(jnp.square(jnp.sum(codes, axis=0)))
+  return jnp.sum(jnp.square(jnp.sum(outputs, axis=0)))
 
 
 def positive_kl(target: jax.Array, predicted: jax.Array, *, eps: float = 1e-5) -> jax.Array:
@@ -120,13 +126,29 @@ def similarity_regression(code_similarity: jax.Array, target: jax.Array,
   return jnp.sum(err if mask is None else err * mask)
 
 
-def binarize(codes: jax.Array) -> jax.Array:
-  """sign() mapping 0 to +1, so every code is strictly in {-1, +1}.
+def dcmh_objective(outputs: jax.Array, *, other: jax.Array, similarity: jax.Array, codes: jax.Array,
+                   buffer: jax.Array, index: jax.Array, gamma: float, eta: float) -> jax.Array:
+  """DCMH's loss of one modality's batch, normalised by bs * n as in the released code.
+
+  [-sum_ij (S_ij theta_ij - softplus(theta_ij)) + gamma ||B - H||^2 + eta ||F~^T 1||^2] / (bs n),
+  theta_ij = <h_i, o_j> / 2 (Jiang & Li, CVPR 2017, eq. 3), where F~ is this modality's buffer
+  with the batch rows replaced by the live outputs, so that the balance term covers the whole
+  training set but only the batch is differentiable.
 
   Args:
-    codes: (..., K) real codes.
+    outputs: (bs, K) the batch outputs h of the network being trained.
+    other: (n, K) the other modality's buffer o (constant).
+    similarity: (bs, n) S between the batch and every training item.
+    codes: (bs, K) the batch rows of B in {-1, +1}.
+    buffer: (n, K) this modality's buffer.
+    index: (bs,) the batch rows' positions in the buffers.
+    gamma, eta: quantization and balance weights.
 
   Returns:
-    same shape, dtype of `codes`, values in {-1, +1}.
+    scalar.
   """
-  return jnp.where(codes >= 0, 1, -1).astype(codes.dtype)
+  theta = 0.5 * outputs @ other.T
+  full = jnp.asarray(buffer).at[index].set(outputs)
+  loss = (pairwise_likelihood(theta, similarity) + gamma * quantization(codes, outputs)
+          + eta * bit_balance(full))
+  return loss / (outputs.shape[0] * other.shape[0])

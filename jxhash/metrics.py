@@ -250,6 +250,32 @@ def count_no_relevant(query_labels, db_labels) -> int:
   return int((~(ql.astype(bool) & present).any(axis=1)).sum())
 
 
+def chance_map(query_labels, db_labels) -> float:
+  """The expected mAP@all of a uniformly random ranking: the level a model must beat.
+
+  For a query with R relevant items among N, the expected AP over random orders is
+  (R - 1) / (N - 1) + H_N (N - R) / (N (N - 1)), H_N the N-th harmonic number (close to R / N
+  for large N); a query with R = 0 scores 0, as in `average_precision`.
+
+  Args:
+    query_labels: (Q, C) multi-hot labels.
+    db_labels: (N, C) multi-hot labels.
+
+  Returns:
+    the mean over the Q queries.
+  """
+  ql = _check_labels(query_labels, "query_labels").astype(np.float64)
+  dl = _check_labels(db_labels, "db_labels").astype(np.float64)
+  _check_same_width(ql, dl, "query_labels", "db_labels", "classes")
+  n = dl.shape[0]
+  relevant = ((ql @ dl.T) > 0).sum(axis=1).astype(np.float64)
+  if n == 1:
+    return float((relevant > 0).mean())
+  harmonic = float(np.sum(1.0 / np.arange(1, n + 1)))
+  expected = (relevant - 1) / (n - 1) + harmonic * (n - relevant) / (n * (n - 1))
+  return float(np.where(relevant > 0, expected, 0.0).mean())
+
+
 def evaluate(query_codes, db_codes, query_labels, db_labels, *, top_k=(1000,),
              pn=(1, 10, 50, 100, 500, 1000), ties: str = "index", nwmap: bool = False,
              backend: str | None = None, chunk_size: int | None = None) -> dict:

@@ -1,22 +1,22 @@
-"""Results files: one JSON per run, written atomically, never silently replacing another run's."""
+"""Results files: one JSON per run, written atomically, never silently replacing another run's.
+
+A results file carries its run's identity (`jxhash.identity`) at the top level, besides the
+metrics; a file is only replaced by a run with the same identity (or with `overwrite`).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import pathlib
 import platform
-import tempfile
 
 import jax
 import numpy as np
 
-from jxhash import __version__
+from jxhash import __version__, fileio
 from jxhash.errors import UserError
-
-# keys that say which experiment a results file is; a file with other values is not replaced
-IDENTITY_KEYS = ("method", "dataset", "bits", "config", "seed", "num_seeds", "split", "augment")
+from jxhash.fileio import to_json
+from jxhash.identity import describe_diff, identity_diff, run_identity
 
 
 def environment() -> dict:
@@ -37,19 +37,12 @@ def build(spec, config, data, options, fit_result, *, extra: dict | None = None)
   """The results dict of a finished `train.fit` run (see the README for its keys)."""
   final = fit_result.final
   out = {
-      "method": spec.name,
-      "dataset": data.name,
+      **run_identity(spec, config, data, options),
       "bits": config.bits,
       "map": {d: final[d]["map"] for d in ("i2t", "t2i")},
       "metrics": final,
       "selected": fit_result.selected,
-      "config": to_json(dataclasses.asdict(config)),
-      "seed": options.seed,
-      "num_seeds": options.num_seeds,
-      "split": to_json(data.split_info),
       "split_sizes": data.sizes(),
-      "normalize": options.normalize,
-      "augment": options.augment,
       "train_time_s": round(fit_result.train_time, 2),
       "fidelity": spec.fidelity,
       "history": fit_result.history,
@@ -88,39 +81,28 @@ def seed_statistics(per_seed: list) -> dict:
 
 
 def check_writable(path, identity: dict, *, overwrite: bool = False) -> None:
-  """Refuse (UserError) to replace a results file that records a different experiment."""
+  """Refuse (UserError) to replace a results file that records a different run.
+
+  Args:
+    path: the results file.
+    identity: `jxhash.identity.run_identity` of the run about to write it.
+    overwrite: replace whatever is there.
+  """
   path = pathlib.Path(path)
   if overwrite or not path.exists():
     return
   try:
     old = json.loads(path.read_text())
-  except (OSError, json.JSONDecodeError):
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    old = None
+  if not isinstance(old, dict):
     raise UserError(f"{path} exists and is not a jxhash results file; choose another --out or pass --overwrite")
-  old = {"augment": "none", **old}  # files written before "augment" was recorded: none
-  diff = [k for k in IDENTITY_KEYS if to_json(old.get(k)) != to_json(identity.get(k))]
+  diff = identity_diff(old, identity)
   if diff:
-    raise UserError(f"{path} holds results of a different run (differs in {', '.join(diff)}); "
+    raise UserError(f"{path} holds results of a different run ({describe_diff(diff)}; file vs this run); "
                     "choose another --out or pass --overwrite")
 
 
 def write(path, results: dict) -> None:
-  """Write atomically (temp file + rename) so an interrupted write never leaves half a file."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump(to_json(results), f, indent=2)
-  os.replace(tmp, path)
-
-
-def to_json(x):
-  """numpy scalars, arrays and tuples turned into plain JSON values, recursively."""
-  if isinstance(x, dict):
-    return {str(k): to_json(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [to_json(v) for v in x]
-  if isinstance(x, (np.generic,)):
-    return x.item()
-  if isinstance(x, np.ndarray):
-    return x.tolist()
-  return x
+  """Write atomically (temp file, fsync, rename): an interrupted write never leaves half a file."""
+  fileio.atomic_write_json(path, to_json(results), what="results file")

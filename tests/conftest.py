@@ -1,4 +1,12 @@
-"""Test configuration: strict JAX promotion, CPU only, and access to ../shared/data."""
+"""Test configuration: strict JAX promotion, CPU only, and access to ../shared/data.
+
+Rank promotion raises everywhere (a (n,) + (n, 1) broadcast is almost always a bug). Strict dtype
+promotion (no implicit int -> float or bfloat16 -> float32 promotion between arrays) is the
+`strict_promotion` fixture, used by the modules of pure functions (losses, metrics, evaluation,
+networks): training cannot run under it, because optax's Adam raises a Python float to the
+power of its int32 step count. Warnings are errors (pyproject.toml's filterwarnings), except the
+third-party ones listed there with a reason.
+"""
 
 import os
 import pathlib
@@ -32,3 +40,10 @@ def wikipedia_dir():
 @pytest.fixture
 def mirflickr_dir():
   return shared_path("mirflickr25k")
+
+
+@pytest.fixture
+def strict_promotion():
+  """Run the test with jax_numpy_dtype_promotion="strict"."""
+  with jax.numpy_dtype_promotion("strict"):
+    yield

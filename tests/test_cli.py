@@ -18,6 +18,7 @@ TINY = ["--data-option", "num_items=300", "--data-option", "num_query=40", "--da
         "--set", "text_hidden=32", "--no-progress", "--eval-every", "1"]
 
 
+@pytest.mark.slow
 def test_run_writes_results_and_checkpoint(tmp_path, capsys):
   out = tmp_path / "r.json"
   code = run_cli.main(["--method", "dcmh", "--bits", "16", "--out", str(out), "--checkpoint-dir",
@@ -35,6 +36,7 @@ def test_run_writes_results_and_checkpoint(tmp_path, capsys):
   assert "mAP@all image->text" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_seeds_give_mean_std_min_max_of_every_scalar_metric(tmp_path):
   out = tmp_path / "r.json"
   assert run_cli.main(["--bits", "16", "--seeds", "3", "--out", str(out), "--no-checkpoint", *TINY]) == 0
@@ -51,6 +53,7 @@ def test_seeds_give_mean_std_min_max_of_every_scalar_metric(tmp_path):
     assert res["seed_stats"][d]["map"]["max"] > res["seed_stats"][d]["map"]["min"]  # the seeds differ
 
 
+@pytest.mark.slow
 def test_dcmh_on_streamed_pixels_with_augmentation(tmp_path, capsys):
   out, ck = tmp_path / "r.json", tmp_path / "ck"
   argv = ["--bits", "16", "--out", str(out), "--checkpoint-dir", str(ck), "--data-option", "image_size=224",
@@ -69,6 +72,7 @@ def test_dcmh_on_streamed_pixels_with_augmentation(tmp_path, capsys):
   assert "augment" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_results_of_another_run_are_not_overwritten(tmp_path, capsys):
   out = tmp_path / "r.json"
   args = ["--out", str(out), "--no-checkpoint", *TINY]
@@ -101,6 +105,7 @@ def test_user_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_pa
   assert message in err and len(err.splitlines()) == 1 and err.startswith("error: ")
 
 
+@pytest.mark.slow
 def test_missing_data_file_from_the_shell_is_one_line(tmp_path):
   proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), "--dataset", "wikipedia",
                          "--data-dir", str(tmp_path), "--no-checkpoint"], capture_output=True, text=True,

@@ -15,8 +15,11 @@ from jax.test_util import check_grads
 from numpy.lib.stride_tricks import sliding_window_view
 
 from jxhash.errors import DataError, UserError
-from jxhash.nets import cnnf
-from jxhash.nets.cnnf import CNNF, VGG_F_LRN, load_vgg_f, local_response_norm, preprocess
+from jxhash.nets import vgg_f
+from jxhash.nets.cnnf import CNNF, VGG_F_CHANNELS, VGG_F_LRN, local_response_norm
+from jxhash.nets.vgg_f import load_vgg_f, preprocess
+
+pytestmark = pytest.mark.usefixtures("strict_promotion")
 
 TINY = {"channels": (6, 8, 8, 8, 8), "fc_width": 16}
 
@@ -192,7 +195,7 @@ def test_full_width_network_shapes():
   assert params["fc8"]["kernel"].shape == (4096, 32) and params["fc8"]["bias"].shape == (32,)
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(params))
   # The importer checks the file against the same shapes.
-  table = cnnf._expected_layers(cnnf.VGG_F_CHANNELS, 4096)
+  table = vgg_f._expected_layers(VGG_F_CHANNELS, 4096)
   assert {name: shape for name, (shape, _, _) in table.items()} == VGG_F_SHAPES
 
   out = jax.eval_shape(CNNF(bits=32).apply, variables, x)

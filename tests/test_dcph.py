@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jxhash import checkpoint, data, losses, train
+from jxhash import checkpoint, data, losses, metrics, runstate, train
+
+from jxhash.spec import Dims
 from jxhash.errors import UserError
 from jxhash.methods import dcmh, dcph, get_method
 
@@ -63,7 +65,7 @@ def test_objective_matches_numpy():
   other = np.where(rng.normal(size=(bs, k)) >= 0, 1.0, -1.0).astype(np.float32)
   b = np.where(rng.normal(size=(bs, k)) >= 0, 1.0, -1.0).astype(np.float32)
   y = _labels(rng, bs, c)
-  got, parts = dcph.objective(h, proxies=proxies, labels=y, other_binary=other, binary=b, scale=0.3, margin=9.6,
+  got, parts = dcph.objective(h, proxies=proxies, labels=y, other_codes=other, codes=b, scale=0.3, margin=9.6,
                               cross_weight=0.1, quant_weight=0.1)
   z, z_other = h @ proxies.T, other @ proxies.T
   want = (_np_mds(z, y, 0.3, 9.6) + 0.1 * _np_mds(z, y, 0.3, 9.6, z_den=z_other)
@@ -117,7 +119,7 @@ def test_proxy_objective_matches_numpy(kind):
 
 # one small setting shared by the tests that build real states (eager ops compile once)
 SMALL_CONFIG = dcph.Config(bits=32, image_hidden=(8,), text_hidden=(8,), proxy_hidden=512)
-SMALL_DIMS = {"image_shape": (4,), "text_dim": 3, "num_labels": 10}
+SMALL_DIMS = Dims(image_shape=(4,), text_dim=3, num_labels=10)
 
 
 def test_proxy_stage_gives_distant_binary_proxies():
@@ -158,7 +160,7 @@ def _step_shapes(jaxpr):
 
 def test_hash_step_never_builds_a_datapoint_similarity():
   n, bs, k, c = 97, 8, 16, 5
-  dims = {"image_shape": (12,), "text_dim": 7, "num_labels": c}
+  dims = Dims(image_shape=(12,), text_dim=7, num_labels=c)
   rng = np.random.default_rng(5)
   full = {"image": jnp.asarray(rng.normal(size=(n, 12)), jnp.float32),
           "text": jnp.asarray(rng.normal(size=(n, 7)), jnp.float32),
@@ -170,21 +172,23 @@ def test_hash_step_never_builds_a_datapoint_similarity():
   for modality in ("image", "text"):
     config = dcph.Config(bits=k, image_hidden=(11,), text_hidden=(11,), proxy_hidden=13)
     state = jax.eval_shape(lambda key: dcph.init(key, config, dims, n), key)
-    shapes = _step_shapes(jax.make_jaxpr(dcph._phase_step(config, modality))(state, batch, full, key).jaxpr)
+    step = {ph.name: ph.step for ph in dcph.stages(config, n)[1].phases}[modality]
+    shapes = _step_shapes(jax.make_jaxpr(step)(state, batch, full, key).jaxpr)
     assert (bs, c) in shapes  # labels meet the codes only through the (bs, C) proxy logits
     assert not shapes & forbidden, shapes & forbidden
   # control: the detector does see DCMH's (bs, n) similarity
   config = dcmh.Config(bits=k, image_hidden=(11,), text_hidden=(11,))
   state = jax.eval_shape(lambda key: dcmh.init(key, config, dims, n), key)
-  shapes = _step_shapes(jax.make_jaxpr(dcmh._phase_step(config, "image"))(state, batch, full, key).jaxpr)
+  step = dcmh.stages(config, n)[0].phases[0].step
+  shapes = _step_shapes(jax.make_jaxpr(step)(state, batch, full, key).jaxpr)
   assert (bs, n) in shapes
 
 
+@pytest.mark.slow
 def test_short_run_beats_chance_and_checkpoint_keeps_the_proxies(tmp_path):
   # one training run serves both checks (keeps the file's runtime down)
   ds = data.load("synthetic")
-  labels = ds.labels.astype(float)
-  chance = float(((labels[ds.query] @ labels[ds.retrieval].T) > 0).mean())
+  chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])
   spec = get_method("dcph")
   # published lrs are for AlexNet fine-tuning; a feature MLP this small needs a larger image lr
   config = spec.Config(bits=16, epochs=6, image_lr=5e-3, image_hidden=(256,), text_hidden=(256,),
@@ -196,7 +200,7 @@ def test_short_run_beats_chance_and_checkpoint_keeps_the_proxies(tmp_path):
     assert result.final[direction]["map"] > chance + 0.2, (direction, result.final[direction]["map"], chance)
 
   trained = np.asarray(result.state.model.proxies[0])
-  initial = np.asarray(train.init_state(spec, config, ds.dims(), ds.train.size).model.proxies[0])
+  initial = np.asarray(runstate.init_state(spec, config, Dims.of(ds), ds.train.size).model.proxies[0])
   assert not np.array_equal(trained, initial)  # the proxy stage changed them
   restored = checkpoint.restore(tmp_path)
   np.testing.assert_array_equal(np.asarray(restored.model.proxies), trained)
@@ -220,6 +224,6 @@ def test_config_defaults_and_image_lr_table():
 
 def test_b_is_sign_of_image_plus_text_buffers():
   state = dcph.init(jax.random.PRNGKey(1), SMALL_CONFIG, SMALL_DIMS, 20)
-  new = dcph.update_binary(state, None)
-  np.testing.assert_array_equal(new.binary, losses.binarize(state.codes["image"] + state.codes["text"]))
-  assert not np.array_equal(state.binary, new.binary)  # B starts from an independent draw (port)
+  new = dcph.stages(SMALL_CONFIG, 20)[1].end_of_epoch(state, None)
+  np.testing.assert_array_equal(new.codes, losses.binarize(state.outputs["image"] + state.outputs["text"]))
+  assert not np.array_equal(state.codes, new.codes)  # B starts from an independent draw (port)

@@ -9,8 +9,11 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from jxhash import checkpoint, data
+
+pytestmark = pytest.mark.slow  # subprocesses killed mid-run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RUN = [sys.executable, str(ROOT / "experiments" / "run.py"), "--method", "dcmh", "--bits", "16",
@@ -56,14 +59,15 @@ def test_sigkill_mid_run_then_resume_ends_with_the_same_codes(tmp_path):
 
 _SAVER = """
 import sys
-from jxhash import checkpoint, data, train
+from jxhash import checkpoint, data, inputs, runstate, train
 from jxhash.methods import get_method
+from jxhash.spec import Dims
 ds = data.load("synthetic", num_items=300, num_query=40, num_train=96, num_val=24)
 spec = get_method("dcmh")
 config = spec.Config(bits=16, epochs=2, image_hidden=(2048,), text_hidden=(2048,))
 options = train.TrainOptions()
-state = train.init_state(spec, config, ds.dims(), 96)
-stats = train.fit_normalizer(ds, "standardize")
+state = runstate.init_state(spec, config, Dims.of(ds), 96)
+stats = inputs.fit_normalizer(ds, "standardize")
 store = checkpoint.CheckpointStore.open(sys.argv[1], checkpoint.run_metadata(spec, config, ds, options))
 epoch = 0
 while True:

@@ -21,7 +21,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from jxhash import data, train
+from jxhash import data, evaluation, inputs, runstate, train
 from jxhash.methods import METHODS, get_method
 
 PATH = pathlib.Path(__file__).parent / "data" / "codes_fingerprint.json"
@@ -51,14 +51,14 @@ def _run(method: str, config: dict, data_options: dict, options: dict) -> dict:
   spec = get_method(method)
   ds = data.load("synthetic", **data_options)
   cfg = spec.Config(**{k: _tuples(v) for k, v in config.items()})
-  result = train.fit(spec, cfg, ds, train.TrainOptions(progress=False, eval_every=0, **options), log=lambda _: None)
+  result = train.fit(spec, cfg, ds, train.TrainOptions(progress=False, eval_every=0, **options))
   out = {}
   for m in ("image", "text"):
     per_seed = []
     for i in range(options.get("num_seeds", 1)):
-      model = train.seed_slice(result.state.model, i)
-      per_seed.append(train.encode(spec, model, m, getattr(ds, m),
-                                   transform=lambda x, m=m: train.normalize(result.normalizer, m, x)))
+      model = runstate.seed_slice(result.state.model, i)
+      per_seed.append(evaluation.encode(spec, model, m, getattr(ds, m),
+                                   transform=lambda x, m=m: inputs.normalize(result.normalizer, m, x)))
     out[m] = np.stack(per_seed)
   return out
 

@@ -7,6 +7,8 @@ import pytest
 
 from jxhash import losses
 
+pytestmark = pytest.mark.usefixtures("strict_promotion")
+
 
 def _np_softplus(x):
   return np.logaddexp(0.0, x)

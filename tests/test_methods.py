@@ -1,5 +1,6 @@
-"""Every registered method: compiles for 16/32/64 bits, trains finitely, restores exactly,
-and gives the same result on 4 simulated devices as on one."""
+"""Every registered method (and a toy 7th one, `toy_method.py`, registered here the way a new
+method is): a complete spec, a smoke run that stays finite and restores to identical codes,
+seeds that equal separate runs, and the same result on 4 simulated devices as on one."""
 
 import dataclasses
 import os
@@ -10,12 +11,21 @@ import sys
 import numpy as np
 import pytest
 
-from jxhash import checkpoint, data, train
+import toy_method
+from jxhash import checkpoint, data, evaluation, inputs, runstate, train
 from jxhash.methods import METHODS, get_method
 from jxhash.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALL = dict(num_items=300, num_query=40, num_train=96, num_val=24)
+REGISTRY = sorted(METHODS) + ["toy"]
+
+
+@pytest.fixture
+def registered(monkeypatch):
+  """The registry with the toy method added by its one registry line."""
+  monkeypatch.setitem(METHODS, "toy", toy_method.SPEC)
+  return METHODS
 
 
 def _smoke(name, **overrides):
@@ -28,67 +38,60 @@ def test_unknown_method_lists_the_valid_names():
     get_method("no-such-method")
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_spec_is_complete(name):
-  spec = METHODS[name]
+@pytest.mark.parametrize("name", REGISTRY)
+def test_spec_is_complete(name, registered):
+  spec = registered[name]
   assert spec.name == name
   assert spec.fidelity and spec.reference
   config = spec.Config()
   assert config.bits > 0 and config.epochs > 0 and config.batch_size > 0
   assert dataclasses.is_dataclass(config) and type(config).__dataclass_params__.frozen
+  assert set(spec.smoke) <= {f.name for f in dataclasses.fields(config)}
 
 
-@pytest.mark.parametrize("bits", [16, 32, 64])
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_smoke_run_compiles_and_stays_finite(name, bits):
-  ds = data.load("synthetic", **SMALL)
-  spec, config = _smoke(name, bits=bits)
-  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
-  losses = {k: v for h in result.history for k, v in h.items() if k not in ("epoch", "stage")}
-  assert losses and all(np.isfinite(v) for v in losses.values())
-  for direction in ("i2t", "t2i"):
-    assert 0.0 <= result.final[direction]["map"] <= 1.0
-  model = train.seed_slice(result.state.model, 0)
-  for m in ("image", "text"):
-    codes = train.encode(spec, model, m, train.normalize(result.normalizer, m, getattr(ds, m)[:7]))
-    assert codes.shape == (7, bits) and set(np.unique(codes)) <= {-1, 1}
-
-
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_restored_checkpoint_gives_identical_codes(name, tmp_path):
+@pytest.mark.parametrize("name", REGISTRY)
+def test_smoke_run_stays_finite_and_restores_identical_codes(name, registered, tmp_path):
   ds = data.load("synthetic", **SMALL)
   spec, config = _smoke(name, bits=16)
   options = train.TrainOptions(progress=False, eval_every=1)
   store = checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options))
   result = train.fit(spec, config, ds, options, store=store)
+  epochs = sum(stage.epochs for stage in spec.stages(config, ds.train.size))
+  assert [h["epoch"] for h in result.history] == list(range(1, epochs + 1))
+  logged = [v for h in result.history for k, v in h.items() if k not in ("epoch", "stage")]
+  assert logged and np.all(np.isfinite(logged))
+  for direction in ("i2t", "t2i"):
+    assert result.final[direction]["num_queries"] == ds.query.size
   enc = checkpoint.restore(tmp_path)
-  model = train.seed_slice(result.state.model, 0)
+  model = runstate.seed_slice(result.state.model, 0)
   for m in ("image", "text"):
     x = getattr(ds, m)
-    expected = train.encode(spec, model, m, train.normalize(result.normalizer, m, x))
+    expected = evaluation.encode(spec, model, m, inputs.normalize(result.normalizer, m, x))
+    assert expected.shape == (ds.num_items, 16) and set(np.unique(expected)) == {-1, 1}
     np.testing.assert_array_equal(enc.encode(m, x), expected)
 
 
 _DEVICES_SCRIPT = """
 import dataclasses, sys, numpy as np, jax
-from jxhash import data, train
+from jxhash import data, evaluation, inputs, runstate, train
 from jxhash.methods import METHODS
 ds = data.load("synthetic", num_items=300, num_query=40, num_train=96, num_val=24)
 out = {}
 for name, spec in sorted(METHODS.items()):
   config = dataclasses.replace(spec.Config(), **{**spec.smoke, "bits": 16, "batch_size": 32})
   r = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
-  model = train.seed_slice(r.state.model, 0)
-  out[name] = np.asarray(spec.encode(model, "image", train.normalize(r.normalizer, "image", ds.image[ds.query])))
+  model = runstate.seed_slice(r.state.model, 0)
+  out[name] = np.asarray(spec.encode(model, "image", inputs.normalize(r.normalizer, "image", ds.image[ds.query])))
   if name == "dcmh":  # the streamed path shards host batches over the devices itself
     r = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0, stream=True))
-    model = train.seed_slice(r.state.model, 0)
-    out["dcmh-streamed"] = np.asarray(spec.encode(model, "image", train.normalize(r.normalizer, "image", ds.image[ds.query])))
+    model = runstate.seed_slice(r.state.model, 0)
+    out["dcmh-streamed"] = np.asarray(spec.encode(model, "image", inputs.normalize(r.normalizer, "image", ds.image[ds.query])))
 np.savez(sys.argv[1], **out)
 print(len(jax.devices()))
 """
 
 
+@pytest.mark.slow
 def test_four_simulated_devices_match_one(tmp_path):
   outs = {}
   for n in (1, 4):
@@ -106,6 +109,7 @@ def test_four_simulated_devices_match_one(tmp_path):
     np.testing.assert_allclose(outs[4][name], outs[1][name], rtol=2e-3, atol=2e-3, err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dcmh", "mmach"])
 def test_seed_i_of_a_vmapped_run_equals_a_separate_run(name, tmp_path):
   ds = data.load("synthetic", **SMALL)
@@ -117,7 +121,7 @@ def test_seed_i_of_a_vmapped_run_equals_a_separate_run(name, tmp_path):
   enc = checkpoint.restore(tmp_path, seed=2)  # model seed 5 + 2
   for m in ("image", "text"):
     x = getattr(ds, m)
-    alone = train.encode(spec, train.seed_slice(single.state.model, 0), m, train.normalize(single.normalizer, m, x))
+    alone = evaluation.encode(spec, runstate.seed_slice(single.state.model, 0), m, inputs.normalize(single.normalizer, m, x))
     np.testing.assert_array_equal(enc.encode(m, x), alone)
   for d in ("i2t", "t2i"):
     assert abs(multi.per_seed[2][d]["map"] - single.final[d]["map"]) < 1e-6

@@ -13,6 +13,8 @@ from jxhash import _rank_kernels, metrics
 from jxhash.errors import UserError
 from conftest import shared_path
 
+pytestmark = pytest.mark.usefixtures("strict_promotion")
+
 BACKENDS = ["numpy", "jax"] + (["numba"] if _rank_kernels.have_numba() else [])
 # The jax backend sums in float32; the others in float64.
 TOL = {"numpy": 1e-12, "numba": 1e-12, "jax": 1e-6}

@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 
 from jxhash import metrics
 
+pytestmark = pytest.mark.usefixtures("strict_promotion")
+
 TIES = st.sampled_from(["index", "average"])
 
 

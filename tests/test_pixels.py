@@ -7,7 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from jxhash import checkpoint, data, parallel, train
+from jxhash import checkpoint, data, evaluation, inputs, parallel, runstate, train
+
+from jxhash.spec import Dims
 from jxhash.data import augment as augment_lib
 from jxhash.data import io
 from jxhash.data.core import RowSubset
@@ -58,6 +60,7 @@ def test_synthetic_pixels_are_deterministic_and_label_driven():
 # --------------------------------------------------------------------------- streamed trainer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dcmh", "mmach"])
 def test_streamed_training_equals_resident_training(name):
   ds = data.load("synthetic", **SMALL)
@@ -66,11 +69,11 @@ def test_streamed_training_equals_resident_training(name):
   runs = {}
   for stream in (False, True):
     options = train.TrainOptions(progress=False, eval_every=1, num_seeds=2, stream=stream, prefetch=3)
-    runs[stream] = train.fit(spec, config, ds, options, log=lambda _: None)
+    runs[stream] = train.fit(spec, config, ds, options)
   for i in range(2):
     for m in ("image", "text"):
-      x = train.normalize(runs[False].normalizer, m, getattr(ds, m))
-      codes = [train.encode(spec, train.seed_slice(runs[s].state.model, i), m, x) for s in (False, True)]
+      x = inputs.normalize(runs[False].normalizer, m, getattr(ds, m))
+      codes = [evaluation.encode(spec, runstate.seed_slice(runs[s].state.model, i), m, x) for s in (False, True)]
       np.testing.assert_array_equal(codes[0], codes[1])
   assert [h["image/loss"] for h in runs[False].history] == [h["image/loss"] for h in runs[True].history]
 
@@ -103,6 +106,7 @@ def vgg_file(tmp_path_factory):
   return path, layers, mean
 
 
+@pytest.mark.slow
 def test_dcmh_learns_from_streamed_pixels_and_restores_exactly(tmp_path):
   ds = data.load("synthetic", image_size=224, num_items=400, num_query=60, num_train=160, num_val=40,
                  num_labels=4, max_labels=1)
@@ -112,25 +116,26 @@ def test_dcmh_learns_from_streamed_pixels_and_restores_exactly(tmp_path):
                                init="fan_in", **TINY_CNN)
   options = train.TrainOptions(progress=False, eval_every=5)
   store = checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options))
-  result = train.fit(spec, config, ds, options, store=store, log=lambda _: None)
+  result = train.fit(spec, config, ds, options, store=store)
   # measured 0.333 / 0.354 on a 2-core CPU
   for d in ("i2t", "t2i"):
     assert result.final[d]["map"] > chance + 0.05, (d, result.final[d]["map"])
-  model = train.seed_slice(result.state.model, 0)
+  model = runstate.seed_slice(result.state.model, 0)
   mean = model.nets["image"].params["mean_image"]
   np.testing.assert_array_equal(mean, np.broadcast_to(np.float32((123.68, 116.779, 103.939)), (224, 224, 3)))
   enc = checkpoint.restore(tmp_path)
   raw = ds.image[ds.query[:24]]
-  np.testing.assert_array_equal(enc.encode("image", raw), train.encode(spec, model, "image", raw))
+  np.testing.assert_array_equal(enc.encode("image", raw), evaluation.encode(spec, model, "image", raw))
 
 
+@pytest.mark.slow
 def test_vgg_f_weights_start_every_seed_and_the_mean_image_never_trains(vgg_file):
   path, layers, mean = vgg_file
   ds = data.load("synthetic", image_size=224, num_labels=4, num_items=80, num_query=16, num_train=32, num_val=8)
   spec = get_method("dcmh")
   config = dataclasses.replace(spec.Config(), bits=16, epochs=1, batch_size=16, text_hidden=(32,),
                                vgg_f=str(path), weight_decay=5e-4, **TINY_CNN)
-  state = train.init_state(spec, config, ds.dims(), ds.train.size, num_seeds=2)
+  state = runstate.init_state(spec, config, Dims.of(ds), ds.train.size, num_seeds=2)
   started = spec.warm_start(state.model, config).nets["image"].params
   for i in range(2):
     np.testing.assert_array_equal(started["conv3"]["kernel"][i], layers["conv3"]["filters"])
@@ -138,7 +143,7 @@ def test_vgg_f_weights_start_every_seed_and_the_mean_image_never_trains(vgg_file
   assert not np.array_equal(started["fc8"]["kernel"][0], started["fc8"]["kernel"][1])  # fresh per seed
 
   state = state.replace(model=spec.warm_start(state.model, config))
-  arrays = train.training_arrays(spec, ds, train.fit_normalizer(ds, "standardize"), image=False)
+  arrays = inputs.training_arrays(ds, inputs.fit_normalizer(ds, "standardize"), supervised=spec.supervised, image=False)
   mesh = parallel.make_mesh()
   epoch = train.StreamedEpoch(spec.stages(config, ds.train.size)[0], mesh, augment_lib.Augment(),
                               ds.image, lambda x: x)

@@ -6,7 +6,7 @@ Multi-device and multi-seed equality are tested for the registered methods in te
 import numpy as np
 import pytest
 
-from jxhash import checkpoint, data, train
+from jxhash import checkpoint, data, evaluation, inputs, runstate, train
 from jxhash.errors import CheckpointError
 from jxhash.methods import get_method
 
@@ -31,19 +31,20 @@ def _fit(tmp_path=None, *, resume=False, num_seeds=1, seed=0, epochs=6, eval_eve
   return ds, spec, train.fit(spec, config, ds, options, store=store)
 
 
+@pytest.mark.slow
 def test_same_seed_same_codes_and_restored_checkpoint_encodes_identically(tmp_path):
   ds, spec, a = _fit(tmp_path / "a")
   _, _, b = _fit()
-  model_a = train.seed_slice(a.state.model, 0)
-  model_b = train.seed_slice(b.state.model, 0)
+  model_a = runstate.seed_slice(a.state.model, 0)
+  model_b = runstate.seed_slice(b.state.model, 0)
   for m in ("image", "text"):
-    x = train.normalize(a.normalizer, m, getattr(ds, m))
-    np.testing.assert_array_equal(train.encode(spec, model_a, m, x), train.encode(spec, model_b, m, x))
+    x = inputs.normalize(a.normalizer, m, getattr(ds, m))
+    np.testing.assert_array_equal(evaluation.encode(spec, model_a, m, x), evaluation.encode(spec, model_b, m, x))
   enc = checkpoint.restore(tmp_path / "a")
   assert enc.bits == 16 and enc.method == "dcmh"
   for m in ("image", "text"):
-    x = train.normalize(a.normalizer, m, getattr(ds, m))
-    np.testing.assert_array_equal(enc.encode(m, getattr(ds, m)), train.encode(spec, model_a, m, x))
+    x = inputs.normalize(a.normalizer, m, getattr(ds, m))
+    np.testing.assert_array_equal(enc.encode(m, getattr(ds, m)), evaluation.encode(spec, model_a, m, x))
 
 
 def test_selection_uses_val_and_history_is_recorded():
@@ -54,6 +55,7 @@ def test_selection_uses_val_and_history_is_recorded():
   assert result.selected == f"best-val@{2 * (best + 1)}"
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path):
   ds, _, full = _fit(epochs=6, eval_every=2)
   store_dir = tmp_path / "partial"
@@ -73,7 +75,7 @@ def test_resume_continues_exactly(tmp_path):
                       store=checkpoint.CheckpointStore.open(store_dir, meta, resume=True))
   assert resumed.history[-1]["epoch"] == 6 and len(resumed.history) == 6
   for m in ("image", "text"):
-    np.testing.assert_array_equal(np.asarray(resumed.state.model.codes[m]), np.asarray(full.state.model.codes[m]))
+    np.testing.assert_array_equal(np.asarray(resumed.state.model.outputs[m]), np.asarray(full.state.model.outputs[m]))
   assert resumed.final == full.final
 
 

@@ -1,4 +1,9 @@
-"""The method registry: one module per method, listed once here."""
+"""The method registry: one module per method, listed once here.
+
+The contract a method fulfils (`MethodSpec`, `Stage`, `Phase`, `BaseConfig`) lives in
+`jxhash.spec`, which the trainer imports instead of this package; the shared plumbing methods
+compose lives in `jxhash.methods.toolkit`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from jxhash.methods import hsidhn
 from jxhash.methods import mdch
 from jxhash.methods import mmach
 from jxhash.methods import uchm
-from jxhash.methods.base import BaseConfig, MethodSpec, Phase, Stage
+from jxhash.spec import BaseConfig, MethodSpec, Phase, Stage
 
 METHODS: dict[str, MethodSpec] = {
     "dcmh": dcmh.SPEC,

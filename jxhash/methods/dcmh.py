@@ -21,28 +21,29 @@ Follows the authors' MATLAB and TensorFlow releases (jiangqy/DCMH-CVPR2017):
 Differences, all config fields: the MATLAB code updates text before image (`phase_order`);
 sign(0) is +1 here (`losses.binarize`), 0 in the original; buffers start N(0, 1) as in the TF
 code (`buffer_init="zeros"` for MATLAB). On small standardised features (Wikipedia) use
-`init="fan_in"` and a smaller lr (METHODS.md, "DCMH").
+`init="fan_in"` and a smaller lr (docs/methods/dcmh.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 
 from jxhash import losses
 from jxhash.errors import UserError
-from jxhash.methods import base
-from jxhash.nets import CNNF, MLPEncoder
-from jxhash.nets.cnnf import VGG_F_CHANNELS, VGG_F_FC_WIDTH, load_vgg_f, mean_image_for
+from jxhash.methods import toolkit
+from jxhash.nets import CNNF
+from jxhash.nets.cnnf import VGG_F_CHANNELS, VGG_F_FC_WIDTH
+from jxhash.nets.vgg_f import load_vgg_f, mean_image_for
+from jxhash.spec import MODALITIES, BaseConfig, Dims, MethodSpec, Phase, Stage
 
-MODALITIES = ("image", "text")
+State = toolkit.BufferedState  # nets: image/text TrainStates; outputs: F, G; codes: B
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.BaseConfig):
+class Config(BaseConfig):
   """DCMH hyper-parameters; defaults from the authors' TF code (Jiang & Li, 2017)."""
 
   gamma: float = 1.0  # quantization weight (paper, all released code)
@@ -62,41 +63,24 @@ class Config(base.BaseConfig):
   phase_order: tuple = ("image", "text")  # TF order; MATLAB runs text first
 
 
-@flax.struct.dataclass
-class State:
-  nets: dict  # modality -> TrainState
-  codes: dict  # modality -> (n, K) buffer of the latest outputs (F, G)
-  binary: jax.Array  # (n, K) B in {-1, +1}
-
-
-def _modules(config: Config, dims: dict) -> dict:
-  if len(dims["image_shape"]) == 3:
+def _modules(config: Config, dims: Dims) -> dict:
+  if dims.is_pixels:
     if config.cnn_dtype not in ("float32", "bfloat16"):
       raise UserError(f"cnn_dtype must be 'float32' or 'bfloat16', got {config.cnn_dtype!r}")
     image = CNNF(bits=config.bits, dtype=jnp.dtype(config.cnn_dtype), channels=tuple(config.cnn_channels),
                  fc_width=config.cnn_fc_width, subtract_mean=True)
-  else:
-    image = MLPEncoder(bits=config.bits, hidden=tuple(config.image_hidden), init_scheme=config.init)
-  return {"image": image,
-          "text": MLPEncoder(bits=config.bits, hidden=tuple(config.text_hidden), init_scheme=config.init)}
+    return {**toolkit.feature_mlps(config, tanh=False), "image": image}
+  return toolkit.feature_mlps(config, tanh=False)
 
 
-def init(key: jax.Array, config: Config, dims: dict, num_train: int) -> State:
-  modules = _modules(config, dims)
-  shapes = {"image": tuple(dims["image_shape"]), "text": (dims["text_dim"],)}
-  steps = base.steps_per_epoch(num_train, config.batch_size)
-  schedule = base.epoch_schedule(config.lr_schedule, start=config.lr, end=config.lr_end,
-                                 epochs=config.epochs, steps=steps)
-  # the CNN's mean image is a constant kept in params (base.freeze), not a weight
-  tx = base.freeze(base.sgd(schedule, weight_decay=config.weight_decay))
-  keys = dict(zip(MODALITIES + ("buffers",), jax.random.split(key, 3)))
-  nets = {}
-  for m in MODALITIES:
-    params = modules[m].init(keys[m], jnp.zeros((1,) + shapes[m], jnp.float32))["params"]
-    nets[m] = base.make_state(modules[m], params, tx)
-  codes, binary = init_buffers(keys["buffers"], buffer_init=config.buffer_init, bits=config.bits,
-                               num_train=num_train)
-  return State(nets=nets, codes=codes, binary=binary)
+def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
+  keys = toolkit.split_keys(key, MODALITIES + ("buffers",))
+  # the CNN's mean image is a constant kept in params (toolkit.freeze), not a weight
+  tx = toolkit.freeze(toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay))
+  nets = toolkit.network_states(keys, _modules(config, dims), dims, tx)
+  outputs = toolkit.random_buffers(keys["buffers"], MODALITIES, num_train=num_train, bits=config.bits,
+                                   kind=config.buffer_init)
+  return State(nets=nets, outputs=outputs, codes=toolkit.sign_of_sum(*outputs.values()))
 
 
 def warm_start(state: State, config: Config) -> State:
@@ -118,84 +102,31 @@ def warm_start(state: State, config: Config) -> State:
   return state.replace(nets=dict(state.nets, image=net.replace(params=params)))
 
 
-def init_buffers(key: jax.Array, *, buffer_init: str, bits: int, num_train: int) -> tuple[dict, jax.Array]:
-  """F, G (each (n, K)) drawn N(0, 1) ("normal", TF code) or zero ("zeros", MATLAB), and B = sign(F + G)."""
-  if buffer_init == "normal":
-    buf = jax.random.normal(key, (2, num_train, bits))
-  elif buffer_init == "zeros":
-    buf = jnp.zeros((2, num_train, bits))
-  else:
-    raise ValueError(f"unknown buffer_init {buffer_init!r}; choose 'normal' or 'zeros'")
-  return {"image": buf[0], "text": buf[1]}, losses.binarize(buf[0] + buf[1])
-
-
-def objective(codes: jax.Array, *, other: jax.Array, similarity: jax.Array, binary: jax.Array,
-              buffer: jax.Array, index: jax.Array, gamma: float, eta: float) -> jax.Array:
-  """DCMH loss of one modality's batch, normalised by bs * n as in the released code.
-
-  Args:
-    codes: (bs, K) the batch outputs of the network being trained.
-    other: (n, K) the other modality's buffer (constant).
-    similarity: (bs, n) S between the batch and every training item.
-    binary: (bs, K) the batch rows of B.
-    buffer: (n, K) this modality's buffer; the batch rows are replaced by `codes` so that the
-      balance term covers the whole buffer but only the batch is differentiable.
-    index: (bs,) the batch rows' positions.
-    gamma, eta: quantization and balance weights.
-  """
-  theta = 0.5 * codes @ other.T
-  full = jnp.asarray(buffer).at[index].set(codes)
-  loss = (losses.pairwise_likelihood(theta, similarity) + gamma * losses.quantization(binary, codes)
-          + eta * losses.bit_balance(full))
-  return loss / (codes.shape[0] * other.shape[0])
-
-
-def _phase_step(config: Config, modality: str):
+def _objective(config: Config, modality: str):
   other = "text" if modality == "image" else "image"
 
-  def step(state: State, batch: dict, data: dict, key: jax.Array):
-    del key
+  def objective(out, extras, state: State, batch: dict, similarity):
+    del extras
     index = batch["index"]
-    similarity = losses.label_similarity(batch["labels"], data["labels"])
-    net = state.nets[modality]
+    loss = losses.dcmh_objective(out, other=state.outputs[other], similarity=similarity, codes=state.codes[index],
+                                 buffer=state.outputs[modality], index=index, gamma=config.gamma, eta=config.eta)
+    return loss, {}
 
-    def loss_fn(params):
-      out = net.apply_fn({"params": params}, batch[modality])
-      loss = objective(out, other=state.codes[other], similarity=similarity,
-                       binary=state.binary[index], buffer=state.codes[modality], index=index,
-                       gamma=config.gamma, eta=config.eta)
-      return loss, out
-
-    net, loss, out = base.apply_gradients(net, loss_fn)
-    codes = dict(state.codes, **{modality: state.codes[modality].at[index].set(out)})
-    nets = dict(state.nets, **{modality: net})
-    return state.replace(nets=nets, codes=codes), {"loss": loss}
-
-  return step
+  return objective
 
 
-def update_binary(state: State, data: dict) -> State:
-  """B = sign(gamma (F + G)); gamma > 0 does not change the sign."""
-  del data
-  return state.replace(binary=losses.binarize(state.codes["image"] + state.codes["text"]))
-
-
-def stages(config: Config, num_train: int) -> tuple[base.Stage, ...]:
+def stages(config: Config, num_train: int) -> tuple[Stage, ...]:
   del num_train
   for m in config.phase_order:
-    base.check_modality(m)
-  phases = tuple(base.Phase(m, _phase_step(config, m), config.batch_size) for m in config.phase_order)
-  return (base.Stage("train", config.epochs, phases, end_of_epoch=update_binary),)
+    toolkit.check_modality(m)
+  phases = tuple(Phase(m, toolkit.network_step(m, _objective(config, m), context=toolkit.label_context),
+                       config.batch_size) for m in config.phase_order)
+  # B = sign(gamma (F + G)); gamma > 0 does not change the sign
+  return (Stage("train", config.epochs, phases, end_of_epoch=toolkit.refresh_codes()),)
 
 
-def encode(state: State, modality: str, x: jax.Array) -> jax.Array:
-  base.check_modality(modality)
-  net = state.nets[modality]
-  return net.apply_fn({"params": net.params}, x)
-
-
-SPEC = base.MethodSpec(
-    name="dcmh", Config=Config, init=init, stages=stages, encode=encode,
+SPEC = MethodSpec(
+    name="dcmh", Config=Config, init=init, stages=stages, encode=toolkit.encode,
     fidelity="full: networks, objective, alternation and schedule of the authors' code",
     reference="Q.-Y. Jiang and W.-J. Li, Deep Cross-Modal Hashing, CVPR 2017", warm_start=warm_start,
     smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32,), "text_hidden": (32,)})

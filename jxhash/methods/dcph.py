@@ -6,9 +6,9 @@ Fidelity, component by component:
   buffers, constants and image lrs: read in the authors' PyTorch script as republished in
   the public repo 1034829217/paddle (`DCPH/utils/DFPH_NN.py`, author paths). The round
   structure (6 x 2) and the text lr schedule are those of that repo's Paddle port
-  (`DCPH/CCMH_BS.py`), known here only from notes/prior-code.md §5.
+  (`DCPH/CCMH_BS.py`) (docs/methods/dcph.md).
 - Proxy network architecture (one-hot -> 4096 -> ReLU -> BatchNorm -> K -> tanh): the same
-  repo's `Label_net`, as described in notes/prior-code.md §5; the script loads trained
+  repo's `Label_net` (`DCPH/utils/label_hash_model.py`); the script loads trained
   proxies from files, the code that trained them is not public.
 - Proxy-training objective: NOT public. Reconstruction; component designed by jxhash:
   discriminative term + beta * quantization + bit balance (below).
@@ -64,7 +64,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -73,16 +72,16 @@ import optax
 from flax.training import train_state
 
 from jxhash import losses
+from jxhash.codes import binarize
 from jxhash.errors import UserError
-from jxhash.methods import base
-from jxhash.nets import MLPEncoder, kernel_init
-
-MODALITIES = ("image", "text")
+from jxhash.methods import toolkit
+from jxhash.nets.proxy import ProxyNet
+from jxhash.spec import MODALITIES, BaseConfig, Dims, MethodSpec, Phase, Stage
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.BaseConfig):
-  """DCPH hyper-parameters; hash-stage defaults from the public port (prior-code.md §5).
+class Config(BaseConfig):
+  """DCPH hyper-parameters; hash-stage defaults from the public port (docs/methods/dcph.md).
 
   The image and text learning rates were tuned by the authors for AlexNet fine-tuning; they
   are kept as defaults (on 1000-item synthetic data and Wikipedia they already train the
@@ -126,26 +125,6 @@ class Config(base.BaseConfig):
   proxy_steps: int = 50  # full-batch updates per proxy epoch (500 in all; converged by ~250 at C=10)
 
 
-class ProxyNet(nn.Module):
-  """The label network: e_k (C one-hots) -> Dense(hidden) -> ReLU -> BatchNorm -> Dense(K) -> tanh.
-
-  BatchNorm uses PyTorch's conventions (momentum 0.1 there = 0.9 here, eps 1e-5).
-  """
-
-  bits: int
-  hidden: int = 4096
-  init_scheme: str = "fan_in"
-
-  @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """x: (C, C) one-hots -> (C, K) relaxed proxies in (-1, 1)."""
-    x = nn.Dense(self.hidden, kernel_init=kernel_init(self.init_scheme), name="hidden")(x)
-    x = nn.relu(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn")(x)
-    x = nn.Dense(self.bits, kernel_init=kernel_init(self.init_scheme), name="hash")(x)
-    return jnp.tanh(x)
-
-
 class ProxyTrainState(train_state.TrainState):
   """TrainState of the proxy network plus its BatchNorm running statistics."""
 
@@ -157,8 +136,8 @@ class State:
   proxy_net: ProxyTrainState
   proxies: jax.Array  # (C, K) P in {-1, +1}, fixed after the proxy stage
   nets: dict  # modality -> TrainState
-  codes: dict  # modality -> (n, K) buffer of the latest tanh outputs (B_img, B_txt)
-  binary: jax.Array  # (n, K) B = sign(B_img + B_txt)
+  outputs: dict  # modality -> (n, K) buffer of the latest tanh outputs (B_img, B_txt)
+  codes: jax.Array  # (n, K) B = sign(B_img + B_txt)
 
 
 # --------------------------------------------------------------------------- losses
@@ -206,28 +185,28 @@ def margin_dynamic_softmax(logits: jax.Array, labels: jax.Array, *, scale: float
   return jnp.sum(jnp.where(has_label, log_den - positive_logit(logits), 0.0))
 
 
-def objective(codes: jax.Array, *, proxies: jax.Array, labels: jax.Array, other_binary: jax.Array,
-              binary: jax.Array, scale: float, margin: float, cross_weight: float, quant_weight: float,
+def objective(outputs: jax.Array, *, proxies: jax.Array, labels: jax.Array, other_codes: jax.Array,
+              codes: jax.Array, scale: float, margin: float, cross_weight: float, quant_weight: float,
               positives_in_denominator: bool = False) -> tuple[jax.Array, dict]:
   """DCPH hash-stage loss of one modality's batch, normalised by bs as in the port.
 
   Args:
-    codes: (bs, K) tanh outputs h of the network being trained.
+    outputs: (bs, K) tanh outputs h of the network being trained.
     proxies: (C, K) proxy codes P in {-1, +1}.
     labels: (bs, C) multi-hot labels of the batch.
-    other_binary: (bs, K) sign of the other modality's buffer rows of the batch (constant).
-    binary: (bs, K) the batch rows of B.
+    other_codes: (bs, K) sign of the other modality's buffer rows of the batch (constant).
+    codes: (bs, K) the batch rows of B.
     scale, margin, cross_weight, quant_weight, positives_in_denominator: see `Config`.
 
   Returns:
     (loss, {"cls", "cross", "quant"}) with the parts already divided by bs.
   """
-  bs = codes.shape[0]
-  logits = codes @ proxies.T
+  bs = outputs.shape[0]
+  logits = outputs @ proxies.T
   kwargs = dict(scale=scale, margin=margin, positives_in_denominator=positives_in_denominator)
   cls = margin_dynamic_softmax(logits, labels, **kwargs) / bs
-  cross = margin_dynamic_softmax(logits, labels, denominator_logits=other_binary @ proxies.T, **kwargs) / bs
-  quant = losses.quantization(binary, codes) / bs
+  cross = margin_dynamic_softmax(logits, labels, denominator_logits=other_codes @ proxies.T, **kwargs) / bs
+  quant = losses.quantization(codes, outputs) / bs
   return cls + cross_weight * cross + quant_weight * quant, {"cls": cls, "cross": cross, "quant": quant}
 
 
@@ -278,14 +257,6 @@ def image_learning_rate(config: Config) -> float:
   return table[config.bits]
 
 
-def _modules(config: Config, dims: dict) -> dict:
-  base.require_features("DCPH", dims, "the paper's AlexNet is not built here")
-  return {
-      "image": MLPEncoder(bits=config.bits, hidden=tuple(config.image_hidden), init_scheme=config.init, tanh=True),
-      "text": MLPEncoder(bits=config.bits, hidden=tuple(config.text_hidden), init_scheme=config.init, tanh=True),
-  }
-
-
 def _proxy_module(config: Config) -> ProxyNet:
   return ProxyNet(bits=config.bits, hidden=config.proxy_hidden, init_scheme=config.init)
 
@@ -293,39 +264,35 @@ def _proxy_module(config: Config) -> ProxyNet:
 def _proxy_codes(net: ProxyTrainState, num_labels: int) -> jax.Array:
   """sign(P~) with BatchNorm in inference mode (running statistics)."""
   relaxed = net.apply_fn({"params": net.params, "batch_stats": net.batch_stats}, jnp.eye(num_labels), train=False)
-  return losses.binarize(relaxed)
+  return binarize(relaxed)
 
 
-def init(key: jax.Array, config: Config, dims: dict, num_train: int) -> State:
-  modules = _modules(config, dims)
-  widths = {"image": dims["image_shape"][0], "text": dims["text_dim"]}
-  num_labels = dims["num_labels"]
-  keys = dict(zip(MODALITIES + ("proxy", "buffers", "binary"), jax.random.split(key, 5)))
+def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
+  keys = toolkit.split_keys(key, MODALITIES + ("proxy", "buffers", "codes"))
   if config.text_lr_decay_steps > 0:
     text_lr = optax.exponential_decay(config.text_lr, config.text_lr_decay_steps, config.text_lr_decay,
                                       staircase=True)
   else:
     text_lr = config.text_lr
   lrs = {"image": image_learning_rate(config), "text": text_lr}
-  nets = {}
-  for m in MODALITIES:
-    params = modules[m].init(keys[m], jnp.zeros((1, widths[m]), jnp.float32))["params"]
-    nets[m] = base.make_state(modules[m], params, base.sgd(lrs[m], weight_decay=config.weight_decay))
+  toolkit.require_features("DCPH", dims, "the paper's AlexNet is not built here")
+  nets = toolkit.network_states(keys, toolkit.feature_mlps(config, tanh=True), dims,
+                                txs={m: toolkit.sgd(lrs[m], weight_decay=config.weight_decay) for m in MODALITIES})
   proxy_module = _proxy_module(config)
-  variables = proxy_module.init(keys["proxy"], jnp.eye(num_labels), train=False)
+  variables = proxy_module.init(keys["proxy"], jnp.eye(dims.num_labels), train=False)
   proxy_net = ProxyTrainState.create(
       apply_fn=proxy_module.apply, params=variables["params"], batch_stats=variables["batch_stats"],
-      tx=base.sgd(config.proxy_lr, weight_decay=config.proxy_weight_decay, momentum=config.proxy_momentum or None))
+      tx=toolkit.sgd(config.proxy_lr, weight_decay=config.proxy_weight_decay,
+                     momentum=config.proxy_momentum or None))
+  outputs = toolkit.random_buffers(keys["buffers"], MODALITIES, num_train=num_train, bits=config.bits,
+                                   kind=config.buffer_init)
+  # the port draws B independently of the buffers
   if config.buffer_init == "normal":
-    buf = jax.random.normal(keys["buffers"], (2, num_train, config.bits))
-    binary = losses.binarize(jax.random.normal(keys["binary"], (num_train, config.bits)))
-  elif config.buffer_init == "zeros":
-    buf = jnp.zeros((2, num_train, config.bits))
-    binary = jnp.ones((num_train, config.bits))
+    codes = binarize(jax.random.normal(keys["codes"], (num_train, config.bits)))
   else:
-    raise ValueError(f"unknown buffer_init {config.buffer_init!r}; choose 'normal' or 'zeros'")
-  return State(proxy_net=proxy_net, proxies=_proxy_codes(proxy_net, num_labels), nets=nets,
-               codes={"image": buf[0], "text": buf[1]}, binary=binary)
+    codes = jnp.ones((num_train, config.bits))
+  return State(proxy_net=proxy_net, proxies=_proxy_codes(proxy_net, dims.num_labels), nets=nets,
+               outputs=outputs, codes=codes)
 
 
 # --------------------------------------------------------------------------- steps
@@ -340,7 +307,7 @@ def _proxy_step(config: Config):
                                     balance=config.proxy_balance, softmax_scale=config.proxy_softmax_scale)
       return loss, (parts, updates["batch_stats"])
 
-    net, loss, (parts, stats) = base.apply_gradients(net, loss_fn)
+    net, loss, (parts, stats) = toolkit.apply_gradients(net, loss_fn)
     return net.replace(batch_stats=stats), {"loss": loss, **parts}
 
   def step(state: State, batch: dict, data: dict, key: jax.Array):
@@ -360,54 +327,33 @@ def set_proxies(state: State, data: dict) -> State:
   return state.replace(proxies=_proxy_codes(state.proxy_net, state.proxies.shape[0]))
 
 
-def _phase_step(config: Config, modality: str):
+def _hash_objective(config: Config, modality: str):
   other = "text" if modality == "image" else "image"
 
-  def step(state: State, batch: dict, data: dict, key: jax.Array):
-    del data, key
+  def hash_loss(out, extras, state: State, batch: dict, ctx):
+    del extras, ctx
     index = batch["index"]
-    net = state.nets[modality]
-    other_binary = losses.binarize(state.codes[other][index])
+    return objective(out, proxies=state.proxies, labels=batch["labels"],
+                     other_codes=binarize(state.outputs[other][index]), codes=state.codes[index],
+                     scale=config.scale, margin=config.margin_per_bit * config.bits,
+                     cross_weight=config.cross_weight, quant_weight=config.quant_weight,
+                     positives_in_denominator=config.positives_in_denominator)
 
-    def loss_fn(params):
-      out = net.apply_fn({"params": params}, batch[modality])
-      loss, parts = objective(out, proxies=state.proxies, labels=batch["labels"], other_binary=other_binary,
-                              binary=state.binary[index], scale=config.scale,
-                              margin=config.margin_per_bit * config.bits, cross_weight=config.cross_weight,
-                              quant_weight=config.quant_weight,
-                              positives_in_denominator=config.positives_in_denominator)
-      return loss, (out, parts)
-
-    net, loss, (out, parts) = base.apply_gradients(net, loss_fn)
-    codes = dict(state.codes, **{modality: state.codes[modality].at[index].set(out)})
-    nets = dict(state.nets, **{modality: net})
-    return state.replace(nets=nets, codes=codes), {"loss": loss, **parts}
-
-  return step
+  return hash_loss
 
 
-def update_binary(state: State, data: dict) -> State:
-  """B = sign(B_img + B_txt) after each image+text round."""
-  del data
-  return state.replace(binary=losses.binarize(state.codes["image"] + state.codes["text"]))
-
-
-def stages(config: Config, num_train: int) -> tuple[base.Stage, ...]:
+def stages(config: Config, num_train: int) -> tuple[Stage, ...]:
   for m in config.phase_order:
-    base.check_modality(m)
+    toolkit.check_modality(m)
   if config.proxy_epochs < 1 or config.proxy_steps < 1:
     raise UserError("DCPH needs a proxy stage: proxy_epochs and proxy_steps must be >= 1")
   # batch_size = num_train: one step per proxy epoch; the step ignores the item batch
-  proxy = base.Stage("proxy", config.proxy_epochs, (base.Phase("proxy", _proxy_step(config), num_train),),
-                     finish=set_proxies, evaluate=False)
-  phases = tuple(base.Phase(m, _phase_step(config, m), config.batch_size) for m in config.phase_order)
-  return proxy, base.Stage("hash", config.epochs, phases, end_of_epoch=update_binary)
-
-
-def encode(state: State, modality: str, x: jax.Array) -> jax.Array:
-  base.check_modality(modality)
-  net = state.nets[modality]
-  return net.apply_fn({"params": net.params}, x)
+  proxy = Stage("proxy", config.proxy_epochs, (Phase("proxy", _proxy_step(config), num_train),),
+                finish=set_proxies, evaluate=False)
+  phases = tuple(Phase(m, toolkit.network_step(m, _hash_objective(config, m)), config.batch_size)
+                 for m in config.phase_order)
+  # B = sign(B_img + B_txt) after each image+text round
+  return proxy, Stage("hash", config.epochs, phases, end_of_epoch=toolkit.refresh_codes())
 
 
 def proxy_distances(proxies) -> dict:
@@ -423,8 +369,8 @@ def report(state: State) -> dict:
   return proxy_distances(state.proxies)
 
 
-SPEC = base.MethodSpec(
-    name="dcph", Config=Config, init=init, stages=stages, encode=encode,
+SPEC = MethodSpec(
+    name="dcph", Config=Config, init=init, stages=stages, encode=toolkit.encode,
     fidelity=("hash stage (margin-dynamic-softmax, cross-modal term, quantization, B update, constants, "
               "schedule) from the authors' script and its Paddle port (1034829217/paddle DCPH); proxy network "
               "architecture from the port; proxy-training objective a reconstruction (discriminative + "

@@ -54,14 +54,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jxhash import losses
-from jxhash.methods import base, dcmh
+from jxhash.errors import UserError
+from jxhash.methods import toolkit
 from jxhash.nets.multiscale import HierarchicalEncoder
-
-MODALITIES = ("image", "text")
-
+from jxhash.spec import MODALITIES, BaseConfig, Dims, MethodSpec, Phase, Stage
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.BaseConfig):
+class Config(BaseConfig):
   """HSIDHN hyper-parameters. The paper's values are unknown (abstract only): every default
   below is DCMH's where DCMH has the knob, otherwise a reconstruction choice with its reason.
 
@@ -78,7 +77,7 @@ class Config(base.BaseConfig):
   soft_weight: float = 1.0  # soft term weight x K/2; K/2 makes a soft pair's gradient comparable with a hard pair's
   soft_term: bool = True  # the dual-similarity regression on partial-overlap pairs (ablation switch)
   soft_off: str = "hard"  # with soft_term=False, partial pairs get the likelihood with S=1 ("hard") or nothing ("drop")
-  code_similarity: str = "affine"  # soft term compares (f.g/K + 1)/2 ("affine", METHODS.md) or f.g/K ("inner")
+  code_similarity: str = "affine"  # soft term compares (f.g/K + 1)/2 ("affine") or f.g/K ("inner")
   lr: float = 10 ** -1.5  # first epoch's lr (DCMH)
   lr_end: float = 1e-6  # last epoch's lr (DCMH TF code)
   lr_schedule: str = "linear"  # "linear" (DCMH TF) or "logspace" (DCMH MATLAB)
@@ -95,8 +94,7 @@ class Config(base.BaseConfig):
   buffer_init: str = "normal"  # F, G start N(0, 1) (DCMH TF) or "zeros"
 
 
-# the same state as DCMH: per-modality TrainStates, the F/G buffers and B
-State = dcmh.State
+State = toolkit.BufferedState  # nets: image/text TrainStates; outputs: F, G; codes: B
 
 
 def _module(config: Config, modality: str) -> HierarchicalEncoder:
@@ -106,31 +104,25 @@ def _module(config: Config, modality: str) -> HierarchicalEncoder:
                              cascade=config.cascade, layer_heads=config.layer_heads, init_scheme=config.init)
 
 
-def _check(config: Config, dims: dict) -> None:
-  base.require_features("HSIDHN", dims, "no pixel network is built for it")
+def _check(config: Config, dims: Dims) -> None:
+  toolkit.require_features("HSIDHN", dims, "no pixel network is built for it")
   if config.soft_off not in ("hard", "drop"):
-    raise ValueError(f"unknown soft_off {config.soft_off!r}; choose 'hard' or 'drop'")
+    raise UserError(f"unknown soft_off {config.soft_off!r}; choose 'hard' or 'drop'")
   if config.code_similarity not in ("affine", "inner"):
-    raise ValueError(f"unknown code_similarity {config.code_similarity!r}; choose 'affine' or 'inner'")
+    raise UserError(f"unknown code_similarity {config.code_similarity!r}; choose 'affine' or 'inner'")
   if any(int(k) < 1 for k in config.scales) or not config.scales:
-    raise ValueError(f"scales must be positive pooling kernels, got {config.scales!r}")
+    raise UserError(f"scales must be positive pooling kernels, got {config.scales!r}")
 
 
-def init(key: jax.Array, config: Config, dims: dict, num_train: int) -> State:
+def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   _check(config, dims)
-  widths = {"image": dims["image_shape"][0], "text": dims["text_dim"]}
-  steps = base.steps_per_epoch(num_train, config.batch_size)
-  schedule = base.epoch_schedule(config.lr_schedule, start=config.lr, end=config.lr_end,
-                                 epochs=config.epochs, steps=steps)
-  keys = dict(zip(MODALITIES + ("buffers",), jax.random.split(key, 3)))
-  nets = {}
-  for m in MODALITIES:
-    module = _module(config, m)
-    params = module.init(keys[m], jnp.zeros((1, widths[m]), jnp.float32), heads=config.layer_heads)["params"]
-    nets[m] = base.make_state(module, params, base.sgd(schedule, weight_decay=config.weight_decay))
-  codes, binary = dcmh.init_buffers(keys["buffers"], buffer_init=config.buffer_init, bits=config.bits,
-                                    num_train=num_train)
-  return State(nets=nets, codes=codes, binary=binary)
+  keys = toolkit.split_keys(key, MODALITIES + ("buffers",))
+  tx = toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay)
+  nets = toolkit.network_states(keys, {m: _module(config, m) for m in MODALITIES}, dims, tx,
+                                heads=config.layer_heads)
+  outputs = toolkit.random_buffers(keys["buffers"], MODALITIES, num_train=num_train, bits=config.bits,
+                                   kind=config.buffer_init)
+  return State(nets=nets, outputs=outputs, codes=toolkit.sign_of_sum(*outputs.values()))
 
 
 def dual_similarity(labels_a: jax.Array, labels_b: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -159,72 +151,71 @@ def dual_similarity(labels_a: jax.Array, labels_b: jax.Array) -> tuple[jax.Array
   return losses.label_similarity(a, b), losses.cosine_similarity(a, b), hard_mask
 
 
-def dual_similarity_loss(codes: jax.Array, other: jax.Array, *, hard: jax.Array, soft: jax.Array,
+def dual_similarity_loss(outputs: jax.Array, other: jax.Array, *, hard: jax.Array, soft: jax.Array,
                          hard_mask: jax.Array, soft_weight: float, soft_term: bool = True,
                          soft_off: str = "hard", code_similarity: str = "affine") -> tuple[jax.Array, dict]:
-  """Pairwise likelihood on hard pairs + squared error of the code similarity on soft pairs.
+  """Pairwise likelihood on hard pairs + squared error of the output similarity on soft pairs.
 
       L = -sum_{hard} (S_ij theta_ij - softplus(theta_ij))
           + soft_weight (K/2) sum_{soft} ((f_i · g_j / K + 1) / 2 - S~_ij)^2,
-      theta_ij = f_i · g_j / 2 (the first sum is `losses.pairwise_likelihood` over the hard pairs).
+      theta_ij = f_i · g_j / 2 (the first sum is `losses.pairwise_likelihood` masked to the hard pairs).
 
   With soft_term=False the second sum is dropped and the soft pairs join the likelihood
   (soft_off="hard", S_ij = 1 for them: the plain DCMH term) or get no loss ("drop").
 
   Args:
-    codes: (bs, K) this modality's batch codes.
-    other: (n, K) the other modality's codes.
+    outputs: (bs, K) this modality's batch outputs f.
+    other: (n, K) the other modality's buffer g.
     hard, soft, hard_mask: (bs, n) from `dual_similarity`.
     soft_weight: weight of the soft term (times K/2).
     soft_term: include the soft term.
     soft_off: "hard" or "drop" (only read when soft_term=False).
-    code_similarity: "affine", (f_i · g_j / K + 1) / 2 as above (METHODS.md; a soft pair
-      with cos S~ is aimed at Hamming distance (1 - S~) K, farther than K/2 when S~ < 1/2), or
-      "inner", f_i · g_j / K (aimed at (1 - S~) K / 2: every partial pair nearer than K/2).
+    code_similarity: "affine", (f_i · g_j / K + 1) / 2 as above (a soft pair with cos S~ is
+      aimed at Hamming distance (1 - S~) K, farther than K/2 when S~ < 1/2), or "inner",
+      f_i · g_j / K (aimed at (1 - S~) K / 2: every partial pair nearer than K/2).
 
   Returns:
     (scalar sum, {"hard": .., "soft": ..} its two parts).
   """
-  bits = codes.shape[-1]
-  theta = 0.5 * codes @ other.T
+  bits = outputs.shape[-1]
+  theta = 0.5 * outputs @ other.T
   if soft_term or soft_off == "drop":
     mask = hard_mask
   elif soft_off == "hard":
     mask = jnp.ones_like(hard_mask)
   else:
-    raise ValueError(f"unknown soft_off {soft_off!r}; choose 'hard' or 'drop'")
-  # losses.pairwise_likelihood summed over masked pairs (it takes no mask)
-  hard_term = -jnp.sum(mask * (hard * theta - jax.nn.softplus(theta)))
+    raise UserError(f"unknown soft_off {soft_off!r}; choose 'hard' or 'drop'")
+  hard_term = losses.pairwise_likelihood(theta, hard, mask)
   if soft_term:
     if code_similarity == "affine":
-      predicted = 0.5 * (codes @ other.T / bits + 1.0)
+      predicted = 0.5 * (outputs @ other.T / bits + 1.0)
     elif code_similarity == "inner":
-      predicted = codes @ other.T / bits
+      predicted = outputs @ other.T / bits
     else:
-      raise ValueError(f"unknown code_similarity {code_similarity!r}; choose 'affine' or 'inner'")
+      raise UserError(f"unknown code_similarity {code_similarity!r}; choose 'affine' or 'inner'")
     soft_part = 0.5 * bits * soft_weight * losses.similarity_regression(predicted, soft, 1.0 - hard_mask)
   else:
     soft_part = jnp.zeros((), theta.dtype)
   return hard_term + soft_part, {"hard": hard_term, "soft": soft_part}
 
 
-def objective(codes: jax.Array, *, other: jax.Array, hard: jax.Array, soft: jax.Array, hard_mask: jax.Array,
-              binary: jax.Array, buffer: jax.Array, index: jax.Array, gamma: float, eta: float,
+def objective(outputs: jax.Array, *, other: jax.Array, hard: jax.Array, soft: jax.Array, hard_mask: jax.Array,
+              codes: jax.Array, buffer: jax.Array, index: jax.Array, gamma: float, eta: float,
               soft_weight: float, soft_term: bool = True, soft_off: str = "hard", code_similarity: str = "affine",
-              head_codes: jax.Array | None = None, head_weight: float = 0.0) -> tuple[jax.Array, dict]:
+              head_outputs: jax.Array | None = None, head_weight: float = 0.0) -> tuple[jax.Array, dict]:
   """HSIDHN loss of one modality's batch, normalised by bs * n as DCMH's.
 
   Args:
-    codes: (bs, K) the batch outputs of the network being trained.
+    outputs: (bs, K) the batch outputs of the network being trained.
     other: (n, K) the other modality's buffer (constant).
     hard, soft, hard_mask: (bs, n) the batch's dual similarities to every training item.
-    binary: (bs, K) the batch rows of B.
-    buffer: (n, K) this modality's buffer; the batch rows are replaced by `codes` so that the
+    codes: (bs, K) the batch rows of B.
+    buffer: (n, K) this modality's buffer; the batch rows are replaced by `outputs` so that the
       balance term covers the whole buffer but only the batch is differentiable.
     index: (bs,) the batch rows' positions.
     gamma, eta: quantization and balance weights.
     soft_weight, soft_term, soft_off, code_similarity: see `dual_similarity_loss`.
-    head_codes: optional (L, bs, K) per-layer head codes; each gets the dual-similarity loss
+    head_outputs: optional (L, bs, K) per-layer head outputs; each gets the dual-similarity loss
       against `other`, averaged over the L heads and weighted by `head_weight`.
 
   Returns:
@@ -232,57 +223,47 @@ def objective(codes: jax.Array, *, other: jax.Array, hard: jax.Array, soft: jax.
   """
   pair = dict(hard=hard, soft=soft, hard_mask=hard_mask, soft_weight=soft_weight, soft_term=soft_term,
               soft_off=soft_off, code_similarity=code_similarity)
-  similarity, parts = dual_similarity_loss(codes, other, **pair)
-  full = jnp.asarray(buffer).at[index].set(codes)
-  parts = dict(parts, quant=losses.quantization(binary, codes), balance=losses.bit_balance(full))
+  similarity, parts = dual_similarity_loss(outputs, other, **pair)
+  full = jnp.asarray(buffer).at[index].set(outputs)
+  parts = dict(parts, quant=losses.quantization(codes, outputs), balance=losses.bit_balance(full))
   loss = similarity + gamma * parts["quant"] + eta * parts["balance"]
-  if head_codes is not None:
-    per_head = jax.vmap(lambda h: dual_similarity_loss(h, other, **pair)[0])(head_codes)
+  if head_outputs is not None:
+    per_head = jax.vmap(lambda h: dual_similarity_loss(h, other, **pair)[0])(head_outputs)
     parts["heads"] = jnp.mean(per_head)
     loss = loss + head_weight * parts["heads"]
-  scale = codes.shape[0] * other.shape[0]
+  scale = outputs.shape[0] * other.shape[0]
   return loss / scale, {k: v / scale for k, v in parts.items()}
 
 
-def _phase_step(config: Config, modality: str):
+def _objective(config: Config, modality: str):
   other = "text" if modality == "image" else "image"
 
-  def step(state: State, batch: dict, data: dict, key: jax.Array):
-    del key
+  def loss(out, heads, state: State, batch: dict, similarities):
+    hard, soft, hard_mask = similarities
     index = batch["index"]
-    hard, soft, hard_mask = dual_similarity(batch["labels"], data["labels"])
-    net = state.nets[modality]
+    return objective(out, other=state.outputs[other], hard=hard, soft=soft, hard_mask=hard_mask,
+                     codes=state.codes[index], buffer=state.outputs[modality], index=index, gamma=config.gamma,
+                     eta=config.eta, soft_weight=config.soft_weight, soft_term=config.soft_term,
+                     soft_off=config.soft_off, code_similarity=config.code_similarity, head_outputs=heads,
+                     head_weight=config.head_weight)
 
-    def loss_fn(params):
-      out = net.apply_fn({"params": params}, batch[modality], heads=config.layer_heads)
-      codes, head_codes = out if config.layer_heads else (out, None)
-      loss, parts = objective(codes, other=state.codes[other], hard=hard, soft=soft, hard_mask=hard_mask,
-                              binary=state.binary[index], buffer=state.codes[modality], index=index,
-                              gamma=config.gamma, eta=config.eta, soft_weight=config.soft_weight,
-                              soft_term=config.soft_term, soft_off=config.soft_off,
-                              code_similarity=config.code_similarity, head_codes=head_codes,
-                              head_weight=config.head_weight)
-      return loss, (codes, parts)
-
-    net, loss, (out, parts) = base.apply_gradients(net, loss_fn)
-    codes = dict(state.codes, **{modality: state.codes[modality].at[index].set(out)})
-    nets = dict(state.nets, **{modality: net})
-    return state.replace(nets=nets, codes=codes), {"loss": loss, **parts}
-
-  return step
+  return loss
 
 
-# B = sign(F + G), as in DCMH (the state has the same `codes` and `binary` fields)
-update_binary = dcmh.update_binary
+def _similarities(state: State, batch: dict, data: dict, key: jax.Array):
+  del state, key
+  return dual_similarity(batch["labels"], data["labels"])
 
 
-def stages(config: Config, num_train: int) -> tuple[base.Stage, ...]:
+def stages(config: Config, num_train: int) -> tuple[Stage, ...]:
   del num_train
-  phases = tuple(base.Phase(m, _phase_step(config, m), config.batch_size) for m in MODALITIES)
-  return (base.Stage("train", config.epochs, phases, end_of_epoch=update_binary),)
+  def forward(net, params, x):  # (final outputs, per-layer head outputs or None)
+    out = net.apply_fn({"params": params}, x, heads=config.layer_heads)
+    return out if config.layer_heads else (out, None)
 
-
-encode = dcmh.encode  # the same per-modality TrainStates
+  phases = tuple(Phase(m, toolkit.network_step(m, _objective(config, m), context=_similarities, forward=forward),
+                       config.batch_size) for m in MODALITIES)
+  return (Stage("train", config.epochs, phases, end_of_epoch=toolkit.refresh_codes()),)
 
 
 def report(state: State) -> dict:
@@ -296,8 +277,8 @@ def report(state: State) -> dict:
   return out
 
 
-SPEC = base.MethodSpec(
-    name="hsidhn", Config=Config, init=init, stages=stages, encode=encode,
+SPEC = MethodSpec(
+    name="hsidhn", Config=Config, init=init, stages=stages, encode=toolkit.encode,
     fidelity=("reconstruction from the abstract (no code, paper body not read): multi-scale fusion, "
               "bidirectional bilinear interaction and the hard/soft dual-similarity loss designed by jxhash "
               "(soft/hard split after IDHN); quantization, balance and alternation from DCMH"),

@@ -15,7 +15,7 @@ authors', and the free choices are `Config` fields:
 - Intra-modal updates (designed by jxhash): DCMH's pairwise likelihood within a modality,
   theta_ij = <f_i, F_j> / 2 for a batch of image outputs against the image buffer F (and
   <g_i, G_j> / 2 for text), S_ij = 1[l_i · l_j > 0], weight `alpha`, normalised by bs * n.
-- Inter-modal updates: DCMH's objective unchanged (`dcmh.objective`: cross-modal pairwise
+- Inter-modal updates: DCMH's objective unchanged (`losses.dcmh_objective`: cross-modal pairwise
   likelihood, quantization gamma ||B - H||², balance eta ||H^T 1||²), image phase then text
   phase, plus the label loss in the image phase.
 - Alternation (designed by jxhash): each epoch runs an intra phase (both networks, one batch
@@ -51,15 +51,13 @@ import jax.numpy as jnp
 import optax
 
 from jxhash import losses
-from jxhash.methods import base, dcmh
-from jxhash.nets import MLPEncoder
+from jxhash.methods import toolkit
 from jxhash.nets.mask import MaskedMLPEncoder
-
-MODALITIES = ("image", "text")
+from jxhash.spec import MODALITIES, BaseConfig, Dims, MethodSpec, Phase, Stage
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.BaseConfig):
+class Config(BaseConfig):
   """MDCH hyper-parameters. The paper's values are not public: the shared ones are DCMH's
   (Jiang & Li, 2017, TF code), the rest are jxhash reconstruction choices.
 
@@ -112,11 +110,7 @@ class PhasedNet:
                         opt_states=dict(self.opt_states, **{phase: opt_state}))
 
 
-@flax.struct.dataclass
-class State:
-  nets: dict  # modality -> PhasedNet
-  codes: dict  # modality -> (n, K) buffer of the latest outputs (F, G)
-  binary: jax.Array  # (n, K) B in {-1, +1}
+State = toolkit.BufferedState  # nets: image/text PhasedNets; outputs: F, G; codes: B
 
 
 def phases(config: Config) -> tuple[str, ...]:
@@ -124,34 +118,26 @@ def phases(config: Config) -> tuple[str, ...]:
   return ("intra", "inter") if config.intra else ("inter",)
 
 
-def _modules(config: Config, dims: dict) -> dict:
-  base.require_features("MDCH", dims, "no pixel network is built for it")
+def _modules(config: Config, dims: Dims) -> dict:
+  toolkit.require_features("MDCH", dims, "no pixel network is built for it")
+  mlps = toolkit.feature_mlps(config, tanh=False)
   if config.mask:
-    image = MaskedMLPEncoder(bits=config.bits, num_labels=dims["num_labels"], hidden=tuple(config.image_hidden),
-                             init_scheme=config.init, residual=config.mask_residual,
-                             detach_prediction=config.detach_prediction)
-  else:
-    image = MLPEncoder(bits=config.bits, hidden=tuple(config.image_hidden), init_scheme=config.init)
-  text = MLPEncoder(bits=config.bits, hidden=tuple(config.text_hidden), init_scheme=config.init)
-  return {"image": image, "text": text}
+    mlps["image"] = MaskedMLPEncoder(bits=config.bits, num_labels=dims.num_labels, hidden=tuple(config.image_hidden),
+                                     init_scheme=config.init, residual=config.mask_residual,
+                                     detach_prediction=config.detach_prediction)
+  return mlps
 
 
-def init(key: jax.Array, config: Config, dims: dict, num_train: int) -> State:
-  modules = _modules(config, dims)
-  widths = {"image": dims["image_shape"][0], "text": dims["text_dim"]}
-  steps = base.steps_per_epoch(num_train, config.batch_size)
-  schedule = base.epoch_schedule(config.lr_schedule, start=config.lr, end=config.lr_end,
-                                 epochs=config.epochs, steps=steps)
+def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   # every phase's optimiser steps once per batch per epoch, so the same epoch schedule fits each
-  tx = base.sgd(schedule, weight_decay=config.weight_decay, momentum=config.momentum or None)
-  keys = dict(zip(MODALITIES + ("buffers",), jax.random.split(key, 3)))
-  nets = {}
-  for m in MODALITIES:
-    params = modules[m].init(keys[m], jnp.zeros((1, widths[m]), jnp.float32))["params"]
-    nets[m] = PhasedNet.create(modules[m].apply, params, {p: tx for p in phases(config)})
-  codes, binary = dcmh.init_buffers(keys["buffers"], buffer_init=config.buffer_init, bits=config.bits,
-                                    num_train=num_train)
-  return State(nets=nets, codes=codes, binary=binary)
+  tx = toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay,
+                   momentum=config.momentum or None)
+  keys = toolkit.split_keys(key, MODALITIES + ("buffers",))
+  nets = toolkit.network_states(keys, _modules(config, dims), dims, {p: tx for p in phases(config)},
+                                create=lambda module, params, txs: PhasedNet.create(module.apply, params, txs))
+  outputs = toolkit.random_buffers(keys["buffers"], MODALITIES, num_train=num_train, bits=config.bits,
+                                   kind=config.buffer_init)
+  return State(nets=nets, outputs=outputs, codes=toolkit.sign_of_sum(*outputs.values()))
 
 
 def label_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -170,44 +156,44 @@ def label_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.asarray(labels, logits.dtype)))
 
 
-def intra_objective(codes: jax.Array, *, buffer: jax.Array, similarity: jax.Array, alpha: float) -> jax.Array:
+def intra_objective(outputs: jax.Array, *, buffer: jax.Array, similarity: jax.Array, alpha: float) -> jax.Array:
   """Intra-modal pairwise likelihood of one modality's batch, normalised by bs * n.
 
   alpha * -sum_ij (S_ij theta_ij - log(1 + e^theta_ij)) / (bs n), theta_ij = <h_i, H_j> / 2,
   with H this modality's own buffer (constant, like DCMH's other-modality buffer).
 
   Args:
-    codes: (bs, K) the batch outputs h of the network being trained.
+    outputs: (bs, K) the batch outputs h of the network being trained.
     buffer: (n, K) the same modality's buffer H (no gradient flows into it).
     similarity: (bs, n) S between the batch and every training item.
     alpha: weight.
   """
-  theta = 0.5 * codes @ jax.lax.stop_gradient(buffer).T
-  return alpha * losses.pairwise_likelihood(theta, similarity) / (codes.shape[0] * buffer.shape[0])
+  theta = 0.5 * outputs @ jax.lax.stop_gradient(buffer).T
+  return alpha * losses.pairwise_likelihood(theta, similarity) / (outputs.shape[0] * buffer.shape[0])
 
 
-def inter_objective(codes: jax.Array, *, other: jax.Array, similarity: jax.Array, binary: jax.Array,
+def inter_objective(outputs: jax.Array, *, other: jax.Array, similarity: jax.Array, codes: jax.Array,
                     buffer: jax.Array, index: jax.Array, gamma: float, eta: float,
                     label_logits: jax.Array | None = None, labels: jax.Array | None = None,
                     beta: float = 1.0) -> jax.Array:
   """Inter-modal loss: DCMH's objective, plus beta * `label_loss` when label logits are given.
 
   Args:
-    codes, other, similarity, binary, buffer, index, gamma, eta: as in `dcmh.objective`
-      (codes (bs, K) against the other modality's (n, K) buffer; result / (bs n)).
+    outputs, other, similarity, codes, buffer, index, gamma, eta: as in `losses.dcmh_objective`
+      (outputs (bs, K) against the other modality's (n, K) buffer; result / (bs n)).
     label_logits: (bs, C) the mask classifier's logits (image phase with the mask), or None.
     labels: (bs, C) the batch labels (needed with label_logits).
     beta: label-loss weight.
   """
-  loss = dcmh.objective(codes, other=other, similarity=similarity, binary=binary, buffer=buffer, index=index,
-                        gamma=gamma, eta=eta)
+  loss = losses.dcmh_objective(outputs, other=other, similarity=similarity, codes=codes, buffer=buffer,
+                               index=index, gamma=gamma, eta=eta)
   if label_logits is not None:
     loss = loss + beta * label_loss(label_logits, labels)
   return loss
 
 
 def _forward(net: PhasedNet, params, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-  """(codes, label logits or None): the masked image net also returns its classifier's logits."""
+  """(outputs, label logits or None): the masked image net also returns its classifier's logits."""
   out = net.apply_fn({"params": params}, x)
   return out if isinstance(out, tuple) else (out, None)
 
@@ -218,65 +204,52 @@ def _intra_step(config: Config):
     del key
     index = batch["index"]
     similarity = losses.label_similarity(batch["labels"], data["labels"])
-    nets, codes, logs = dict(state.nets), dict(state.codes), {}
+    nets, outputs, logs = dict(state.nets), dict(state.outputs), {}
     for m in MODALITIES:
       net = state.nets[m]
 
       def loss_fn(params, net=net, m=m):
         out, _ = _forward(net, params, batch[m])
-        return intra_objective(out, buffer=state.codes[m], similarity=similarity, alpha=config.alpha), out
+        return intra_objective(out, buffer=state.outputs[m], similarity=similarity, alpha=config.alpha), out
 
       (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
       nets[m] = net.apply_gradients("intra", grads)
-      codes[m] = codes[m].at[index].set(out)
+      outputs[m] = outputs[m].at[index].set(out)
       logs[f"{m}_loss"] = loss
-    return state.replace(nets=nets, codes=codes), logs
+    return state.replace(nets=nets, outputs=outputs), logs
 
   return step
 
 
-def _inter_step(config: Config, modality: str):
+def _inter_objective(config: Config, modality: str):
   other = "text" if modality == "image" else "image"
 
-  def step(state: State, batch: dict, data: dict, key: jax.Array):
-    del key
+  def loss(out, logits, state: State, batch: dict, similarity):
     index = batch["index"]
-    similarity = losses.label_similarity(batch["labels"], data["labels"])
-    net = state.nets[modality]
+    return inter_objective(out, other=state.outputs[other], similarity=similarity, codes=state.codes[index],
+                           buffer=state.outputs[modality], index=index, gamma=config.gamma, eta=config.eta,
+                           label_logits=logits, labels=batch["labels"], beta=config.beta), {}
 
-    def loss_fn(params):
-      out, logits = _forward(net, params, batch[modality])
-      loss = inter_objective(out, other=state.codes[other], similarity=similarity, binary=state.binary[index],
-                             buffer=state.codes[modality], index=index, gamma=config.gamma, eta=config.eta,
-                             label_logits=logits, labels=batch["labels"], beta=config.beta)
-      return loss, out
-
-    (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    nets = dict(state.nets, **{modality: net.apply_gradients("inter", grads)})
-    codes = dict(state.codes, **{modality: state.codes[modality].at[index].set(out)})
-    return state.replace(nets=nets, codes=codes), {"loss": loss}
-
-  return step
+  return loss
 
 
-# B = sign(F + G), as in DCMH (the state has the same `codes` and `binary` fields)
-update_binary = dcmh.update_binary
-
-
-def stages(config: Config, num_train: int) -> tuple[base.Stage, ...]:
+def stages(config: Config, num_train: int) -> tuple[Stage, ...]:
   del num_train
-  steps = [base.Phase("intra", _intra_step(config), config.batch_size)] if config.intra else []
-  steps += [base.Phase(f"inter_{m}", _inter_step(config, m), config.batch_size) for m in MODALITIES]
-  return (base.Stage("train", config.epochs, tuple(steps), end_of_epoch=update_binary),)
+  steps = [Phase("intra", _intra_step(config), config.batch_size)] if config.intra else []
+  steps += [Phase(f"inter_{m}", toolkit.network_step(m, _inter_objective(config, m), context=toolkit.label_context,
+                                                      forward=_forward,
+                                                      update=lambda net, grads: net.apply_gradients("inter", grads)),
+                   config.batch_size) for m in MODALITIES]
+  return (Stage("train", config.epochs, tuple(steps), end_of_epoch=toolkit.refresh_codes()),)
 
 
 def encode(state: State, modality: str, x: jax.Array) -> jax.Array:
-  base.check_modality(modality)
+  toolkit.check_modality(modality)
   net = state.nets[modality]
   return _forward(net, net.params, x)[0]
 
 
-SPEC = base.MethodSpec(
+SPEC = MethodSpec(
     name="mdch", Config=Config, init=init, stages=stages, encode=encode,
     fidelity=("reconstruction from the abstract: semantic mask (label classifier -> channel mask), "
               "intra-modal likelihood and the intra/inter alternation with separate optimiser states "

@@ -51,25 +51,22 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-import flax.linen as nn
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jxhash import losses
+from jxhash.codes import binarize
 from jxhash.errors import UserError
-from jxhash.methods import base
-from jxhash.nets import MLPEncoder
-from jxhash.nets.attention import ModalityEnhancedAttention
-from jxhash.nets.mlp import bias_init, kernel_init
+from jxhash.methods import toolkit
+from jxhash.nets.label import LabelNet
+from jxhash.spec import MODALITIES, BaseConfig, Dims, MethodSpec, Phase, Stage
 
-MODALITIES = ("image", "text")
 NETS = ("label",) + MODALITIES
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.BaseConfig):
+class Config(BaseConfig):
   """MMACH hyper-parameters.
 
   Defaults from MESDCH's code (Zou et al.'s sibling release) unless marked "jxhash". The
@@ -100,42 +97,7 @@ class Config(base.BaseConfig):
   triplet_samples: int = 64  # jxhash: buffer rows M mined per step (memory bs * M²)
 
 
-@flax.struct.dataclass
-class State:
-  nets: dict  # "label" / "image" / "text" -> TrainState
-  codes: dict  # "label" / "image" / "text" -> (n, K) buffers Lc, F, G of the latest outputs
-  binary: jax.Array  # (n, K) B in {-1, +1}
-
-
-class LabelNet(nn.Module):
-  """The label network: label input -> MLP -> modality enhanced attention -> tanh codes.
-
-  Attributes:
-    bits: K.
-    hidden: MLP widths; the last is the attention width d.
-    num_heads: attention heads (divides d).
-    init_scheme: "fan_in" or "normal0.01".
-  """
-
-  bits: int
-  hidden: tuple = (4096, 512)
-  num_heads: int = 4
-  init_scheme: str = "fan_in"
-
-  @nn.compact
-  def __call__(self, labels: jax.Array, image: jax.Array, text: jax.Array) -> jax.Array:
-    """labels (B, C or E), image (B, D), text (B, T) of the same items -> (B, K) in (-1, 1)."""
-    if not self.hidden:
-      raise ValueError("the label net needs at least one hidden layer (the attention width)")
-    x = jnp.asarray(labels, jnp.float32)
-    for i, width in enumerate(self.hidden):
-      x = nn.relu(nn.Dense(width, kernel_init=kernel_init(self.init_scheme),
-                           bias_init=bias_init(self.init_scheme), name=f"hidden{i}")(x))
-    x = ModalityEnhancedAttention(num_heads=self.num_heads, init_scheme=self.init_scheme,
-                                  name="enhance")(x, (image, text))
-    x = nn.Dense(self.bits, kernel_init=kernel_init(self.init_scheme),
-                 bias_init=bias_init(self.init_scheme), name="hash")(x)
-    return jnp.tanh(x)
+State = toolkit.BufferedState  # nets and outputs: "label" / "image" / "text" (Lc, F, G); codes: B
 
 
 def load_label_embedding(path: str, num_labels: int | None = None) -> np.ndarray:
@@ -187,12 +149,10 @@ def label_input(labels: jax.Array, embedding: jax.Array | None) -> jax.Array:
   return (labels @ embedding) / count
 
 
-def _modules(config: Config, dims: dict) -> dict:
-  base.require_features("MMACH", dims, "the paper uses 512-d ResNet-34 features")
-  mlp = lambda hidden: MLPEncoder(bits=config.bits, hidden=tuple(hidden), init_scheme=config.init, tanh=True)
+def _modules(config: Config, dims: Dims) -> dict:
+  toolkit.require_features("MMACH", dims, "the paper uses 512-d ResNet-34 features")
   return {
-      "image": mlp(config.image_hidden),
-      "text": mlp(config.text_hidden),
+      **toolkit.feature_mlps(config, tanh=True),
       "label": LabelNet(bits=config.bits, hidden=tuple(config.label_hidden),
                         num_heads=config.attention_heads, init_scheme=config.init),
   }
@@ -202,45 +162,40 @@ def _embedding(config: Config, num_labels: int | None = None):
   return load_label_embedding(config.label_embedding, num_labels) if config.label_embedding else None
 
 
-def init(key: jax.Array, config: Config, dims: dict, num_train: int) -> State:
+def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   modules = _modules(config, dims)
-  emb = _embedding(config, dims["num_labels"])
-  label_width = dims["num_labels"] if emb is None else emb.shape[1]
-  inputs = {"image": (jnp.zeros((1, dims["image_shape"][0])),),
-            "text": (jnp.zeros((1, dims["text_dim"])),)}
-  inputs["label"] = (jnp.zeros((1, label_width)),) + inputs["image"] + inputs["text"]
-  steps = base.steps_per_epoch(num_train, config.batch_size)
-  schedule = base.epoch_schedule(config.lr_schedule, start=config.lr, end=config.lr_end,
-                                 epochs=config.epochs, steps=steps)
-  keys = dict(zip(NETS + ("buffers",), jax.random.split(key, len(NETS) + 1)))
-  nets = {}
-  for name in NETS:
-    params = modules[name].init(keys[name], *inputs[name])["params"]
-    nets[name] = base.make_state(modules[name], params, base.sgd(schedule, weight_decay=config.weight_decay))
+  emb = _embedding(config, dims.num_labels)
+  label_width = dims.num_labels if emb is None else emb.shape[1]
+  keys = toolkit.split_keys(key, NETS + ("buffers",))
+  tx = toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay)
+  nets = toolkit.network_states(keys, {m: modules[m] for m in MODALITIES}, dims, tx)
+  # the label net reads the item's labels and both of its input features
+  label_params = modules["label"].init(keys["label"], jnp.zeros((1, label_width)), toolkit.zero_batch(dims, "image"),
+                                       toolkit.zero_batch(dims, "text"))["params"]
+  nets = {"label": toolkit.make_state(modules["label"], label_params, tx), **nets}
   # MESDCH: F, G, L = randn(n, K); B = sign(F + G + L)
-  buf = jax.random.normal(keys["buffers"], (len(NETS), num_train, config.bits))
-  codes = dict(zip(NETS, buf))
-  return State(nets=nets, codes=codes, binary=losses.binarize(jnp.sum(buf, axis=0)))
+  outputs = toolkit.random_buffers(keys["buffers"], NETS, num_train=num_train, bits=config.bits)
+  return State(nets=nets, outputs=outputs, codes=toolkit.sign_of_sum(*outputs.values()))
 
 
 # --------------------------------------------------------------------------- losses
 
 
-def kl_term(codes: jax.Array, buffer: jax.Array, label_sim: jax.Array, *, eps: float = 1e-5) -> jax.Array:
+def kl_term(outputs: jax.Array, buffer: jax.Array, label_sim: jax.Array, *, eps: float = 1e-5) -> jax.Array:
   """MESDCH's positive-constrained KL of a batch against a whole buffer, / (bs * n).
 
   Args:
-    codes: (bs, K) batch outputs (differentiable).
-    buffer: (n, K) codes of every training item (constant).
+    outputs: (bs, K) batch outputs (differentiable).
+    buffer: (n, K) outputs of every training item (constant).
     label_sim: (bs, n) S_lab = cos(l_i, l_j) in [0, 1].
     eps: smoothing of the logs.
 
   Returns:
     scalar sum_ij (S_lab - S_h) log((eps + S_lab) / (eps + S_h)) / (bs n),
-    S_h = ReLU(cos(codes_i, buffer_j)).
+    S_h = ReLU(cos(outputs_i, buffer_j)).
   """
-  code_sim = jax.nn.relu(losses.cosine_similarity(codes, buffer))
-  return losses.positive_kl(label_sim, code_sim, eps=eps) / (codes.shape[0] * buffer.shape[0])
+  output_sim = jax.nn.relu(losses.cosine_similarity(outputs, buffer))
+  return losses.positive_kl(label_sim, output_sim, eps=eps) / (outputs.shape[0] * buffer.shape[0])
 
 
 def triplet_loss(anchors: jax.Array, candidates: jax.Array, anchor_labels: jax.Array,
@@ -281,99 +236,76 @@ def _with_batch(buffer: jax.Array, index: jax.Array, out: jax.Array) -> jax.Arra
   return buffer.at[index].set(jax.lax.stop_gradient(out))
 
 
-def _label_step(config: Config):
+def _label_phase(config: Config):
   embedding = _embedding(config)
 
-  def step(state: State, batch: dict, data: dict, key: jax.Array):
-    del key
+  def context(state: State, batch: dict, data: dict, key: jax.Array):
+    del state, key
     if embedding is not None and embedding.shape[0] != batch["labels"].shape[1]:
       raise UserError(f"label_embedding file {config.label_embedding} has {embedding.shape[0]} rows "
                       f"but the dataset has {batch['labels'].shape[1]} labels")
-    index = batch["index"]
-    label_sim = losses.cosine_similarity(batch["labels"], data["labels"])
+    return losses.cosine_similarity(batch["labels"], data["labels"])
+
+  def inputs(batch: dict, label_sim):
+    del label_sim
     x = label_input(batch["labels"], None if embedding is None else jnp.asarray(embedding))
-    net = state.nets["label"]
+    return x, batch["image"], batch["text"]
 
-    def loss_fn(params):
-      out = net.apply_fn({"params": params}, x, batch["image"], batch["text"])
-      own = _with_batch(state.codes["label"], index, out)
-      kl = lambda buf: kl_term(out, buf, label_sim, eps=config.eps)
-      quant = losses.quantization(state.binary[index], out) / out.size
-      loss = (config.beta * kl(own) + kl(state.codes["image"]) + config.alpha * kl(state.codes["text"])
-              + config.gamma * quant)
-      return loss, out
+  def loss(out, extras, state: State, batch: dict, label_sim):
+    del extras
+    index = batch["index"]
+    own = _with_batch(state.outputs["label"], index, out)
+    kl = lambda buf: kl_term(out, buf, label_sim, eps=config.eps)
+    quant = losses.quantization(state.codes[index], out) / out.size
+    return (config.beta * kl(own) + kl(state.outputs["image"]) + config.alpha * kl(state.outputs["text"])
+            + config.gamma * quant), {}
 
-    net, loss, out = base.apply_gradients(net, loss_fn)
-    return _updated(state, "label", net, index, out), {"loss": loss}
-
-  return step
+  return toolkit.network_step("label", loss, context=context, inputs=inputs)
 
 
-def _modality_step(config: Config, modality: str):
+def _modality_phase(config: Config, modality: str):
   other = "text" if modality == "image" else "image"
 
-  def step(state: State, batch: dict, data: dict, key: jax.Array):
-    index = batch["index"]
-    label_sim = losses.cosine_similarity(batch["labels"], data["labels"])
+  def context(state: State, batch: dict, data: dict, key: jax.Array):
     num_train = data["labels"].shape[0]
     rows = jax.random.choice(key, num_train, (min(config.triplet_samples, num_train),), replace=False)
-    candidates, candidate_labels = state.codes[other][rows], data["labels"][rows]
-    net = state.nets[modality]
+    return (losses.cosine_similarity(batch["labels"], data["labels"]), state.outputs[other][rows],
+            data["labels"][rows])
 
-    def loss_fn(params):
-      out = net.apply_fn({"params": params}, batch[modality])
-      own = _with_batch(state.codes[modality], index, out)
-      kl = lambda buf: kl_term(out, buf, label_sim, eps=config.eps)
-      quant = losses.quantization(state.binary[index], out) / out.size
-      trip = triplet_loss(out, candidates, batch["labels"], candidate_labels,
-                          mu=config.triplet_margin * config.bits)
-      loss = (config.beta * kl(own) + kl(state.codes["label"]) + config.gamma * quant
-              + config.triplet_weight * trip)
-      return loss, (out, trip)
+  def loss(out, extras, state: State, batch: dict, ctx):
+    del extras
+    label_sim, candidates, candidate_labels = ctx
+    own = _with_batch(state.outputs[modality], batch["index"], out)
+    kl = lambda buf: kl_term(out, buf, label_sim, eps=config.eps)
+    quant = losses.quantization(state.codes[batch["index"]], out) / out.size
+    trip = triplet_loss(out, candidates, batch["labels"], candidate_labels, mu=config.triplet_margin * config.bits)
+    total = (config.beta * kl(own) + kl(state.outputs["label"]) + config.gamma * quant
+             + config.triplet_weight * trip)
+    return total, {"triplet": trip}
 
-    net, loss, (out, trip) = base.apply_gradients(net, loss_fn)
-    return _updated(state, modality, net, index, out), {"loss": loss, "triplet": trip}
-
-  return step
+  return toolkit.network_step(modality, loss, context=context)
 
 
-def _updated(state: State, name: str, net, index: jax.Array, out: jax.Array) -> State:
-  codes = dict(state.codes, **{name: state.codes[name].at[index].set(out)})
-  return state.replace(nets=dict(state.nets, **{name: net}), codes=codes)
-
-
-def update_binary(state: State, data: dict) -> State:
-  """B = sign(F + G + Lc) (MESDCH)."""
-  del data
-  return state.replace(binary=losses.binarize(state.codes["image"] + state.codes["text"] + state.codes["label"]))
-
-
-def stages(config: Config, num_train: int) -> tuple[base.Stage, ...]:
+def stages(config: Config, num_train: int) -> tuple[Stage, ...]:
   del num_train
-  phases = (base.Phase("label", _label_step(config), config.batch_size),
-            base.Phase("image", _modality_step(config, "image"), config.batch_size),
-            base.Phase("text", _modality_step(config, "text"), config.batch_size))
-  return (base.Stage("train", config.epochs, phases, end_of_epoch=update_binary),)
-
-
-def encode(state: State, modality: str, x: jax.Array) -> jax.Array:
-  """Image or text codes; the label net is never used here (it needs training-only inputs)."""
-  base.check_modality(modality)
-  net = state.nets[modality]
-  return net.apply_fn({"params": net.params}, x)
+  phases = (Phase("label", _label_phase(config), config.batch_size),
+            Phase("image", _modality_phase(config, "image"), config.batch_size),
+            Phase("text", _modality_phase(config, "text"), config.batch_size))
+  # B = sign(F + G + Lc) (MESDCH)
+  return (Stage("train", config.epochs, phases, end_of_epoch=toolkit.refresh_codes(MODALITIES + ("label",))),)
 
 
 def report(state: State) -> dict:
   """How often the label codes agree in sign with the image / text codes and with B."""
-  sign = {k: losses.binarize(v) for k, v in state.codes.items()}
+  sign = {k: binarize(v) for k, v in state.outputs.items()}
   agree = lambda a, b: float(jnp.mean(a == b))
   return {"label_image_bit_agreement": agree(sign["label"], sign["image"]),
           "label_text_bit_agreement": agree(sign["label"], sign["text"]),
-          "label_binary_bit_agreement": agree(sign["label"], state.binary)}
+          "label_binary_bit_agreement": agree(sign["label"], state.codes)}
 
 
-SPEC = base.MethodSpec(
-    name="mmach", Config=Config, init=init, stages=stages, encode=encode, report=report,
+SPEC = MethodSpec(
+    name="mmach", Config=Config, init=init, stages=stages, encode=toolkit.encode, report=report,
     fidelity=("skeleton (label/image/text nets, KL self-supervision, quantization, alternation, "
               "schedule) from the authors' sibling MESDCH code; attention module and multi-label "
               "triplet loss reconstructed from the abstract (designed by jxhash)"),

@@ -2,7 +2,7 @@
 
 Fidelity: RECONSTRUCTION FROM THE ABSTRACT. The authors' code and the paper's equations are not
 available to jxhash; the abstract names two components and jxhash designed every formula,
-network and constant that realises them (METHODS.md "UCHM", notes/prior-code.md §4). Component
+network and constant that realises them (docs/methods/uchm.md). Component
 by component:
 
 - MIE similarity generator (abstract: a modality-interaction-enabled generator trained with a
@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -72,15 +71,15 @@ import numpy as np
 import optax
 
 from jxhash import losses
-from jxhash.methods import base
-from jxhash.nets import MLPEncoder
-from jxhash.nets.mlp import kernel_init
-
-MODALITIES = ("image", "text")
+from jxhash.codes import binarize
+from jxhash.errors import UserError
+from jxhash.methods import toolkit
+from jxhash.nets.interaction import BitGate, MIEGenerator
+from jxhash.spec import MODALITIES, BaseConfig, Dims, MethodSpec, Phase, Stage
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.BaseConfig):
+class Config(BaseConfig):
   """UCHM hyper-parameters. Reconstruction: values are DJSRH's where the role matches (cited),
   else jxhash choices with a one-line reason. `epochs` counts hashing epochs only.
 
@@ -131,73 +130,11 @@ class State:
   nets: dict  # modality -> TrainState of the hashing nets
   gate: object  # TrainState of the bit-selection gate (trained only if bit_selection="gate")
   embedding: jax.Array  # (n, d) unit-norm MIE embeddings e_i / ||e_i|| (set when stage 1 ends)
-  codes: dict  # modality -> (n, K) buffer of the latest tanh outputs (F, G)
-  binary: jax.Array  # (n, K) unified codes in {-1, +1} from bit selection
+  outputs: dict  # modality -> (n, K) buffer of the latest tanh outputs (F, G)
+  codes: jax.Array  # (n, K) unified codes in {-1, +1} from bit selection
 
 
 # --------------------------------------------------------------------------- networks
-
-
-class MIEGenerator(nn.Module):
-  """Modality-interaction-enabled embedding of an (image, text) item (designed by jxhash).
-
-  cross_attention: a = ReLU(W_a x), b = ReLU(W_b y) (width `hidden`), each linearly split into
-  `tokens` tokens of width hidden / tokens; A' = LN(A + MHA(q=A, kv=B)), B' = LN(B + MHA(q=B,
-  kv=A)); z = [mean A', mean B']. bilinear: z = [a, b, P^T(U^T a * V^T b)].
-  Then e = tanh(W_2 ReLU(W_1 z)).
-
-  Attributes:
-    dim: embedding width d.
-    hidden, tokens, heads, rank: see above.
-    fusion: "cross_attention" or "bilinear".
-  """
-
-  dim: int
-  hidden: int = 512
-  tokens: int = 4
-  heads: int = 4
-  rank: int = 256
-  fusion: str = "cross_attention"
-
-  @nn.compact
-  def __call__(self, image: jax.Array, text: jax.Array) -> jax.Array:
-    """image: (bs, D), text: (bs, T) -> (bs, dim) in (-1, 1)."""
-    dense = lambda width, name: nn.Dense(width, kernel_init=kernel_init("fan_in"), name=name)  # noqa: E731
-    a = nn.relu(dense(self.hidden, "image_proj")(jnp.asarray(image, jnp.float32)))
-    b = nn.relu(dense(self.hidden, "text_proj")(jnp.asarray(text, jnp.float32)))
-    if self.fusion == "cross_attention":
-      width = self.hidden // self.tokens
-      ta = dense(self.tokens * width, "image_tokens")(a).reshape(a.shape[0], self.tokens, width)
-      tb = dense(self.tokens * width, "text_tokens")(b).reshape(b.shape[0], self.tokens, width)
-      attend = lambda name: nn.MultiHeadDotProductAttention(  # noqa: E731
-          num_heads=self.heads, qkv_features=width, name=name, deterministic=True)
-      ta2 = nn.LayerNorm(name="image_norm")(ta + attend("image_from_text")(ta, tb))
-      tb2 = nn.LayerNorm(name="text_norm")(tb + attend("text_from_image")(tb, ta))
-      z = jnp.concatenate([ta2.mean(1), tb2.mean(1)], axis=-1)
-    elif self.fusion == "bilinear":
-      inter = dense(self.rank, "bilinear_u")(a) * dense(self.rank, "bilinear_v")(b)
-      z = jnp.concatenate([a, b, dense(self.hidden, "bilinear_p")(inter)], axis=-1)
-    else:
-      raise ValueError(f"unknown fusion {self.fusion!r}; choose 'cross_attention' or 'bilinear'")
-    h = nn.relu(dense(self.hidden, "fuse")(z))
-    return jnp.tanh(dense(self.dim, "embed")(h))
-
-
-class BitGate(nn.Module):
-  """Learned bit selection: a_ik = sigmoid(s (|f_ik| - |g_ik|) + b_k), s = softplus(rho).
-
-  At init (s = 5, b = 0) it is a soft version of the larger-|value| rule.
-  """
-
-  bits: int
-
-  @nn.compact
-  def __call__(self, image_codes: jax.Array, text_codes: jax.Array) -> jax.Array:
-    """(n, K), (n, K) -> (n, K) weights of the image value (text gets 1 - a)."""
-    rho = self.param("rho", lambda _: jnp.asarray(np.log(np.expm1(5.0)), jnp.float32))
-    bias = self.param("bias", nn.initializers.zeros, (self.bits,))
-    diff = jnp.abs(image_codes) - jnp.abs(text_codes)
-    return jax.nn.sigmoid(jax.nn.softplus(rho) * diff + bias[None, :])
 
 
 # --------------------------------------------------------------------------- pure losses
@@ -305,7 +242,7 @@ def select_bits(image_codes: jax.Array, text_codes: jax.Array, *, per: str = "it
     return jnp.where(take_image[None, :], image_codes, text_codes)
   if per == "item":
     return jnp.where(jnp.abs(image_codes) >= jnp.abs(text_codes), image_codes, text_codes)
-  raise ValueError(f"unknown selection {per!r}; choose 'bit' or 'item'")
+  raise UserError(f"unknown selection {per!r}; choose 'bit' or 'item'")
 
 
 def gated_bits(gate_weight: jax.Array, image_codes: jax.Array, text_codes: jax.Array) -> jax.Array:
@@ -337,15 +274,15 @@ def similarity_rows(state: State, data: dict, index: jax.Array, config: Config) 
     mix = unimodal_similarity(data["image"][index], data["text"][index], data["image"], data["text"],
                               image_weight=config.image_weight, rescale=config.cos_rescale)
     return similarity_target(mix, scale=config.target_scale)
-  raise ValueError(f"unknown similarity {config.similarity!r}; choose 'mie' or 'unimodal'")
+  raise UserError(f"unknown similarity {config.similarity!r}; choose 'mie' or 'unimodal'")
 
 
 def similarity_matrix(state: State, data: dict, config: Config, *, chunk: int = 1024) -> np.ndarray:
   """The whole n x n training similarity, materialised chunk by chunk (for inspection only).
 
   Args:
-    state: one seed's State, e.g. `train.seed_slice(result.state.model, 0)`.
-    data: the training arrays, e.g. `train.training_arrays(SPEC, ds, result.normalizer)`.
+    state: one seed's State, e.g. `runstate.seed_slice(result.state.model, 0)`.
+    data: the training arrays, e.g. `inputs.training_arrays(ds, result.normalizer, supervised=False)`.
     config: the Config it was trained with.
     chunk: rows per call.
 
@@ -361,53 +298,38 @@ def similarity_matrix(state: State, data: dict, config: Config, *, chunk: int = 
 # --------------------------------------------------------------------------- state and steps
 
 
-def _modules(config: Config, dims: dict) -> dict:
-  base.require_features("UCHM", dims, "e.g. VGG-19 fc7")
-  return {
-      "image": MLPEncoder(bits=config.bits, hidden=tuple(config.image_hidden), init_scheme=config.init, tanh=True),
-      "text": MLPEncoder(bits=config.bits, hidden=tuple(config.text_hidden), init_scheme=config.init, tanh=True),
-      "generator": MIEGenerator(dim=config.mie_dim or config.bits, hidden=config.mie_hidden,
-                                tokens=config.mie_tokens, heads=config.mie_heads, rank=config.mie_rank,
-                                fusion=config.fusion),
-      "gate": BitGate(bits=config.bits),
-  }
-
-
 def _check(config: Config) -> None:
   if config.similarity not in ("mie", "unimodal"):
-    raise ValueError(f"unknown similarity {config.similarity!r}; choose 'mie' or 'unimodal'")
+    raise UserError(f"unknown similarity {config.similarity!r}; choose 'mie' or 'unimodal'")
   if config.bit_selection not in ("bit", "item", "gate"):
-    raise ValueError(f"unknown bit_selection {config.bit_selection!r}; choose 'bit', 'item' or 'gate'")
+    raise UserError(f"unknown bit_selection {config.bit_selection!r}; choose 'bit', 'item' or 'gate'")
   if config.similarity == "mie" and config.mie_epochs < 1:
-    raise ValueError("similarity='mie' needs mie_epochs >= 1 (the generator must be trained)")
+    raise UserError("similarity='mie' needs mie_epochs >= 1 (the generator must be trained)")
   if config.fusion == "cross_attention" and config.mie_hidden % (config.mie_tokens * config.mie_heads):
-    raise ValueError("mie_hidden must be divisible by mie_tokens * mie_heads")
+    raise UserError("mie_hidden must be divisible by mie_tokens * mie_heads")
 
 
-def init(key: jax.Array, config: Config, dims: dict, num_train: int) -> State:
+def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   _check(config)
-  modules = _modules(config, dims)
-  widths = {"image": dims["image_shape"][0], "text": dims["text_dim"]}
-  steps = base.steps_per_epoch(num_train, config.batch_size)
-  schedule = base.epoch_schedule(config.lr_schedule, start=config.lr, end=config.lr_end,
-                                 epochs=config.epochs, steps=steps)
-  keys = dict(zip(MODALITIES + ("generator", "gate", "buffers"), jax.random.split(key, 5)))
-  nets = {}
-  for m in MODALITIES:
-    params = modules[m].init(keys[m], jnp.zeros((1, widths[m]), jnp.float32))["params"]
-    nets[m] = base.make_state(modules[m], params,
-                              base.sgd(schedule, weight_decay=config.weight_decay, momentum=config.momentum))
-  gen_params = modules["generator"].init(keys["generator"], jnp.zeros((1, widths["image"])),
-                                         jnp.zeros((1, widths["text"])))["params"]
-  generator = base.make_state(modules["generator"], gen_params, optax.adam(config.mie_lr))
+  keys = toolkit.split_keys(key, MODALITIES + ("generator", "gate", "buffers"))
+  tx = toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay,
+                   momentum=config.momentum)
+  toolkit.require_features("UCHM", dims, "e.g. VGG-19 fc7")
+  nets = toolkit.network_states(keys, toolkit.feature_mlps(config, tanh=True), dims, tx)
+  generator_net = MIEGenerator(dim=config.mie_dim or config.bits, hidden=config.mie_hidden, tokens=config.mie_tokens,
+                               heads=config.mie_heads, rank=config.mie_rank, fusion=config.fusion)
+  gen_params = generator_net.init(keys["generator"], toolkit.zero_batch(dims, "image"),
+                                  toolkit.zero_batch(dims, "text"))["params"]
+  generator = toolkit.make_state(generator_net, gen_params, optax.adam(config.mie_lr))
+  gate_net = BitGate(bits=config.bits)
   zeros = jnp.zeros((1, config.bits))
-  gate = base.make_state(modules["gate"], modules["gate"].init(keys["gate"], zeros, zeros)["params"],
-                         optax.adam(config.gate_lr))
+  gate = toolkit.make_state(gate_net, gate_net.init(keys["gate"], zeros, zeros)["params"], optax.adam(config.gate_lr))
   # tanh-range random buffers: the first epoch's stale rows, as DCMH's random F, G
-  buf = jax.random.uniform(keys["buffers"], (2, num_train, config.bits), minval=-1.0, maxval=1.0)
+  outputs = toolkit.random_buffers(keys["buffers"], MODALITIES, num_train=num_train, bits=config.bits,
+                                   kind="uniform")
   dim = config.mie_dim or config.bits
   return State(generator=generator, nets=nets, gate=gate, embedding=jnp.zeros((num_train, dim)),
-               codes={"image": buf[0], "text": buf[1]}, binary=losses.binarize(buf[0] + buf[1]))
+               outputs=outputs, codes=toolkit.sign_of_sum(*outputs.values()))
 
 
 def _mie_step(config: Config):
@@ -425,7 +347,7 @@ def _mie_step(config: Config):
                       clear_threshold=config.clear_threshold, margin=config.margin)
       return loss, None
 
-    gen, loss, _ = base.apply_gradients(gen, loss_fn)
+    gen, loss, _ = toolkit.apply_gradients(gen, loss_fn)
     return state.replace(generator=gen), {"loss": loss}
 
   return step
@@ -454,14 +376,14 @@ def _hash_step(config: Config):
     def loss_fn(params):
       f = nets["image"].apply_fn({"params": params["image"]}, batch["image"])
       g = nets["text"].apply_fn({"params": params["text"]}, batch["text"])
-      loss = hashing_loss(f, g, image_buffer=state.codes["image"], text_buffer=state.codes["text"],
-                          similarity=similarity, unified=state.binary[index], index=index,
+      loss = hashing_loss(f, g, image_buffer=state.outputs["image"], text_buffer=state.outputs["text"],
+                          similarity=similarity, unified=state.codes[index], index=index,
                           intra_weight=config.intra_weight, quant_weight=config.quant_weight)
       return loss, (f, g)
 
     (loss, (f, g)), grads = jax.value_and_grad(loss_fn, has_aux=True)({m: nets[m].params for m in MODALITIES})
     new_nets = {m: nets[m].apply_gradients(grads=grads[m]) for m in MODALITIES}
-    codes = {"image": state.codes["image"].at[index].set(f), "text": state.codes["text"].at[index].set(g)}
+    outputs = {"image": state.outputs["image"].at[index].set(f), "text": state.outputs["text"].at[index].set(g)}
     metrics = {"loss": loss}
     gate = state.gate
     if config.bit_selection == "gate":
@@ -472,51 +394,45 @@ def _hash_step(config: Config):
         u = gated_bits(gate.apply_fn({"params": params}, f, g), f, g)
         return jnp.mean(jnp.square(losses.cosine_similarity(u, u) - block)), None
 
-      gate, metrics["gate_loss"], _ = base.apply_gradients(gate, gate_loss)
-    return state.replace(nets=new_nets, codes=codes, gate=gate), metrics
+      gate, metrics["gate_loss"], _ = toolkit.apply_gradients(gate, gate_loss)
+    return state.replace(nets=new_nets, outputs=outputs, gate=gate), metrics
 
   return step
 
 
 def unify(state: State, config: Config) -> jax.Array:
   """The unified codes sign(selection(F, G)) of the bit-selection module, (n, K)."""
-  f, g = state.codes["image"], state.codes["text"]
+  f, g = state.outputs["image"], state.outputs["text"]
   if config.bit_selection == "gate":
-    return losses.binarize(gated_bits(state.gate.apply_fn({"params": state.gate.params}, f, g), f, g))
-  return losses.binarize(select_bits(f, g, per=config.bit_selection))
+    return binarize(gated_bits(state.gate.apply_fn({"params": state.gate.params}, f, g), f, g))
+  return binarize(select_bits(f, g, per=config.bit_selection))
 
 
-def stages(config: Config, num_train: int) -> tuple[base.Stage, ...]:
+def stages(config: Config, num_train: int) -> tuple[Stage, ...]:
   del num_train
   _check(config)
 
-  def update_binary(state: State, data: dict) -> State:
+  def refresh_codes(state: State, data: dict) -> State:
     del data
-    return state.replace(binary=unify(state, config))
+    return state.replace(codes=unify(state, config))
 
-  hashing = base.Stage("hash", config.epochs, (base.Phase("hash", _hash_step(config), config.batch_size),),
-                       end_of_epoch=update_binary)
+  hashing = Stage("hash", config.epochs, (Phase("hash", _hash_step(config), config.batch_size),),
+                  end_of_epoch=refresh_codes)
   if config.similarity == "unimodal":
     return (hashing,)
-  generator = base.Stage("mie", config.mie_epochs, (base.Phase("mie", _mie_step(config), config.mie_batch_size),),
-                         finish=store_embedding, evaluate=False)
+  generator = Stage("mie", config.mie_epochs, (Phase("mie", _mie_step(config), config.mie_batch_size),),
+                    finish=store_embedding, evaluate=False)
   return generator, hashing
-
-
-def encode(state: State, modality: str, x: jax.Array) -> jax.Array:
-  base.check_modality(modality)
-  net = state.nets[modality]
-  return net.apply_fn({"params": net.params}, x)
 
 
 def report(state: State) -> dict:
   """Facts for the results file: how confident each modality is per bit, S_MIE's spread."""
-  f, g = np.abs(np.asarray(state.codes["image"])), np.abs(np.asarray(state.codes["text"]))
+  f, g = np.abs(np.asarray(state.outputs["image"])), np.abs(np.asarray(state.outputs["text"]))
   e = np.asarray(state.embedding)
   out = {"bit_columns_image_more_confident": int(np.sum(f.mean(0) >= g.mean(0))),
          "entries_image_more_confident": float(np.mean(f >= g)),
-         "image_text_sign_agreement": float(np.mean(np.sign(np.asarray(state.codes["image"]))
-                                                    == np.sign(np.asarray(state.codes["text"]))))}
+         "image_text_sign_agreement": float(np.mean(np.sign(np.asarray(state.outputs["image"]))
+                                                    == np.sign(np.asarray(state.outputs["text"]))))}
   if np.any(e):
     sample = e[:min(len(e), 2000)] @ e[:min(len(e), 2000)].T
     out["mie_similarity_mean"] = float(sample.mean())
@@ -524,8 +440,8 @@ def report(state: State) -> dict:
   return out
 
 
-SPEC = base.MethodSpec(
-    name="uchm", Config=Config, init=init, stages=stages, encode=encode,
+SPEC = MethodSpec(
+    name="uchm", Config=Config, init=init, stages=stages, encode=toolkit.encode,
     fidelity=("reconstruction from the abstract: MIE similarity generator (cross-attention fusion, "
               "hash-similarity-friendly loss), DJSRH-style hashing loss and learned bit-selection gate "
               "all designed by jxhash; no author code; no labels in training"),

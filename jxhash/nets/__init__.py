@@ -1,12 +1,24 @@
-"""Flax linen encoders shared by the methods (pure `init` / `apply`)."""
+"""Flax linen networks (pure `init` / `apply`). Every network of every method lives here.
+
+Shared encoders: `MLPEncoder` (DCMH's feature and text nets), `CNNF` (CNN-F on pixels, weights
+from `vgg_f.load_vgg_f`), `HierarchicalEncoder` (multi-scale layers with bilinear
+interaction), `MaskedMLPEncoder` (a semantic mask over the hidden features). Method-specific
+networks: `ProxyNet` (DCPH), `LabelNet` with `ModalityEnhancedAttention` (MMACH),
+`MIEGenerator` and `BitGate` (UCHM).
+"""
 
 from jxhash.nets.attention import ModalityEnhancedAttention
-from jxhash.nets.cnnf import CNNF, load_vgg_f, local_response_norm, preprocess
+from jxhash.nets.cnnf import CNNF, local_response_norm
+from jxhash.nets.interaction import BitGate, MIEGenerator
+from jxhash.nets.label import LabelNet
 from jxhash.nets.mask import MaskedMLPEncoder, SemanticMask
 from jxhash.nets.mlp import MLPEncoder, kernel_init
 from jxhash.nets.multiscale import (BidirectionalBilinear, BilinearInteraction, HierarchicalEncoder,
                                     MultiScaleFusion, pool_and_upsample)
+from jxhash.nets.proxy import ProxyNet
+from jxhash.nets.vgg_f import load_vgg_f, preprocess
 
-__all__ = ["BidirectionalBilinear", "BilinearInteraction", "CNNF", "HierarchicalEncoder", "MLPEncoder",
-           "MaskedMLPEncoder", "ModalityEnhancedAttention", "MultiScaleFusion", "SemanticMask", "kernel_init",
-           "load_vgg_f", "local_response_norm", "pool_and_upsample", "preprocess"]
+__all__ = ["BidirectionalBilinear", "BilinearInteraction", "BitGate", "CNNF", "HierarchicalEncoder", "LabelNet",
+           "MIEGenerator", "MLPEncoder", "MaskedMLPEncoder", "ModalityEnhancedAttention", "MultiScaleFusion",
+           "ProxyNet", "SemanticMask", "kernel_init", "load_vgg_f", "local_response_norm", "pool_and_upsample",
+           "preprocess"]

@@ -1,0 +1,275 @@
+"""The plumbing methods share, written once: a method file then shows only what is new in it.
+
+Most methods here keep, besides their networks, a buffer of each network's latest outputs over
+the whole training set (DCMH's F and G; MMACH's label codes Lc) and the shared binary codes
+B = sign(sum of the buffers). `BufferedState` holds that; the functions below build the
+networks' TrainStates, the buffers and the learning-rate schedule, write a batch's outputs
+into a buffer, refresh B, and encode. Names: "outputs" are real-valued network outputs (the
+buffers), "codes" are ±1 everywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+
+from jxhash import losses
+from jxhash.codes import binarize
+from jxhash.errors import UserError
+from jxhash.nets import MLPEncoder
+from jxhash.spec import MODALITIES, Dims, steps_per_epoch
+
+
+@flax.struct.dataclass
+class BufferedState:
+  """Networks, their output buffers over the training set, and the shared codes.
+
+  Attributes:
+    nets: name ("image", "text", ...) -> TrainState (or any object with `params`/`apply_fn`).
+    outputs: name -> (n, K) buffer of that network's latest real-valued outputs (F, G, ...).
+    codes: (n, K) the shared binary codes B in {-1, +1}.
+  """
+
+  nets: dict
+  outputs: dict
+  codes: jax.Array
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_modality(modality: str) -> None:
+  if modality not in MODALITIES:
+    raise UserError(f"modality must be 'image' or 'text', got {modality!r}")
+
+
+def require_features(method: str, dims: Dims, what: str) -> None:
+  """A UserError if the images are pixels: `method` trains on (N, D) image features (`what`)."""
+  if dims.is_pixels:
+    raise UserError(f"{method} trains on image features ({what}), and this dataset has "
+                    f"{'x'.join(map(str, dims.image_shape))} pixels: extract features first "
+                    "(jxhash.nets.CNNF(features_only=True), or image_features= with the loader) or use dcmh, "
+                    "which trains CNN-F on pixels")
+
+
+# --------------------------------------------------------------------------- optimisers
+
+
+def epoch_schedule(kind: str, *, start: float, end: float, epochs: int, steps: int) -> optax.Schedule:
+  """A learning rate that is constant within an epoch and moves between epochs.
+
+  Args:
+    kind: "linear" (start -> end linearly over the epochs; DCMH's TF/PyTorch code),
+      "logspace" (geometric start -> end; DCMH's MATLAB code) or "constant".
+    start, end: first and last epoch's rate.
+    epochs: number of epochs.
+    steps: optimizer updates per epoch.
+  """
+  if kind not in ("linear", "logspace", "constant"):
+    raise UserError(f"unknown lr schedule {kind!r}; choose linear, logspace or constant")
+  epochs = max(epochs, 1)
+  if kind == "linear":
+    table = np.linspace(start, end, epochs)
+  elif kind == "logspace":
+    table = np.logspace(np.log10(start), np.log10(end), epochs)
+  else:
+    table = np.full(epochs, start)
+  # a numpy constant, not a jax array: the schedule lives in TrainState.tx (static), and a
+  # jax array created while init is being traced would leak as a tracer
+  table = np.asarray(table, np.float32)
+
+  def schedule(count):
+    return jnp.asarray(table)[jnp.minimum(count // steps, epochs - 1)]
+
+  return schedule
+
+
+def config_schedule(config, num_train: int) -> optax.Schedule:
+  """`epoch_schedule` from a config's lr, lr_end, lr_schedule, epochs and batch_size fields."""
+  return epoch_schedule(config.lr_schedule, start=config.lr, end=config.lr_end, epochs=config.epochs,
+                        steps=steps_per_epoch(num_train, config.batch_size))
+
+
+def sgd(learning_rate, *, weight_decay: float = 0.0, momentum: float | None = None):
+  """SGD with optional L2 weight decay added to the gradient (as the MATLAB/PyTorch codes do)."""
+  parts = []
+  if weight_decay:
+    parts.append(optax.add_decayed_weights(weight_decay))
+  parts.append(optax.sgd(learning_rate, momentum=momentum))
+  return optax.chain(*parts)
+
+
+def freeze(tx: optax.GradientTransformation, names=("mean_image",)) -> optax.GradientTransformation:
+  """`tx` for every parameter except those whose path contains one of `names`, which never
+  change (not even by weight decay): constants that live in params so checkpoints carry them."""
+
+  def labels(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "frozen" if any(getattr(k, "key", None) in names for k in path) else "train", params)
+
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def apply_gradients(state: train_state.TrainState, loss_fn, *args):
+  """value_and_grad of loss_fn(params, *args) -> (loss, aux); returns (new_state, loss, aux)."""
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, *args)
+  return state.apply_gradients(grads=grads), loss, aux
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def split_keys(key: jax.Array, names) -> dict:
+  """One PRNG key per name (in order), from one split of `key`."""
+  names = tuple(names)
+  return dict(zip(names, jax.random.split(key, len(names))))
+
+
+def zero_batch(dims: Dims, modality: str) -> jax.Array:
+  """A (1, ...) float32 row of zeros of `modality`'s input shape: what networks initialise on."""
+  return jnp.zeros((1,) + dims.width(modality), jnp.float32)
+
+
+def make_state(module, params, tx: optax.GradientTransformation) -> train_state.TrainState:
+  """A flax TrainState for one network."""
+  return train_state.TrainState.create(apply_fn=module.apply, params=params, tx=tx)
+
+
+def network_states(keys: Mapping[str, jax.Array], modules: Mapping[str, Any], dims: Dims, tx=None, *,
+                   txs: Mapping[str, Any] | None = None, create: Callable = make_state, **init_kwargs) -> dict:
+  """A TrainState per modality network, each initialised on a zero row of its input.
+
+  Args:
+    keys: modality -> init key.
+    modules: modality ("image" / "text") -> flax module.
+    dims: input sizes.
+    tx: the optimiser of every network (whatever `create` takes), or
+    txs: modality -> optimiser.
+    create: (module, params, tx) -> state; `make_state` by default.
+    **init_kwargs: passed to every `module.init`.
+  """
+  if (tx is None) == (txs is None):
+    raise TypeError("network_states takes exactly one of tx and txs")
+  out = {}
+  for m, module in modules.items():
+    params = module.init(keys[m], zero_batch(dims, m), **init_kwargs)["params"]
+    out[m] = create(module, params, tx if txs is None else txs[m])
+  return out
+
+
+def feature_mlps(config, *, tanh: bool) -> dict:
+  """The image and text MLP encoders on features: widths `config.image_hidden` / `config.text_hidden`,
+  init `config.init`, K = `config.bits` outputs (tanh-squashed if `tanh`)."""
+  return {m: MLPEncoder(bits=config.bits, hidden=tuple(getattr(config, f"{m}_hidden")), init_scheme=config.init,
+                        tanh=tanh) for m in MODALITIES}
+
+
+def encode(state, modality: str, x: jax.Array) -> jax.Array:
+  """The `modality` network's real-valued outputs for `x`, for states with `nets[modality]`."""
+  check_modality(modality)
+  net = state.nets[modality]
+  return net.apply_fn({"params": net.params}, x)
+
+
+# --------------------------------------------------------------------------- buffers and codes
+
+
+def sign_of_sum(*outputs: jax.Array) -> jax.Array:
+  """binarize(o_1 + o_2 + ...), summed left to right: B = sign(F + G) and its variants."""
+  return binarize(functools.reduce(lambda a, b: a + b, outputs))
+
+
+def random_buffers(key: jax.Array, names, *, num_train: int, bits: int, kind: str = "normal") -> dict:
+  """Initial output buffers, one (n, K) per name, drawn together.
+
+  kind: "normal" (N(0, 1), DCMH's TF code), "zeros" (DCMH's MATLAB code) or "uniform"
+  (U(-1, 1), the range of tanh outputs).
+  """
+  names = tuple(names)
+  shape = (len(names), num_train, bits)
+  if kind == "normal":
+    buf = jax.random.normal(key, shape)
+  elif kind == "zeros":
+    buf = jnp.zeros(shape)
+  elif kind == "uniform":
+    buf = jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)
+  else:
+    raise UserError(f"unknown buffer_init {kind!r}; choose 'normal' or 'zeros'")
+  return dict(zip(names, buf))
+
+
+def with_outputs(state, name: str, net, index: jax.Array, out: jax.Array):
+  """`state` with network `name` replaced by `net` and rows `index` of its buffer set to `out`."""
+  outputs = dict(state.outputs, **{name: state.outputs[name].at[index].set(out)})
+  return state.replace(nets=dict(state.nets, **{name: net}), outputs=outputs)
+
+
+def apply_network(net, params, *inputs):
+  """(outputs, None): a network's forward pass, with no extra outputs."""
+  return net.apply_fn({"params": params}, *inputs), None
+
+
+def gradient_update(net, grads):
+  """A TrainState's optimiser update."""
+  return net.apply_gradients(grads=grads)
+
+
+def network_step(name: str, objective: Callable, *, context: Callable | None = None,
+                 inputs: Callable | None = None, forward: Callable = apply_network,
+                 update: Callable = gradient_update) -> Callable:
+  """A phase step that updates network `name` on its batch and writes its outputs into its buffer.
+
+  The step computes `ctx = context(state, batch, data, key)` (targets, similarities: anything
+  that does not depend on the network's parameters), runs the network on `inputs(batch, ctx)`
+  (default: `(batch[name],)`), differentiates `objective` with respect to the parameters,
+  updates the network and stores its outputs in `state.outputs[name]` at the batch rows.
+
+  Args:
+    name: the network ("image", "text", "label", ...).
+    objective: (outputs, extras, state, batch, ctx) -> (loss, logs dict).
+    context: (state, batch, data, key) -> ctx; None gives ctx = None.
+    inputs: (batch, ctx) -> tuple of network inputs.
+    forward: (net, params, *inputs) -> (outputs (bs, K), extras); `apply_network` by default.
+    update: (net, grads) -> net; `gradient_update` by default.
+
+  Returns:
+    step(state, batch, data, key) -> (state, {"loss": loss, **logs}).
+  """
+
+  def step(state, batch: dict, data: dict, key: jax.Array):
+    ctx = None if context is None else context(state, batch, data, key)
+    net = state.nets[name]
+    x = (batch[name],) if inputs is None else inputs(batch, ctx)
+
+    def loss_fn(params):
+      out, extras = forward(net, params, *x)
+      loss, logs = objective(out, extras, state, batch, ctx)
+      return loss, (out, logs)
+
+    (loss, (out, logs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
+    return with_outputs(state, name, update(net, grads), batch["index"], out), {"loss": loss, **logs}
+
+  return step
+
+
+def label_context(state, batch: dict, data: dict, key: jax.Array) -> jax.Array:
+  """S_ij = 1[l_i · l_j > 0] between the batch and every training item: (bs, n)."""
+  del state, key
+  return losses.label_similarity(batch["labels"], data["labels"])
+
+
+def refresh_codes(names=MODALITIES) -> Callable:
+  """An end-of-epoch function: codes = sign(sum of the `names` buffers) (DCMH's B-step)."""
+
+  def refresh(state, data: dict):
+    del data
+    return state.replace(codes=sign_of_sum(*(state.outputs[n] for n in names)))
+
+  return refresh

@@ -1,0 +1,192 @@
+"""The method contract: what a method hands the trainer, and nothing else.
+
+Both sides import this module and nothing of each other: a method (`jxhash/methods/*.py`)
+builds a `MethodSpec`; the trainer (`jxhash.train`), the checkpoint store and the CLI only
+call the functions it carries. A method never runs its own loop. It describes its training as
+stages of epochs, each epoch a sequence of phases (one network's update, say) run over
+shuffled batches of the training set, and the generic trainer runs them:
+
+    for stage in spec.stages(config, num_train):
+      for epoch in range(stage.epochs):
+        for phase in stage.phases:
+          for batch in shuffled batches of phase.batch_size:
+            state, metrics = phase.step(state, batch, data, key)
+        state = stage.end_of_epoch(state, data)         # e.g. B = sign(F + G)
+      state = stage.finish(state, data)                 # e.g. proxies P = sign(P~)
+
+`data` is a dict of the whole (normalised) training split on device: "image" (n, D),
+"text" (n, T) and, for supervised methods only, "labels" (n, C). `batch` holds the same keys
+for the batch rows plus "index" (bs,), their positions in the training split. When the
+trainer streams images (pixel stacks on disk), `data` has no "image": a method whose steps
+read it declares `needs_image_matrix`. Steps must be pure and free of Python control flow on
+traced values: the trainer jit-compiles each epoch as one program (a `lax.scan` over batches)
+and may `vmap` it over seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class Dims:
+  """The input sizes a method builds its networks for.
+
+  Attributes:
+    image_shape: (D,) for features, (H, W, 3) for pixels.
+    text_dim: T.
+    num_labels: C.
+  """
+
+  image_shape: tuple
+  text_dim: int
+  num_labels: int
+
+  @property
+  def is_pixels(self) -> bool:
+    return len(self.image_shape) == 3
+
+  @property
+  def image_dim(self) -> int:
+    """D for image features (pixels have no single width)."""
+    return int(self.image_shape[0])
+
+  def width(self, modality: str) -> tuple:
+    """The per-item input shape of "image" or "text"."""
+    return tuple(self.image_shape) if modality == "image" else (self.text_dim,)
+
+  def to_json(self) -> dict:
+    return {"image_shape": list(self.image_shape), "text_dim": int(self.text_dim),
+            "num_labels": int(self.num_labels)}
+
+  @classmethod
+  def from_json(cls, values: dict) -> "Dims":
+    return cls(image_shape=tuple(int(v) for v in values["image_shape"]), text_dim=int(values["text_dim"]),
+               num_labels=int(values["num_labels"]))
+
+  @classmethod
+  def of(cls, data) -> "Dims":
+    """The dims of a `jxhash.data.CrossModalData`."""
+    return cls(image_shape=tuple(int(v) for v in data.image.shape[1:]), text_dim=int(data.text.shape[1]),
+               num_labels=int(data.labels.shape[1]))
+
+
+class InitFn(Protocol):
+  def __call__(self, key: jax.Array, config: Any, dims: Dims, num_train: int) -> Any:
+    """A fresh method state (one seed) for `num_train` training items."""
+
+
+class StepFn(Protocol):
+  def __call__(self, state: Any, batch: dict, data: dict, key: jax.Array) -> tuple[Any, dict]:
+    """One update: (new state, {name: scalar} logged values)."""
+
+
+class StateFn(Protocol):
+  def __call__(self, state: Any, data: dict) -> Any:
+    """A state -> state transition between steps (end of epoch, end of stage)."""
+
+
+class StagesFn(Protocol):
+  def __call__(self, config: Any, num_train: int) -> tuple["Stage", ...]:
+    """The training schedule."""
+
+
+class EncodeFn(Protocol):
+  def __call__(self, state: Any, modality: str, x: jax.Array) -> jax.Array:
+    """(N, K) real codes of inputs `x` of `modality` ("image" or "text")."""
+
+
+class ReportFn(Protocol):
+  def __call__(self, state: Any) -> dict:
+    """Method-specific facts about one seed's trained state, for the results file."""
+
+
+class WarmStartFn(Protocol):
+  def __call__(self, state: Any, config: Any) -> Any:
+    """Overwrite parts of a fresh state (leading seed axis) with pretrained weights."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConfig:
+  """Fields every method's config has (the CLI's --bits, --epochs, --batch-size)."""
+
+  bits: int = 32
+  epochs: int = 500
+  batch_size: int = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One optimisation phase of an epoch.
+
+  Attributes:
+    name: used in logs and metric names ("image", "text", ...).
+    step: the jittable update.
+    batch_size: rows per step; an epoch runs num_train // batch_size steps over a fresh
+      permutation (the remainder is dropped, at least one step).
+  """
+
+  name: str
+  step: StepFn
+  batch_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """Epochs of the same phases. `evaluate=False` for pre-training (no codes to rank yet)."""
+
+  name: str
+  epochs: int
+  phases: tuple[Phase, ...]
+  end_of_epoch: StateFn | None = None
+  finish: StateFn | None = None
+  evaluate: bool = True
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # identity hash: specs key compiled-function caches
+class MethodSpec:
+  """A registered method.
+
+  Attributes:
+    name: registry key.
+    Config: frozen dataclass subclassing `BaseConfig`; defaults documented per field.
+    init: (key, config, dims, num_train) -> state pytree.
+    stages: (config, num_train) -> tuple of `Stage`.
+    encode: (state, modality, x) -> (N, K) real codes; binary codes are `codes.binarize` of these.
+    fidelity: one line on how much is the authors' algorithm and how much reconstruction.
+    reference: the paper.
+    supervised: if False, the trainer never hands labels to the steps.
+    smoke: config overrides that make a tiny, fast configuration (small widths, few
+      epochs); the registry-wide tests and quick examples use it.
+    report: optional (one seed's state) -> dict of method-specific facts for the results file.
+    warm_start: optional (state with a leading seed axis, config) -> state: overwrite parts of
+      a freshly initialised state with pretrained weights read from disk (DCMH's
+      imagenet-vgg-f.mat). Called by the trainer outside jit, on new runs only (a resumed
+      run's checkpoint already holds them), so the weights never become program constants.
+    needs_image_matrix: why the steps read the whole training image matrix (`data["image"]`)
+      rather than only the batch rows; non-empty means the images cannot be streamed.
+  """
+
+  name: str
+  Config: type
+  init: InitFn
+  stages: StagesFn
+  encode: EncodeFn
+  fidelity: str
+  reference: str
+  supervised: bool = True
+  smoke: dict = dataclasses.field(default_factory=dict)
+  report: ReportFn | None = None
+  warm_start: WarmStartFn | None = None
+  needs_image_matrix: str = ""
+
+
+MODALITIES = ("image", "text")
+
+
+def steps_per_epoch(num_train: int, batch_size: int) -> int:
+  """Steps an epoch of a phase runs (the trainer's rule: at least one, remainder dropped)."""
+  return max(1, num_train // min(batch_size, num_train))
