@@ -87,9 +87,9 @@ class _Checker:
     if minimum is not None and value < minimum:
       self.fail(field, f"must be >= {minimum}, got {value}")
 
-  def integer(self, value, field: str, *, minimum: int):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-      self.wrong(field, f"an integer >= {minimum}", value)
+  def integer(self, value, field: str, *, minimum: int | None = None):
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+      self.wrong(field, "an integer" if minimum is None else f"an integer >= {minimum}", value)
 
   def mapping(self, value, field: str) -> dict:
     if not isinstance(value, dict):
@@ -151,7 +151,7 @@ def check_results(path: pathlib.Path, r) -> dict:
   if "num_seeds" in r:
     c.integer(r["num_seeds"], "num_seeds", minimum=1)
   if r.get("seed") is not None:
-    c.integer(r["seed"], "seed", minimum=0)
+    c.integer(r["seed"], "seed")
   if r.get("train_time_s") is not None:
     c.number(r["train_time_s"], "train_time_s", minimum=0)
   for key in ("config", "split"):

@@ -86,7 +86,7 @@ BAD_RESULTS = [
     (result(map_std={"i2t": -0.1}), "field 'map_std.i2t' must be >= 0"),
     (result(num_seeds=0), "field 'num_seeds' must be an integer >= 1, got number 0"),
     (result(num_seeds="3"), "field 'num_seeds' must be an integer >= 1, got string"),
-    (result(seed="0"), "field 'seed' must be an integer >= 0"),
+    (result(seed="0"), "field 'seed' must be an integer, got string"),
     (result(train_time_s="fast"), "field 'train_time_s' must be a finite number"),
     (result(config=["lr=0.1"]), "field 'config' must be an object, got list"),
     (result(run_name=3), "field 'run_name' must be a string"),
