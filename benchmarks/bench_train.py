@@ -16,13 +16,13 @@ for the cores), run one after another on the same synthetic arrays:
          `--threads 2,1` adds a one-thread row (on a loaded machine two OpenMP threads can be
          far slower than one).
   scan   jxhash's trainer: `epochs.compile_epoch` (the whole epoch, both phases and B = sign(F+G),
-         one jitted program of `lax.scan`s, vmapped over one seed) on a RunState from
-         `runstate.init_state`. The timed epoch includes reading the epoch's losses back to the
-         host, as `train.fit` does every epoch.
-  squeeze  the trainer's epoch with the seed axis squeezed instead of vmapped when there is
-         one seed: the change to `epochs.compile_epoch` that TRAIN.md recommends (vmap over a
-         seed axis of size 1 makes XLA:CPU compute the large weight gradients transposed and
-         transpose them back in the SGD update, every step). Uses the private `epochs.run_epoch`.
+         one jitted program of `lax.scan`s; with one seed the trainer drops the seed axis
+         instead of vmapping over it) on a RunState from `runstate.init_state`. The timed epoch
+         includes reading the epoch's losses back to the host, as `train.fit` does every epoch.
+  vmap1  the same epoch vmapped over the seed axis of size 1, as the trainer ran it before it
+         squeezed a single seed: XLA:CPU then computes the large weight gradients transposed
+         and transposes them back in every SGD update. scan against vmap1 is what the squeeze
+         gains. Built from `epochs.run_epoch`, the one-seed epoch.
   step   a bare jitted single step per batch, called from Python: the same `Phase.step`,
          the batch gathered inside the jit from a host-drawn index, state donated, then a
          jitted B update. Its time per step is what a step costs with ordinary per-batch
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import inspect
 import json
 import os
 import pathlib
@@ -56,7 +55,7 @@ import time
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
-PARTS = ("torch", "scan", "squeeze", "step")
+PARTS = ("torch", "scan", "vmap1", "step")
 
 
 # ---------------------------------------------------------------------------------- setup
@@ -157,44 +156,43 @@ def _jax_setup(args, arrays):
   return spec, config, mesh, state, data
 
 
-def _no_finish(fn) -> dict:
-  """{"finish": False} if `fn` takes that flag (older trainers ran `Stage.finish` inside the
-  epoch program), else {}: the benchmark times ordinary epochs either way."""
-  return {"finish": False} if "finish" in inspect.signature(fn).parameters else {}
-
-
 def trainer_epoch(stage, mesh):
   """The trainer's jitted epoch, `epochs.compile_epoch`, for an epoch that is not a stage's last."""
   from jxhash import epochs
 
-  return epochs.compile_epoch(stage, mesh, **_no_finish(epochs.compile_epoch))
+  return epochs.compile_epoch(stage, mesh)
 
 
-def compile_epoch_squeezed(stage, mesh):
-  """`trainer_epoch`, with one seed run without vmap (the seed axis dropped and put back)."""
+# bench_seeds.py times sequential seeds with this name; the trainer squeezes a single seed itself
+# now, so it is the trainer's epoch.
+compile_epoch_squeezed = trainer_epoch
+
+
+def compile_epoch_vmapped(stage, mesh):
+  """The trainer's epoch vmapped over the seed axis even for one seed (the `vmap1` part).
+
+  Built from `epochs.run_epoch`, the one-seed epoch the trainer compiles.
+  """
   import jax
   from jxhash import epochs
+  from jxhash.data import augment
 
-  one_seed = functools.partial(epochs.run_epoch, stage=stage, mesh=mesh, **_no_finish(epochs.run_epoch))
+  one_seed = functools.partial(epochs.run_epoch, stage=stage, mesh=mesh, aug=augment.Augment())
 
   def run(state, data):
-    if state.rng.shape[0] != 1:
-      raise ValueError("the squeezed epoch is for one seed")
-    model = jax.tree.map(lambda x: x[0], state.model)
-    model, logs = one_seed(model, state.rng[0], state.epoch, data)
-    model, logs = jax.tree.map(lambda x: x[None], (model, logs))
+    model, logs = jax.vmap(one_seed, in_axes=(0, 0, None, None))(state.model, state.rng, state.epoch, data)
     return state.replace(model=model, epoch=state.epoch + 1), logs
 
   return jax.jit(run, donate_argnums=0)
 
 
-def run_scan(args, arrays, *, squeeze: bool = False) -> dict:
+def run_scan(args, arrays, *, vmap: bool = False) -> dict:
   import jax
 
   spec, config, mesh, state, data = _jax_setup(args, arrays)
   stage = spec.stages(config, args.n)[0]
   start = time.perf_counter()
-  epoch_fn = compile_epoch_squeezed(stage, mesh) if squeeze else trainer_epoch(stage, mesh)
+  epoch_fn = compile_epoch_vmapped(stage, mesh) if vmap else trainer_epoch(stage, mesh)
   epoch_fn = epoch_fn.lower(state, data).compile()
   compile_s = time.perf_counter() - start
   box = {"state": state, "logs": {}}
@@ -258,7 +256,7 @@ def run_step(args, arrays) -> dict:
 def worker(args) -> dict:
   arrays = make_data(args)
   load_before = os.getloadavg()
-  parts = {"torch": run_torch, "scan": run_scan, "squeeze": functools.partial(run_scan, squeeze=True),
+  parts = {"torch": run_torch, "scan": run_scan, "vmap1": functools.partial(run_scan, vmap=True),
            "step": run_step}
   result = parts[args.worker](args, arrays)
   result.update(part=args.worker, peak_rss_mib=peak_rss_mib(), load_before=load_before,
@@ -299,13 +297,16 @@ def report(results: dict, args) -> str:
                  f"{r['load_before'][0]:.2f} / {r['load_after'][0]:.2f}")
   lines.append("")
   for ref in [name for name in results if name.startswith("torch")]:
-    for part in ("scan", "squeeze", "step"):
+    for part in ("scan", "vmap1", "step"):
       if part in results:
         ratio = results[ref]["median_s"] / results[part]["median_s"]
         best = results[ref]["min_s"] / results[part]["min_s"]
         lines.append(f"throughput {part}/{ref}: {ratio:.2f}x (median), {best:.2f}x (min)"
                      + ("   target >= 1.3x" if part == "scan" else ""))
-  for part in ("scan", "squeeze"):
+  if "scan" in results and "vmap1" in results:
+    gain = results["vmap1"]["median_s"] / results["scan"]["median_s"]
+    lines.append(f"vmap1/scan epoch time: {gain:.2f}x (median): the cost of vmapping one seed")
+  for part in ("scan", "vmap1"):
     if part in results and "step" in results:
       mine, step = results[part]["per_step_ms"], results["step"]["per_step_ms"]
       # the bare step's time includes its own dispatch, so this bounds the epoch's host overhead from above

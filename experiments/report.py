@@ -6,36 +6,203 @@
         # replace the table between <!-- results:wikipedia:start --> and ...:end --> in README.md
 
 Each row names the settings it used: the config fields that differ from the method's
-defaults, the split and the model-selection rule.
+defaults, the split and the model-selection rule. Runs compared side by side (same dataset and
+bits) are labelled by their method plus whatever tells them apart from the other runs of that
+method there (seeds, config values, split, augmentation), so the table row and the plot legend
+of a run carry the same label.
+
+Every input is checked before anything is written: a results file that is not a jxhash results
+object (or has a field of the wrong type, or a NaN where a number is read), README markers that
+are missing, doubled or out of order, a --readme or --plots location that cannot be written.
+Each is one line `error: ...` on stderr naming the file and field, exit code 2. The README and
+the plots are replaced atomically (a full disk leaves the previous file).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import math
+import os
 import pathlib
+import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
+DIRECTIONS = ("i2t", "t2i")
+# Real results files are kilobytes to a few megabytes (per-epoch history, per-seed metrics);
+# anything far larger is the wrong file, and reading it whole would only waste memory.
+MAX_RESULTS_BYTES = 64 * 2**20
+SECTION_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+ANY_MARKER = re.compile(r"<!-- results:[^ ]*:(?:start|end) -->")
+
+
+# ------------------------------------------------------------------------ reading results
+
+def _json_type(value) -> str:
+  if isinstance(value, bool):
+    return "true/false"
+  names = {dict: "object", list: "list", str: "string", int: "number", float: "number", type(None): "null"}
+  return names.get(type(value), type(value).__name__)
+
+
+def _show_value(value) -> str:
+  text = json.dumps(value)  # parsed JSON (NaN included) always dumps
+  return text if len(text) <= 40 else text[:37] + "..."
+
+
+class _Checker:
+  """Type checks of one results file's fields; failures are UserErrors naming file and field."""
+
+  def __init__(self, path: pathlib.Path):
+    self.path = path
+
+  def fail(self, field: str, problem: str):
+    from jxhash.errors import UserError
+    raise UserError(f"results file {self.path}: field '{field}' {problem}")
+
+  def wrong(self, field: str, expected: str, value):
+    if isinstance(value, float) and not math.isfinite(value):  # JSON's NaN / Infinity extension
+      self.fail(field, f"must be {expected}, got {_show_value(value)}")
+    self.fail(field, f"must be {expected}, got {_json_type(value)} {_show_value(value)}")
+
+  def require(self, obj: dict, key: str, *, prefix: str = ""):
+    if key not in obj:
+      self.fail(prefix + key, "is missing (a jxhash results file has method, dataset, bits and map "
+                "with i2t and t2i)")
+    return obj[key]
+
+  def string(self, obj: dict, key: str, *, required: bool = False):
+    if required:
+      value = self.require(obj, key)
+      if not isinstance(value, str) or not value.strip():
+        self.wrong(key, "a non-empty string", value)
+    elif key in obj and not isinstance(obj[key], str):
+      self.wrong(key, "a string", obj[key])
+
+  def number(self, value, field: str, *, minimum: float | None = None):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+      self.wrong(field, "a finite number", value)
+    if minimum is not None and value < minimum:
+      self.fail(field, f"must be >= {minimum}, got {value}")
+
+  def integer(self, value, field: str, *, minimum: int | None = None):
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+      self.wrong(field, "an integer" if minimum is None else f"an integer >= {minimum}", value)
+
+  def mapping(self, value, field: str) -> dict:
+    if not isinstance(value, dict):
+      self.wrong(field, "an object", value)
+    return value
+
+  def numbers(self, value, field: str) -> list:
+    if not isinstance(value, list):
+      self.wrong(field, "a list of numbers", value)
+    for i, v in enumerate(value):
+      self.number(v, f"{field}[{i}]")
+    return value
+
+  def same_length(self, obj: dict, keys, field: str):
+    lengths = {key: len(self.numbers(obj.get(key), f"{field}.{key}")) for key in keys}
+    if len(set(lengths.values())) > 1:
+      self.fail(field, "lists differ in length: " + ", ".join(f"{k} {n}" for k, n in lengths.items()))
+
+
+def _read_json(path: pathlib.Path):
+  from jxhash import fileio
+  from jxhash.errors import UserError
+  path = fileio.require_readable_file(path, what="results file")
+  try:
+    size = path.stat().st_size
+    if size > MAX_RESULTS_BYTES:
+      raise UserError(f"results file {path} is {size / 2**20:.1f} MiB, more than the "
+                      f"{MAX_RESULTS_BYTES / 2**20:g} MiB a results file can be; is it the right file?")
+    raw = path.read_bytes()
+  except OSError as e:
+    raise UserError(f"cannot read results file {path}: {fileio.describe_os_error(e)}") from None
+  try:
+    return path, json.loads(raw.decode("utf-8"))
+  except UnicodeDecodeError as e:
+    raise UserError(f"results file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+  except json.JSONDecodeError as e:
+    raise UserError(f"results file {path} is not valid JSON: {e}") from None
+  except RecursionError:
+    raise UserError(f"results file {path} nests JSON too deeply to be a results file") from None
+
+
+def check_results(path: pathlib.Path, r) -> dict:
+  """`r` (the parsed JSON of `path`) if every field the report reads has the right type."""
+  from jxhash.errors import UserError
+  if not isinstance(r, dict):
+    raise UserError(f"results file {path} holds a JSON {_json_type(r)}, not a results object "
+                    "(one object with method, dataset, bits, map, ...)")
+  c = _Checker(path)
+  c.string(r, "method", required=True)
+  c.string(r, "dataset", required=True)
+  c.integer(c.require(r, "bits"), "bits", minimum=1)
+  c.mapping(c.require(r, "map"), "map")
+  for d in DIRECTIONS:
+    c.number(c.require(r["map"], d, prefix="map."), f"map.{d}")
+  if "map_std" in r:
+    c.mapping(r["map_std"], "map_std")
+    for d, v in r["map_std"].items():
+      c.number(v, f"map_std.{d}", minimum=0)
+  if "num_seeds" in r:
+    c.integer(r["num_seeds"], "num_seeds", minimum=1)
+  if r.get("seed") is not None:
+    c.integer(r["seed"], "seed")
+  if r.get("train_time_s") is not None:
+    c.number(r["train_time_s"], "train_time_s", minimum=0)
+  for key in ("config", "split"):
+    if key in r:
+      c.mapping(r[key], key)
+  for key in ("settings", "selected", "augment", "normalize", "name", "run_name"):
+    c.string(r, key)
+  if "metrics" in r:
+    for d, m in c.mapping(r["metrics"], "metrics").items():
+      c.mapping(m, f"metrics.{d}")
+      if "p@n" in m:
+        c.same_length(c.mapping(m["p@n"], f"metrics.{d}.p@n"), ("n", "precision"), f"metrics.{d}.p@n")
+      if "pr_radius" in m:
+        pr = c.mapping(m["pr_radius"], f"metrics.{d}.pr_radius")
+        # files written before the counts format hold precision and recall per radius
+        keys = ("radius", "precision", "recall") if "precision" in pr else ("radius", "retrieved",
+                                                                            "retrieved_relevant")
+        c.same_length(pr, keys, f"metrics.{d}.pr_radius")
+  return r
+
 
 def load_results(paths) -> list[dict]:
-  rows = []
+  """The checked results of `paths` (each file once), sorted for the table."""
+  from jxhash import fileio
+  rows, seen = [], set()
   for p in paths:
-    try:
-      r = json.loads(pathlib.Path(p).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-      raise SystemExit(f"error: cannot read results file {p}: {e}")
-    if not {"method", "dataset", "bits", "map"} <= set(r):
-      raise SystemExit(f"error: {p} is not a jxhash results file (needs method, dataset, bits, map)")
-    r["_path"] = str(p)
+    resolved = fileio.resolve(p)
+    if resolved in seen:
+      continue
+    seen.add(resolved)
+    path, r = _read_json(resolved)
+    r = check_results(path, r)
+    r["_path"] = str(path)
     rows.append(r)
-  return sorted(rows, key=lambda r: (r["dataset"], r["method"], r["bits"]))
+  return sorted(rows, key=lambda r: (r["dataset"], r["method"], r["bits"], r.get("num_seeds", 1),
+                                     r.get("seed") if r.get("seed") is not None else -1, r["_path"]))
+
+
+# --------------------------------------------------------------------------------- labels
+
+def _config_value(value) -> str:
+  if isinstance(value, list):
+    return ",".join(map(_config_value, value))
+  if isinstance(value, float):
+    return f"{value:.6g}"
+  return "none" if value is None else str(value)
 
 
 def changed_settings(r: dict) -> str:
   """Config fields that differ from the method's defaults, as `key=value` (the --set syntax)."""
+  import dataclasses
   from jxhash.methods import METHODS
   if "settings" in r:  # baselines outside the registry describe themselves
     return r["settings"]
@@ -47,9 +214,85 @@ def changed_settings(r: dict) -> str:
   out = []
   for key, value in sorted(r.get("config", {}).items()):
     if key != "bits" and value != defaults.get(key):
-      shown = ",".join(map(str, value)) if isinstance(value, list) else value
-      out.append(f"{key}={shown}")
+      out.append(f"{key}={_config_value(value)}")
   return " ".join(out)
+
+
+def _seeds(r: dict) -> str:
+  n, seed = r.get("num_seeds", 1), r.get("seed")
+  if n == 1:
+    return "1 seed" if seed is None else f"seed {seed}"
+  return f"{n} seeds" if seed is None else f"{n} seeds from {seed}"
+
+
+def _facets(r: dict) -> dict:
+  """What may tell two runs of one method apart, as {name: shown value}."""
+  out = {"seeds": _seeds(r)}
+  if "settings" in r:  # a baseline's own description covers its config
+    out["settings"] = r["settings"]
+  else:
+    for key, value in r.get("config", {}).items():
+      if key != "bits":
+        out[f"config.{key}"] = f"{key}={_config_value(value)}"
+  for key, value in r.get("split", {}).items():
+    out[f"split.{key}"] = f"split {key}={_config_value(value)}"
+  for key in ("augment", "normalize"):
+    if key in r:
+      out[key] = f"{key}={r[key]}"
+  return out
+
+
+def run_labels(group: list[dict]) -> list[str]:
+  """One label per run of `group` (runs shown side by side: one dataset and bits).
+
+  The label is the method, followed in parentheses by each facet (seeds, a config value, the
+  split, the augmentation) whose value differs between this method's runs in the group, so a
+  1-seed and a 3-seed run read "dcmh (seed 0)" and "dcmh (3 seeds from 0)", and a method with
+  one run is just its name. Runs these facets cannot tell apart (reruns) get the results file's
+  run name (`run_name`, else `name`) appended, or the file name when they have none.
+  """
+  facets = [_facets(r) for r in group]
+  labels = []
+  for r, mine in zip(group, facets):
+    peers = [f for o, f in zip(group, facets) if o["method"] == r["method"]]
+    names = sorted(set().union(*peers), key=lambda k: (k != "seeds", k != "settings", k))
+    shown = [mine.get(k, f"{k.split('.')[-1]} unset") for k in names
+             if len({f.get(k) for f in peers}) > 1]
+    labels.append(r["method"] + (f" ({', '.join(shown)})" if shown else ""))
+  for label in set(labels):
+    same = [i for i, lab in enumerate(labels) if lab == label]
+    if len(same) < 2:
+      continue
+    tags = [group[i].get("run_name") or group[i].get("name") for i in same]
+    if None in tags or len(set(tags)) < len(tags):
+      stems = [pathlib.Path(group[i]["_path"]).stem for i in same]
+      tags = stems if len(set(stems)) == len(stems) else [group[i]["_path"] for i in same]
+    for i, tag in zip(same, tags):
+      labels[i] = f"{labels[i]} [{tag}]"
+  return labels
+
+
+def groups(rows: list[dict]) -> dict:
+  """{(dataset, bits): [row, ...]}: the runs a table block or a plot compares."""
+  out = {}
+  for r in rows:
+    out.setdefault((r["dataset"], r["bits"]), []).append(r)
+  return out
+
+
+def labelled(rows: list[dict]) -> dict:
+  """{id(row): label} for every row, labels made within each (dataset, bits) group."""
+  out = {}
+  for group in groups(rows).values():
+    out.update({id(r): label for r, label in zip(group, run_labels(group))})
+  return out
+
+
+# ---------------------------------------------------------------------------------- table
+
+def _md(text) -> str:
+  """A markdown table cell: a `|` or a line break in a name would split the row."""
+  return str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def _cell(r, d):
@@ -59,14 +302,54 @@ def _cell(r, d):
 
 
 def table(rows: list[dict]) -> str:
+  labels = labelled(rows)
   lines = ["| dataset | method | bits | mAP I→T | mAP T→I | seeds | model | settings (--set) | train s |",
            "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    seeds = r.get("num_seeds", 1)
-    lines.append(f"| {r['dataset']} | {r['method']} | {r['bits']} | {_cell(r, 'i2t')} | {_cell(r, 't2i')} | "
-                 f"{seeds} | {r.get('selected', '')} | {changed_settings(r) or 'defaults'} | "
-                 f"{r.get('train_time_s', '')} |")
+    train_s = r.get("train_time_s")
+    cells = [r["dataset"], labels[id(r)], r["bits"], _cell(r, "i2t"), _cell(r, "t2i"), r.get("num_seeds", 1),
+             r.get("selected", ""), changed_settings(r) or "defaults", "" if train_s is None else train_s]
+    lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
   return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- plots
+
+def pr_points(pr_radius: dict):
+  """(recall, precision) of the radii where both are defined.
+
+  Results files from before the counts format hold precision and recall per radius, with
+  precision 0 at radii that retrieved nothing; those (recall 0, precision 0) points are dropped
+  (a radius that retrieved only irrelevant pairs gave the same pair and cannot be told apart).
+  """
+  import numpy as np
+  if "precision" in pr_radius:
+    precision = np.asarray(pr_radius["precision"], np.float64)
+    recall = np.asarray(pr_radius["recall"], np.float64)
+    keep = (precision != 0) | (recall != 0)
+    return recall[keep], precision[keep]
+  from jxhash import metrics
+  _, precision, recall = metrics.pr_curve_points(pr_radius)
+  return recall, precision
+
+
+def _file_name(dataset: str, bits: int) -> str:
+  # the dataset name comes from a JSON file: keep it from naming a path elsewhere
+  safe = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset).lstrip(".") or "dataset"
+  return f"{safe}-{bits}bits.png"
+
+
+def plot_paths(rows: list[dict], folder: pathlib.Path) -> dict:
+  """{(dataset, bits): PNG path}; a UserError if two groups would share a file name."""
+  from jxhash.errors import UserError
+  out, owner = {}, {}
+  for key in sorted(groups(rows)):
+    name = _file_name(*key)
+    if name in owner:
+      raise UserError(f"datasets {owner[name]!r} and {key[0]!r} would both be plotted to {folder / name}")
+    owner[name] = key[0]
+    out[key] = folder / name
+  return out
 
 
 def plots(rows: list[dict], folder: pathlib.Path) -> list[pathlib.Path]:
@@ -74,43 +357,109 @@ def plots(rows: list[dict], folder: pathlib.Path) -> list[pathlib.Path]:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from jxhash import fileio
 
-  folder.mkdir(parents=True, exist_ok=True)
+  labels = labelled(rows)
+  paths = plot_paths(rows, folder)
   written = []
-  groups = {}
-  for r in rows:
-    groups.setdefault((r["dataset"], r["bits"]), []).append(r)
-  for (dataset, bits), group in sorted(groups.items()):
+  for (dataset, bits), group in sorted(groups(rows).items()):
     fig, axes = plt.subplots(2, 2, figsize=(10, 8))
-    for col, d in enumerate(("i2t", "t2i")):
-      for r in group:
-        m = r.get("metrics", {}).get(d, {})
-        if "p@n" in m:
-          axes[0, col].plot(m["p@n"]["n"], m["p@n"]["precision"], marker="o", label=r["method"])
-        if "pr_radius" in m:
-          axes[1, col].plot(m["pr_radius"]["recall"], m["pr_radius"]["precision"], marker=".", label=r["method"])
-      axes[0, col].set(xscale="log", xlabel="N", ylabel="precision@N", title=f"{d} P@N")
-      axes[1, col].set(xlabel="recall", ylabel="precision", title=f"{d} PR (Hamming radius)")
-      for ax in axes[:, col]:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{dataset}, {bits} bits")
-    fig.tight_layout()
-    path = folder / f"{dataset}-{bits}bits.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+      for col, d in enumerate(DIRECTIONS):
+        for r in group:
+          m = r.get("metrics", {}).get(d, {})
+          if "p@n" in m:
+            axes[0, col].plot(m["p@n"]["n"], m["p@n"]["precision"], marker="o", label=labels[id(r)])
+          if "pr_radius" in m:
+            recall, precision = pr_points(m["pr_radius"])
+            axes[1, col].plot(recall, precision, marker=".", label=labels[id(r)])
+        axes[0, col].set(xscale="log", xlabel="N", ylabel="precision@N", title=f"{d} P@N")
+        axes[1, col].set(xlabel="recall", ylabel="precision", title=f"{d} PR (Hamming radius)")
+        for ax in axes[:, col]:
+          ax.grid(alpha=0.3)
+          if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+      fig.suptitle(f"{dataset}, {bits} bits")
+      fig.tight_layout()
+      path = paths[dataset, bits]
+      with fileio.atomic_output(path, what="plot") as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    finally:
+      plt.close(fig)
     written.append(path)
   return written
 
 
-def replace_section(readme: pathlib.Path, section: str, text: str) -> None:
-  start, end = f"<!-- results:{section}:start -->", f"<!-- results:{section}:end -->"
-  content = readme.read_text()
-  if start not in content or end not in content:
-    raise SystemExit(f"error: {readme} has no {start} ... {end} markers")
-  head, rest = content.split(start, 1)
-  _, tail = rest.split(end, 1)
-  readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+# --------------------------------------------------------------------------------- README
+
+def _markers(section: str) -> tuple[str, str]:
+  return f"<!-- results:{section}:start -->", f"<!-- results:{section}:end -->"
+
+
+def replace_section(content: str, section: str, text: str, *, where: str) -> str:
+  """`content` with the part between the section's markers replaced by `text`.
+
+  A UserError (naming `where`) unless each marker occurs exactly once, start before end, with no
+  other results marker between them (rewriting would delete it).
+  """
+  from jxhash.errors import UserError
+  start, end = _markers(section)
+  for marker in (start, end):
+    count = content.count(marker)
+    if count == 0:
+      raise UserError(f"{where} has no {marker} marker (add {start} and {end} around the table)")
+    if count > 1:
+      raise UserError(f"{where} has {marker} {count} times; it must occur exactly once")
+  i, j = content.index(start), content.index(end)
+  if j < i:
+    raise UserError(f"{where} has {end} before {start}")
+  inner = ANY_MARKER.search(content, i + len(start), j)
+  if inner:
+    raise UserError(f"{where} has {inner.group(0)} inside the {section!r} section")
+  return f"{content[:i]}{start}\n{text}\n{content[j:]}"
+
+
+def check_readme(path, section: str) -> tuple[pathlib.Path, str]:
+  """The resolved README and its text, if it exists, is writable and has the section's markers."""
+  from jxhash import fileio
+  from jxhash.errors import UserError
+  readme = fileio.require_readable_file(path, what="--readme")
+  fileio.require_writable_file(readme, what="--readme")
+  if not os.access(readme, os.W_OK):
+    raise UserError(f"--readme {readme} is read-only")
+  try:
+    content = readme.read_bytes().decode("utf-8")
+  except OSError as e:
+    raise UserError(f"cannot read --readme {readme}: {fileio.describe_os_error(e)}") from None
+  except UnicodeDecodeError as e:
+    raise UserError(f"--readme {readme} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+  replace_section(content, section, "", where=f"--readme {readme}")  # markers checked now
+  return readme, content
+
+
+# ----------------------------------------------------------------------------------- main
+
+def run(args) -> None:
+  from jxhash import fileio
+  from jxhash.errors import UserError
+  if not SECTION_NAME.fullmatch(args.section):
+    raise UserError(f"--section must be letters, digits, '_', '.' or '-', got {args.section!r}")
+  # Every output location and every input is checked before anything is written.
+  readme = check_readme(args.readme, args.section) if args.readme else None
+  folder = fileio.require_writable_dir(args.plots, what="--plots folder") if args.plots else None
+  rows = load_results(args.files)
+  text = table(rows)
+  if folder is not None:
+    plot_paths(rows, folder)
+  print(text)
+  if folder is not None:
+    for path in plots(rows, folder):
+      print(f"wrote {path}")
+  if readme is not None:
+    path, content = readme
+    new = replace_section(content, args.section, text, where=f"--readme {path}")
+    fileio.atomic_write(path, new, what="--readme")
+    print(f"wrote the {args.section!r} section of {path}")
 
 
 def main(argv=None) -> int:
@@ -121,15 +470,8 @@ def main(argv=None) -> int:
   p.add_argument("--readme", default=None, help="markdown file whose marked section gets the table")
   p.add_argument("--section", default="main", help="marker name in --readme")
   args = p.parse_args(argv)
-  rows = load_results(args.files)
-  text = table(rows)
-  print(text)
-  if args.plots:
-    for path in plots(rows, pathlib.Path(args.plots)):
-      print(f"wrote {path}")
-  if args.readme:
-    replace_section(pathlib.Path(args.readme), args.section, text)
-  return 0
+  from jxhash.errors import exit_code
+  return exit_code(run, args)
 
 
 if __name__ == "__main__":

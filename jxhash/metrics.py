@@ -185,23 +185,56 @@ def precision_recall_by_radius(query_codes, db_codes, query_labels, db_labels, *
   """Hash-lookup precision and recall for Hamming radius r = 0..K, pooled over all query×item pairs.
 
     retrieved(r) = #{(i, j) : d_ij <= r},   good(r) = #{(i, j) : d_ij <= r, j relevant to i}
-    precision(r) = good(r) / retrieved(r)    (0 when nothing is retrieved)
-    recall(r)    = good(r) / #{relevant pairs}   (0 when there is no relevant pair)
+    precision(r) = good(r) / retrieved(r)
+    recall(r)    = good(r) / #{relevant pairs}
 
-  This is MATLAB `calcPreRecRadiusLabel.m`, which also gives precision 0 (good / (retrieved +
-  eps)) when nothing is retrieved, except that it stops at radius max(d) - 1; here every radius
-  0..K is reported, so recall(K) = 1 whenever a relevant pair exists. The tie rule plays no role.
+  Precision is undefined (0/0) at a radius that retrieves nothing and is NaN there; since
+  retrieved(r) only grows with r, those radii are a prefix 0..r0-1. Recall is NaN at every
+  radius when no relevant pair exists. Either way the radius has no point on the PR curve:
+  `np.isfinite(precision) & np.isfinite(recall)` selects the points to draw. (The MATLAB
+  `calcPreRecRadiusLabel.m` reports good / (retrieved + eps) = 0 there, which puts a spurious
+  (recall 0, precision 0) point at the start of the curve; it also stops at radius max(d) - 1,
+  whereas every radius 0..K is reported here, so recall(K) = 1 whenever a relevant pair exists.)
+  The tie rule plays no role.
+
+  `evaluate` stores the pair counts instead of these ratios (they average over seeds without
+  NaN); `pr_curve_points` turns them back into the drawable points.
 
   Args:
     query_codes, db_codes, query_labels, db_labels, backend, chunk_size: as in
       `average_precision`.
 
   Returns:
-    (precision, recall): two (K + 1,) float64 arrays, index r = radius r.
+    (precision, recall): two (K + 1,) float64 arrays, index r = radius r, NaN where undefined.
   """
   stats = _compute(query_codes, db_codes, query_labels, db_labels, ks=(), ns=(), ties="average",
                    weighted=False, backend=backend, chunk_size=chunk_size)
-  return _pr_curve(stats["retrieved"], stats["good"])
+  return _pr_curve(np.cumsum(stats["retrieved"]), np.cumsum(stats["good"]))
+
+
+def pr_curve_points(pr_radius: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The drawable points of the PR-by-radius curve in an `evaluate` result (or its seed mean).
+
+  Args:
+    pr_radius: the "pr_radius" dict of `evaluate`: "radius", "retrieved" and
+      "retrieved_relevant", three lists of equal length (as read back from a results file).
+
+  Returns:
+    (radius, precision, recall): float64 arrays holding only the radii where both ratios are
+    defined (`precision_recall_by_radius`); empty when there is no relevant pair. A mean over
+    seeds of the per-query counts gives the curve pooled over the seeds' query×item pairs.
+  """
+  try:
+    radius, retrieved, good = (np.asarray(pr_radius[key], np.float64)
+                               for key in ("radius", "retrieved", "retrieved_relevant"))
+  except (KeyError, TypeError, ValueError) as e:
+    raise UserError(f"pr_radius must hold numeric lists radius, retrieved, retrieved_relevant: {e}") from None
+  if not radius.ndim == retrieved.ndim == good.ndim == 1 or not radius.size == retrieved.size == good.size:
+    raise UserError(f"pr_radius lists must be 1-D and of equal length, got {radius.shape}, "
+                    f"{retrieved.shape}, {good.shape}")
+  precision, recall = _pr_curve(retrieved, good)
+  keep = np.isfinite(precision) & np.isfinite(recall)
+  return radius[keep], precision[keep], recall[keep]
 
 
 def normalized_weighted_map(query_codes, db_codes, query_labels, db_labels, *, top_k=None,
@@ -296,8 +329,12 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, *, top_k=(1000,),
       "num_queries": Q (int),
       "num_no_relevant": number of queries without any relevant item (int; AP 0, counted),
       "p@n": {"n": list(pn), "precision": [P@n for n in pn]},
-      "pr_radius": {"radius": [0..K], "precision": [...], "recall": [...]}
-                   (`precision_recall_by_radius`),
+      "pr_radius": {"radius": [0..K], "retrieved": [...], "retrieved_relevant": [...]}: the
+                   mean number of database items (of relevant items) within radius r of a
+                   query; `pr_curve_points` gives the PR curve (`precision_recall_by_radius`)
+                   from them. Counts rather than ratios, because precision is undefined at a
+                   radius that retrieves nothing and the dict must stay NaN-free with the same
+                   structure for every seed,
       and with nwmap=True: "nwmap": float, "nwmap@k": {k: float for k in top_k},
     }
     Every leaf is a Python int or float (so the dict averages leaf-wise with `jax.tree.map`);
@@ -307,15 +344,16 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, *, top_k=(1000,),
   ns = _check_cutoffs(pn, "pn", allow_empty=True)
   stats = _compute(query_codes, db_codes, query_labels, db_labels, ks=ks, ns=ns, ties=ties,
                    weighted=bool(nwmap), backend=backend, chunk_size=chunk_size)
-  precision, recall = _pr_curve(stats["retrieved"], stats["good"])
+  num_q = stats["ap"].shape[0]
   out = {
       "map": float(stats["ap"].mean()),
       "map@k": {k: float(v) for k, v in zip(ks, stats["ap_at"].mean(axis=0))},
-      "num_queries": int(stats["ap"].shape[0]),
+      "num_queries": int(num_q),
       "num_no_relevant": int((stats["num_relevant"] == 0).sum()),
       "p@n": {"n": list(ns), "precision": [float(v) for v in stats["precision_at"].mean(axis=0)]},
-      "pr_radius": {"radius": list(range(precision.shape[0])),
-                    "precision": precision.tolist(), "recall": recall.tolist()},
+      "pr_radius": {"radius": list(range(stats["retrieved"].shape[0])),
+                    "retrieved": (np.cumsum(stats["retrieved"]) / num_q).tolist(),
+                    "retrieved_relevant": (np.cumsum(stats["good"]) / num_q).tolist()},
   }
   if nwmap:
     out["nwmap"] = float(stats["nwap"].mean())
@@ -554,9 +592,14 @@ def _ideal_weighted_sum(gain_hist, m):
 
 
 def _pr_curve(retrieved, good):
-  retrieved_cum = np.cumsum(np.asarray(retrieved, np.float64))
-  good_cum = np.cumsum(np.asarray(good, np.float64))
-  return _safe_div(good_cum, retrieved_cum), _safe_div(good_cum, good_cum[-1])
+  """(precision, recall) at each radius from the cumulative counts within it (any common scale:
+  pairs, or pairs per query); NaN where undefined, see `precision_recall_by_radius`."""
+  retrieved, good = np.asarray(retrieved, np.float64), np.asarray(good, np.float64)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    precision = np.where(retrieved > 0, good / retrieved, np.nan)
+    total = good[-1] if good.size else 0.0  # radius K retrieves every pair
+    recall = good / total if total > 0 else np.full(good.shape, np.nan)
+  return precision, recall
 
 
 # --------------------------------------------------------------------------------- helpers

@@ -94,10 +94,74 @@ def test_precision_recall_by_radius_hand(backend):
   # r=0: items 1, 4 (one relevant); r=1: + items 0, 2 (both relevant); r>=2: all five.
   np.testing.assert_allclose(precision, [1 / 2, 3 / 4, 3 / 5, 3 / 5], atol=TOL[backend])
   np.testing.assert_allclose(recall, [1 / 3, 1, 1, 1], atol=TOL[backend])
-  # Nothing within radius 0 or 1 (every item differs in 2+ bits): precision 0 there, not NaN.
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_precision_is_undefined_where_nothing_is_retrieved(backend):
+  # The only item differs in 2 bits: radii 0 and 1 retrieve nothing, so precision is 0/0 there
+  # (NaN, no point on the curve), not 0; recall there is a true 0 of 1 relevant pair.
   precision, recall = metrics.precision_recall_by_radius(Q1, -DB[:1], QL, DL[:1], backend=backend)
-  np.testing.assert_allclose(precision, [0, 0, 1, 1], atol=TOL[backend])
+  np.testing.assert_array_equal(np.isnan(precision), [True, True, False, False])
+  np.testing.assert_allclose(precision[2:], [1, 1], atol=TOL[backend])
   np.testing.assert_allclose(recall, [0, 0, 1, 1], atol=TOL[backend])
+
+
+def test_recall_is_undefined_without_relevant_pairs():
+  # Query 2 of Q2 has a label no item has; alone it has no relevant pair at any radius.
+  # Distances [2, 1, 0, 1, 1]: retrieved 1, 4, 5, 5 pairs, none relevant.
+  precision, recall = metrics.precision_recall_by_radius(Q2[1:], DB, QL2[1:], DL2)
+  np.testing.assert_array_equal(precision, [0, 0, 0, 0])
+  assert np.isnan(recall).all()
+  out = metrics.evaluate(Q2[1:], DB, QL2[1:], DL2)
+  radius, p, r = metrics.pr_curve_points(out["pr_radius"])
+  assert radius.size == p.size == r.size == 0
+
+
+def test_evaluate_pr_radius_counts_and_points():
+  # Two queries against DB. Query 1 as in the hand case: distances [1, 0, 1, 2, 0], relevant
+  # items {0, 2, 4}. Query 2 (code Q2[1], label 2 only): distances [2, 1, 0, 1, 1], relevant
+  # items {1, 3, 4}. Pairs within radius r, as a mean per query:
+  #   r=0: q1 {1, 4}, q2 {2}               -> retrieved 3/2; relevant q1 {4}              -> 1/2
+  #   r=1: q1 {0, 1, 2, 4}, q2 {1, 2, 3, 4} -> 8/2;           relevant {0, 2, 4} + {1, 3, 4} -> 6/2
+  #   r>=2: all 10                          -> 10/2;          relevant 6                   -> 6/2
+  ql3 = np.array([[1, 1, 0], [0, 0, 1]])
+  out = metrics.evaluate(Q2, DB, ql3, DL, top_k=(), pn=())
+  pr = out["pr_radius"]
+  assert pr["radius"] == [0, 1, 2, 3]
+  np.testing.assert_allclose(pr["retrieved"], [3 / 2, 8 / 2, 10 / 2, 10 / 2])
+  np.testing.assert_allclose(pr["retrieved_relevant"], [1 / 2, 6 / 2, 6 / 2, 6 / 2])
+  radius, precision, recall = metrics.pr_curve_points(pr)
+  np.testing.assert_array_equal(radius, [0, 1, 2, 3])
+  np.testing.assert_allclose(precision, [1 / 3, 6 / 8, 6 / 10, 6 / 10])
+  np.testing.assert_allclose(recall, [1 / 6, 1, 1, 1])
+  np.testing.assert_allclose(metrics.precision_recall_by_radius(Q2, DB, ql3, DL), (precision, recall))
+
+
+def test_pr_curve_points_drop_radii_that_retrieve_nothing():
+  out = metrics.evaluate(Q1, -DB[:1], QL, DL[:1], top_k=(), pn=())
+  assert out["pr_radius"]["retrieved"] == [0.0, 0.0, 1.0, 1.0]
+  radius, precision, recall = metrics.pr_curve_points(out["pr_radius"])
+  np.testing.assert_array_equal(radius, [2, 3])
+  np.testing.assert_allclose(precision, [1, 1])
+  np.testing.assert_allclose(recall, [1, 1])
+  # Averaged over two seeds where only one retrieved something at radius 0, the counts pool the
+  # seeds' pairs: precision at r=0 is that seed's, not halved by a placeholder 0.
+  seed_a = {"radius": [0, 1], "retrieved": [0.0, 4.0], "retrieved_relevant": [0.0, 2.0]}
+  seed_b = {"radius": [0, 1], "retrieved": [2.0, 4.0], "retrieved_relevant": [1.0, 2.0]}
+  mean = jax.tree.map(lambda *v: float(np.mean(v)), seed_a, seed_b)
+  radius, precision, recall = metrics.pr_curve_points(mean)
+  np.testing.assert_allclose(precision, [1 / 2, 1 / 2])
+  np.testing.assert_allclose(recall, [1 / 4, 1])
+
+
+@pytest.mark.parametrize("bad", [
+    {"radius": [0, 1]},
+    {"radius": [0, 1], "retrieved": [1, 2], "retrieved_relevant": [1]},
+    {"radius": [0], "retrieved": ["x"], "retrieved_relevant": [0]},
+])
+def test_pr_curve_points_rejects_malformed(bad):
+  with pytest.raises(UserError, match="pr_radius"):
+    metrics.pr_curve_points(bad)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -298,8 +362,11 @@ def test_evaluate_dict_is_plain_and_consistent():
   assert out["nwmap@k"][50] == metrics.normalized_weighted_map(qc, dc, ql, dl, top_k=50)
   np.testing.assert_array_equal(out["p@n"]["precision"], metrics.precision_at_n(qc, dc, ql, dl, n=(1, 20)))
   precision, recall = metrics.precision_recall_by_radius(qc, dc, ql, dl)
-  np.testing.assert_allclose(out["pr_radius"]["precision"], precision)
-  np.testing.assert_allclose(out["pr_radius"]["recall"], recall)
+  radius, p, r = metrics.pr_curve_points(out["pr_radius"])
+  defined = np.isfinite(precision) & np.isfinite(recall)
+  np.testing.assert_array_equal(radius, np.flatnonzero(defined))
+  np.testing.assert_allclose(p, precision[defined])
+  np.testing.assert_allclose(r, recall[defined])
   empty = metrics.evaluate(qc, dc, ql, dl, top_k=(), pn=())
   assert empty["map@k"] == {} and empty["p@n"] == {"n": [], "precision": []}
 
