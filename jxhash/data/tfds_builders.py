@@ -164,7 +164,7 @@ class _Columns:
       for start in range(0, len(rows), _CHUNK):
         try:
           block = rows[start:start + _CHUNK]
-        except io._READ_ERRORS as e:
+        except io.READ_ERRORS as e:
           raise DataError(f"{rows.where}: cannot read the pixels ({type(e).__name__}: {e}); the file may be "
                           "truncated or damaged, download it again") from e
         yield start, block
