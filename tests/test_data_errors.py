@@ -160,9 +160,11 @@ def test_truncated_files(tmp_path):
 def test_split_indices_out_of_range(tmp_path, trio):
   np.savez(tmp_path / "index.npz", query=np.arange(5), retrieval=np.arange(5, 30), train=np.array([5, 6, 30]))
   with pytest.raises(DataError, match=r"index\.npz \[train\]: split index 30 is out of range for 30 items"):
-    load_trio(tmp_path, trio, indices="index.npz")
+    load_trio(tmp_path, trio, indices="index.npz", num_query=None, num_train=None)
   np.savez(tmp_path / "index.npz", query=np.arange(5), train=np.arange(5, 10))
   with pytest.raises(DataError, match=r"index\.npz: no index vector 'retrieval'"):
+    load_trio(tmp_path, trio, indices="index.npz", num_query=None, num_train=None)
+  with pytest.raises(DataError, match=r"indices= gives the split, so num_query, num_train do not apply"):
     load_trio(tmp_path, trio, indices="index.npz")
   with pytest.raises(DataError, match=r"split sizes query=25 train=10 val=0 do not fit 30 items"):
     load_trio(tmp_path, trio, num_query=25)

@@ -266,7 +266,7 @@ class RowSubset(RowSource):
     return np.asarray(self.source[self.rows[rows]])
 
   def identity(self) -> dict:
-    return {"subset_of": source_identity(self.source), "rows": _digest(self.rows)}
+    return {"subset_of": source_identity(self.source), "rows": digest_array(self.rows)}
 
 
 def take_rows(x, keep):
@@ -297,7 +297,8 @@ FINGERPRINT_SAMPLE_ROWS = 64
 _PIECE_BYTES = 1 << 24
 
 
-def _digest(array: np.ndarray) -> str:
+def digest_array(array: np.ndarray) -> str:
+  """A short hex digest of an array's C-order bytes (for identities of small arrays)."""
   return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()
 
 
