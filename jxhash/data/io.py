@@ -122,7 +122,7 @@ def read_matrix(path, keys=None, *, hint: str = "") -> Matrix:
 
   Returns:
     Matrix with the array in MATLAB/numpy row order (rows = items for the usual N×D files);
-    bool arrays become uint8.
+    bool arrays become uint8, 2-D arrays C-contiguous (loadmat gives column-major ones).
   """
   path = pathlib.Path(path)
   if not path.is_file():
@@ -157,7 +157,9 @@ def read_matrix(path, keys=None, *, hint: str = "") -> Matrix:
     raise DataError(f"{path}: cannot read the file ({type(e).__name__}: {e}); it may be truncated "
                     "or damaged, download it again") from e
   where = f"{path} [{key}]" if key else str(path)
-  return Matrix(_numeric(np.asarray(array), where), path, key)
+  array = _numeric(np.asarray(array), where)
+  # loadmat returns MATLAB's column-major layout; rows are what every consumer reads.
+  return Matrix(np.ascontiguousarray(array) if array.ndim == 2 else array, path, key)
 
 
 def _read_npz(path: pathlib.Path, candidates) -> tuple[np.ndarray, str]:

@@ -226,12 +226,24 @@ class Schema:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
 
   def markdown(self) -> str:
-    """A Markdown table of the options: name, type, default, meaning."""
+    """A Markdown table of the options: name, type, default, meaning (values as typed on the
+    command line)."""
     lines = ["| option | type | default | meaning |", "|---|---|---|---|"]
     for o in self:
-      default = "none" if o.default is None else repr(o.default).replace("'", '"')
-      lines.append(f"| `{o.name}` | {o.describe().replace('|', '/')} | `{default}` | {o.doc} |")
+      kind = o.describe().replace("'", "").replace("|", "/")
+      lines.append(f"| `{o.name}` | {kind} | `{cli_text(o.default)}` | {o.doc} |")
     return "\n".join(lines)
+
+
+def cli_text(value) -> str:
+  """`value` as it is written in --data-option key=value."""
+  if value is None:
+    return "none"
+  if isinstance(value, bool):
+    return "true" if value else "false"
+  if isinstance(value, (tuple, list)):
+    return ",".join(cli_text(v) for v in value)
+  return str(value)
 
 
 def markdown(schemas: Mapping[str, Schema]) -> str:
@@ -242,4 +254,4 @@ def markdown(schemas: Mapping[str, Schema]) -> str:
   return "\n".join(parts)
 
 
-__all__ = ["KINDS", "Option", "Schema", "markdown"]
+__all__ = ["KINDS", "Option", "Schema", "cli_text", "markdown"]
