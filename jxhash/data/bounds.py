@@ -111,6 +111,15 @@ def max_array_bytes() -> int:
   return int(memory * BUDGET_FRACTION) if memory else FALLBACK_BUDGET
 
 
+def reason(e: BaseException, limit: int = 160) -> str:
+  """"Type: message" of an exception for a one-line error: its first line, at most `limit` chars
+  (a library's message may quote a whole forged header)."""
+  text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+  if len(text) > limit:
+    text = text[:limit] + "..."
+  return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def describe(shape, dtype) -> str:
   return f"shape {tuple(int(s) for s in shape)} {np.dtype(dtype)}"
 
@@ -157,7 +166,7 @@ def read_npy_header(f, where: str) -> NpyHeader:
     else:
       raise DataError(f"{where}: unsupported .npy format version {version}")
   except (ValueError, EOFError, SyntaxError, RecursionError, OSError, zlib.error) as e:
-    raise DataError(f"{where}: not a readable .npy array ({type(e).__name__}: {e})") from e
+    raise DataError(f"{where}: not a readable .npy array ({reason(e)})") from e
   if any(int(s) < 0 for s in shape):
     raise DataError(f"{where}: the .npy header declares a negative dimension {shape}")
   if dtype.hasobject:
@@ -476,7 +485,7 @@ def mat5_variables(path: pathlib.Path) -> list[MatVariable]:
         raise DataError(f"{path}: variable {number} ends before what its header declares: truncated or "
                         "damaged") from None
       except (zlib.error, struct.error) as e:
-        raise DataError(f"{path}: variable {number} cannot be read ({type(e).__name__}: {e}): damaged") from e
+        raise DataError(f"{path}: variable {number} cannot be read ({reason(e)}): damaged") from e
       position = end
   return out
 
@@ -490,19 +499,6 @@ def check_mat5_variable(var: MatVariable, where: str) -> None:
   check_budget(max(var.nbytes, var.payload), where, f"a {'x'.join(map(str, var.shape))} {var.mclass} variable")
 
 
-def check_mat4(path: pathlib.Path, variables, where_of) -> dict:
-  """MAT v4 (uncompressed, at least a byte per element): {name: (shape, class)} checked against
-  the file size; the budget is checked per variable by the caller."""
-  size = path.stat().st_size
-  out = {}
-  for name, shape, mclass in variables:
-    count = math.prod(shape)
-    if count > size:
-      raise DataError(f"{where_of(name)}: declares {count} elements but the file holds {size} bytes: truncated")
-    out[name] = (tuple(shape), mclass)
-  return out
-
-
 __all__ = ["ENV_BUDGET", "MatVariable", "NpyHeader", "array_bytes", "check_budget", "check_hdf5_dataset",
-           "check_mat5_variable", "check_npy", "check_npz_member", "format_bytes", "machine_memory",
+           "check_mat5_variable", "check_npy", "check_npz_member", "format_bytes", "machine_memory", "reason",
            "mat5_variables", "max_array_bytes", "npz_members", "parse_bytes", "read_npy_header"]

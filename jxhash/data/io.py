@@ -154,7 +154,7 @@ def read_matrix(path, keys=None, *, hint: str = "") -> Matrix:
     raise DataError(f"{where}: not enough memory to read it (set {bounds.ENV_BUDGET} below the memory this "
                     "machine has to be told before reading)") from e
   except READ_ERRORS as e:
-    raise DataError(f"{path}: cannot read the file ({type(e).__name__}: {e}); it may be truncated "
+    raise DataError(f"{path}: cannot read the file ({bounds.reason(e)}); it may be truncated "
                     "or damaged, download it again") from e
   where = f"{path} [{key}]" if key else str(path)
   array = _numeric(np.asarray(array), where)
@@ -226,7 +226,7 @@ def list_keys(path) -> list[str]:
     major, listing = _mat_listing(path)
     return [v.name for v in listing] if major == 1 else [name for name, _, _ in listing]
   except READ_ERRORS as e:
-    raise DataError(f"{path}: cannot read the file ({type(e).__name__}: {e})") from e
+    raise DataError(f"{path}: cannot read the file ({bounds.reason(e)})") from e
 
 
 def _pick(candidates, present, path) -> str:
@@ -340,7 +340,7 @@ class LazyRows(RowSource):
     except MemoryError as e:
       raise DataError(f"{self.where}: not enough memory to read {rows.size} rows") from e
     except READ_ERRORS as e:
-      raise DataError(f"{self.where}: cannot read rows {int(rows[0])}..{int(rows[-1])} ({type(e).__name__}: {e}); "
+      raise DataError(f"{self.where}: cannot read rows {int(rows[0])}..{int(rows[-1])} ({bounds.reason(e)}); "
                       "the file may be truncated or damaged, download it again") from e
     return np.ascontiguousarray(block.transpose(self._perm))
 
@@ -407,7 +407,7 @@ def open_rows(path, keys=None, *, pixels: bool = False, num_rows: int | None = N
     if closer is not None:
       closer()
     if isinstance(e, READ_ERRORS) and not isinstance(e, DataError):
-      raise DataError(f"{path}: cannot read the file ({type(e).__name__}: {e}); it may be truncated "
+      raise DataError(f"{path}: cannot read the file ({bounds.reason(e)}); it may be truncated "
                       "or damaged, download it again") from e
     raise
   perm = [ndim - 1 - a for a in order] if reverse else list(order)

@@ -17,7 +17,7 @@ import pathlib
 
 import numpy as np
 
-from jxhash.data import io, iapr, mirflickr, nuswide, wikipedia
+from jxhash.data import bounds, io, iapr, mirflickr, nuswide, wikipedia
 from jxhash.data.core import CrossModalData, RowSource, digest_array
 from jxhash.data.features import assemble
 from jxhash.data.tfds_format import CHUNK, FORMAT, OPTIONS, SPLIT, import_tfds
@@ -60,7 +60,7 @@ class TfdsRows(RowSource):
         records = self._source.__getitems__(self._positions[part].tolist())
       except Exception as e:  # tfds and array_record raise their own types for damaged files
         raise DataError(f"{self.where}: cannot read records of rows {int(part[0])}..{int(part[-1])} "
-                        f"({type(e).__name__}: {e}); build the folder again") from e
+                        f"({bounds.reason(e)}); build the folder again") from e
       for j, record in enumerate(records):
         image = record["image"]
         if image.shape != self.shape[1:]:
@@ -147,7 +147,7 @@ def read_tfds(data_dir, dataset: str | None = None) -> TfdsColumns:
   try:
     builder = tfds.builder_from_directory(str(directory))
   except Exception as e:  # tfds raises its own types for unreadable or foreign folders
-    raise DataError(f"{directory}: cannot open it as a TFDS dataset ({type(e).__name__}: {e})") from e
+    raise DataError(f"{directory}: cannot open it as a TFDS dataset ({bounds.reason(e)})") from e
   meta = dict(builder.info.metadata or {})
   if meta.get("format") != FORMAT:
     raise DataError(f"{directory}: not a dataset built by jxhash (metadata.json has no format {FORMAT!r}); "
@@ -163,7 +163,7 @@ def read_tfds(data_dir, dataset: str | None = None) -> TfdsColumns:
   except DataError:
     raise
   except Exception as e:  # a missing or damaged record file surfaces as various tfds / OS errors
-    raise DataError(f"{directory}: cannot read the records ({type(e).__name__}: {e}); build the folder again") from e
+    raise DataError(f"{directory}: cannot read the records ({bounds.reason(e)}); build the folder again") from e
   index = columns.pop("index")
   num_items = index.size
   if num_items != meta["num_items"]:
@@ -200,7 +200,7 @@ def _read_columns(source, fields, directory) -> dict:
         out[f][start:start + len(records)] = [r[f] for r in records]
       except ValueError as e:
         raise DataError(f"{directory} [{f}]: records {start}..{start + len(records) - 1} do not all have the shape "
-                        f"of record 0, {out[f].shape[1:]} ({e})") from e
+                        f"of record 0, {out[f].shape[1:]} ({bounds.reason(e)})") from e
   return out
 
 

@@ -157,7 +157,7 @@ def read_list(path: pathlib.Path) -> io.Matrix:
     bounds.check_budget(size, str(path), "the list")
     text = path.read_bytes().decode("utf-8", errors="replace")
   except OSError as e:
-    raise DataError(f"{path}: cannot read the file ({e})") from e
+    raise DataError(f"{path}: cannot read the file ({bounds.reason(e)})") from e
   codes = []
   for number, line in enumerate(text.split("\n"), 1):
     line = line.rstrip()
