@@ -83,6 +83,7 @@ def test_wikipedia_real_data_round_trip(wikipedia_dir, tmp_path, capsys):
     want = load("wikipedia", wikipedia_dir, seed=seed, **options)
     assert_same_dataset(got, want)
     assert got.sizes() == want.sizes()
+    assert got.fingerprint() == want.fingerprint()  # the same arrays and indices, whatever the container
     assert got.split_info["rule"] == "official" and got.split_info["source"] == f"tfds:{built}"
   assert got.image.dtype == np.float32 and got.image.shape == (2866, 128)
   assert got.sizes() == {"query": 693, "retrieval": 2173, "train": 2073, "val": 100}
@@ -119,8 +120,13 @@ def test_mirflickr_pixels_are_read_lazily_and_match_the_loader(tmp_path, counted
     want = load("mirflickr25k", tmp_path / "raw", seed=seed, split=split, **SIZES)
     assert not got.image_in_memory and got.split_info["dropped_unlabeled"] == 1
     assert_same_dataset(got, want)
+    assert got.split_info["options"] == dict(tr.OPTIONS.defaults(), **SIZES, num_retrieval=None)
+  # A lazy build's fingerprint: the folder's files and sampled rows, stable across loads.
+  assert tr.load_tfds(built, **SIZES).fingerprint() == tr.load_tfds(built, **SIZES).fingerprint()
+  assert tr.load_tfds(built, **SIZES).fingerprint() != tr.load_tfds(built, **dict(SIZES, num_val=1)).fingerprint()
 
 
+@pytest.mark.slow
 def test_dcmh_streams_its_training_batches_from_a_pixel_build(tmp_path):
   import dataclasses
 
@@ -186,12 +192,18 @@ def test_defaults_follow_the_loaders(tmp_path):
   assert_same_dataset(got, load("iapr", raw))
 
 
+@pytest.mark.slow
 def test_no_tensorflow_is_imported(tmp_path):
   write_mirflickr(tmp_path / "raw")
   script = textwrap.dedent(f"""
       import sys
       import jxhash, jxhash.data
       assert "tensorflow_datasets" not in sys.modules, "import jxhash.data imported tensorflow_datasets"
+      try:
+        jxhash.data.load("tfds", "nowhere", num_querry=4)
+      except jxhash.data.DataError as e:
+        assert "unknown option 'num_querry'" in str(e)
+      assert "tensorflow_datasets" not in sys.modules, "a bad tfds option imported tensorflow_datasets"
       from jxhash.data.tfds_writer import prepare
       built = prepare("mirflickr25k", {str(tmp_path / 'raw')!r}, {str(tmp_path / 'tfds')!r})
       data = jxhash.data.load("tfds", built, num_query=4, num_train=6, num_val=2)
@@ -256,3 +268,17 @@ def test_wikipedia_options_that_do_not_apply(tmp_path):
     tr.load_tfds(built, num_query=10)
   with pytest.raises(DataError, match="unknown split rule 'kfold'"):
     tr.load_tfds(built, split="kfold")
+
+
+def test_output_folder_is_checked_before_the_build(tmp_path):
+  write_mirflickr(tmp_path / "raw")
+  (tmp_path / "plain").write_text("a file, not a folder")
+  with pytest.raises(UserError, match=r"TFDS data folder .*plain/tfds lies under .*plain, which is a file"):
+    tw.prepare("mirflickr25k", tmp_path / "raw", tmp_path / "plain" / "tfds")
+
+
+def test_former_module_name_still_exports_the_public_names():
+  from jxhash.data import tfds_builders
+  assert tfds_builders.prepare is tw.prepare and tfds_builders.load_tfds is tr.load_tfds
+  for name in ("TfdsRows", "TfdsColumns", "read_tfds", "find_version_dir", "BUILDERS", "SPLIT", "FORMAT"):
+    assert hasattr(tfds_builders, name)
