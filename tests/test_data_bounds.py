@@ -223,10 +223,10 @@ def test_mat_data_element_longer_than_its_shape(tmp_path, compressed):
   data = compressed_v5(bytes(raw)) if compressed else bytes(raw)
   (tmp_path / "lie.mat").write_bytes(data)
   if compressed:
-    refused(io.read_matrix, tmp_path / "lie.mat", "X", match=r"lie\.mat: variable 'X' holds a 2\.0 GiB data element but "
+    refused(io.read_matrix, tmp_path / "lie.mat", "X", match=r"lie\.mat \[X\]: holds a 2\.0 GiB data element but "
             r"its declared shape allows 8 B: damaged or forged")
   else:
-    refused(io.read_matrix, tmp_path / "lie.mat", "X", match=r"lie\.mat: variable 'X' holds a 2\.0 GiB data element")
+    refused(io.read_matrix, tmp_path / "lie.mat", "X", match=r"lie\.mat \[X\]: holds a 2\.0 GiB data element")
 
 
 def test_mat_variable_over_the_budget_and_truncated(tmp_path, monkeypatch):

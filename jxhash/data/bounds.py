@@ -393,8 +393,8 @@ def _check_element(stream, order: str, most: int, where: str, name: str, *, skip
   if inline is not None:
     return
   if nbytes > most:
-    raise DataError(f"{where}: variable {name!r} holds a {format_bytes(nbytes)} data element but its declared "
-                    f"shape allows {format_bytes(most)}: damaged or forged")
+    raise DataError(f"{where} [{name}]: holds a {format_bytes(nbytes)} data element but its declared shape "
+                    f"allows {format_bytes(most)}: damaged or forged")
   if skip:
     stream.skip(nbytes + (-nbytes % 8))
 
@@ -413,7 +413,7 @@ def _matrix(stream, order: str, payload: int, *, compressed: bool, stored: int, 
   _, _, name_bytes = _element(stream, order, _MAX_NAME)
   name = name_bytes.decode("latin1")
   if any(s < 0 for s in shape):
-    raise DataError(f"{where}: variable {name!r} declares a negative dimension {shape}")
+    raise DataError(f"{where} [{name}]: declares a negative dimension {shape}")
   var = MatVariable(name, tuple(shape), mclass, is_complex, compressed, stored, payload)
   count = math.prod(shape)
   # The data elements scipy will allocate: each must fit the declared shape (at 8 bytes, the

@@ -95,7 +95,8 @@ def official_split(image, text, labels, *, num_train: int, split: str, seed: int
   val = np.zeros(0, np.int64)
   if num_val:
     if not 0 < num_val < num_train:
-      raise DataError(f"num_val={num_val} must be between 0 and the {num_train} training items")
+      raise DataError(f"dataset 'wikipedia': num_val={num_val} must be below the {num_train} official training "
+                      "items (it moves that many of them to val)")
     val = np.sort(np.random.default_rng(seed).permutation(train)[num_train - num_val:])
     train = np.setdiff1d(train, val)
   info = {"rule": "official", "requested": split, "seed": int(seed), "num_val": int(num_val), **info}
