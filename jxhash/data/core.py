@@ -1,4 +1,9 @@
-"""`CrossModalData`: N paired image/text items, their labels and the split index arrays."""
+"""`CrossModalData`: N paired image/text items, their labels and the split index arrays.
+
+Also the one implementation of lazy row reading (`RowSource`, with `row_index` for ints,
+slices, masks and index arrays), which `io.LazyRows`, `tfds_reader.TfdsRows`,
+`synthetic.SyntheticPixels` and `RowSubset` share, and the data fingerprint (`hash_arrays`).
+"""
 
 from __future__ import annotations
 
@@ -31,10 +36,12 @@ class CrossModalData:
     val: items held out of training (disjoint from `train` and `query`), used for model
       selection only; the query set is never used for it. May be empty.
     name: dataset name, recorded in results files.
-    split_info: how the split was made, e.g. {"rule": "random", "seed": 0}.
+    split_info: how the split was made, e.g. {"rule": "random", "seed": 0}; the loaders add
+      the files read and "options", every loader option with its resolved value.
     disjoint_query: whether the protocol requires query ∩ retrieval = ∅ (checked if True).
 
   Construction validates everything and raises `DataError` naming the problem.
+  `fingerprint()` is a digest of the arrays and split indices, for the run identity.
   """
 
   image: np.ndarray

@@ -151,8 +151,8 @@ def read_matrix(path, keys=None, *, hint: str = "") -> Matrix:
     raise
   except MemoryError as e:
     where = f"{path} [{key}]" if key else str(path)
-    raise DataError(f"{where}: not enough memory to read it (set {bounds.ENV_BUDGET} below the memory this "
-                    "machine has to be told before reading)") from e
+    raise DataError(f"{where}: not enough memory to read it; free memory, or set {bounds.ENV_BUDGET} to what "
+                    "this machine can hold so that such arrays are refused before reading") from e
   except READ_ERRORS as e:
     raise DataError(f"{path}: cannot read the file ({bounds.reason(e)}); it may be truncated "
                     "or damaged, download it again") from e
