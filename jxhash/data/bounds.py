@@ -176,7 +176,8 @@ def read_npy_header(f, where: str) -> NpyHeader:
 
 
 def check_npy(path: pathlib.Path) -> NpyHeader:
-  """The header of a .npy file whose declared data fits the file (and, for `read`, the budget)."""
+  """The header of a .npy file whose declared data fits in the file (a caller reading it whole also
+  checks the budget)."""
   size = path.stat().st_size
   with open(path, "rb") as f:
     header = read_npy_header(f, str(path))
