@@ -35,7 +35,7 @@ def parse_args(argv):
 
 
 def build(args) -> pathlib.Path:
-  from jxhash.data.tfds_builders import prepare
+  from jxhash.data.tfds_writer import prepare
 
   start = time.perf_counter()
   directory = prepare(args.dataset, args.manual_dir, args.data_dir, image=args.image, tc=args.tc)

@@ -57,24 +57,9 @@ def parse_args(argv):
   return p.parse_args(argv)
 
 
-def _options(pairs):
-  from jxhash.errors import UserError
-  out = {}
-  for item in pairs:
-    if "=" not in item:
-      raise UserError(f"--data-option expects key=value, got {item!r}")
-    key, value = item.split("=", 1)
-    if value.lower() in ("true", "false"):
-      out[key.strip()] = value.lower() == "true"
-      continue
-    for cast in (int, float):
-      try:
-        value = cast(value)
-        break
-      except ValueError:
-        continue
-    out[key.strip()] = value
-  return out
+def _options(dataset, pairs):
+  from jxhash import data as data_lib
+  return data_lib.parse_options(dataset, pairs)
 
 
 def run(args) -> dict:
@@ -102,7 +87,7 @@ def run(args) -> dict:
     raise UserError(f"--data-dir {args.data_dir} is not a directory")
 
   data = data_lib.load(args.dataset, args.data_dir, split=args.split, seed=args.split_seed,
-                       **_options(args.data_option))
+                       **_options(args.dataset, args.data_option))
   options = train.TrainOptions(seed=args.seed, num_seeds=args.seeds, eval_every=args.eval_every,
                                normalize=args.normalize, resume=args.resume, progress=not args.no_progress,
                                stream=args.stream, prefetch=args.prefetch, augment=args.augment)

@@ -359,3 +359,48 @@ def test_mirflickr_real_labels_and_tags(mirflickr_dir):
   assert data.sizes() == {"query": 2000, "retrieval": 18015, "train": 10000, "val": 500}
   np.testing.assert_array_equal(data.train, np.arange(2000, 12000))
   assert data.split_info["dropped_unlabeled"] == 0
+
+
+# --- Wikipedia's .list files ----------------------------------------------------------------------
+
+
+def test_real_lists_parse_by_tabs(wikipedia_dir):
+  from jxhash.data.wikipedia import read_list
+  for name, counts in zip(LISTS, (WIKI_TRAIN_COUNTS, WIKI_TEST_COUNTS)):
+    path = shared_path("wikipedia", name)
+    got = read_list(path)
+    assert got.array.sum(0).tolist() == counts
+    lines = path.read_text().splitlines()
+    np.testing.assert_array_equal(got.array.argmax(1) + 1, [int(line.split("\t")[2]) for line in lines])
+
+
+def test_list_lines_with_spaces_inside_fields_are_read_as_they_are(tmp_path):
+  from jxhash.data.wikipedia import read_list
+  path = tmp_path / "a.list"
+  path.write_text("text one\timage 1\t3\r\n"      # spaces inside fields, CRLF
+                  "t2\ti2\t 10 \n"                 # padded category
+                  "\n   \n"                        # blank lines are skipped
+                  "t\u20283\ti3\t7\n"              # a Unicode line separator inside a field is not a line break
+                  "t4\ti4\t2\t\n", encoding="utf-8")  # a trailing tab (whitespace at the end)
+  np.testing.assert_array_equal(read_list(path).array.argmax(1) + 1, [3, 10, 7, 2])
+
+
+@pytest.mark.parametrize("line, message", [
+    ("t1 i1 3", r"line 2 has 1 tab-separated fields, expected 3 \(text_id<TAB>image_id<TAB>category\): 't1 i1 3'"),
+    ("t1\ti1 3", r"line 2 has 2 tab-separated fields"),
+    ("t1\ti1\t3\textra", r"line 2 has 4 tab-separated fields"),
+    ("\ti1\t3", r"line 2 has an empty text_id"),
+    ("t1\t \t3", r"line 2 has an empty image_id"),
+    ("t1\ti1\t3 4", r"line 2: category '3 4' is not a whole number 1\.\.10"),
+    ("t1\ti1\t-3", r"line 2: category '-3' is not a whole number"),
+    ("t1\ti1\t\u00b3", r"line 2: category '\u00b3' is not a whole number"),
+    ("t1\ti1\t11", r"class codes must be 1\.\.10, found \[11\] \(first at row 1\)"),
+])
+def test_hostile_list_lines_are_refused(tmp_path, line, message):
+  from jxhash.data.wikipedia import read_list
+  from jxhash.errors import DataError
+  path = tmp_path / "bad.list"
+  path.write_text(f"t0\ti0\t1\n{line}\n", encoding="utf-8")
+  with pytest.raises(DataError, match=r"bad\.list.*" + message) as info:
+    read_list(path)
+  assert "\n" not in str(info.value)

@@ -1,4 +1,4 @@
-"""TFDS builders (ArrayRecord, no TensorFlow) and `load_tfds`: round trips against the loaders."""
+"""TFDS writer and reader (ArrayRecord, no TensorFlow): round trips against the loaders."""
 
 import pathlib
 import subprocess
@@ -12,7 +12,8 @@ import scipy.io
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from jxhash.data import core, load  # noqa: E402
-from jxhash.data import tfds_builders as tb  # noqa: E402
+from jxhash.data import tfds_reader as tr  # noqa: E402
+from jxhash.data import tfds_writer as tw  # noqa: E402
 from jxhash.errors import DataError, UserError  # noqa: E402
 from test_data import multi_hot, save_v73  # noqa: E402
 
@@ -78,10 +79,11 @@ def test_wikipedia_real_data_round_trip(wikipedia_dir, tmp_path, capsys):
   assert records and all(".array_record-" in name for name in records)
 
   for seed, options in ((3, {}), (3, {"num_val": 100}), (8, {"num_val": 100})):
-    got = tb.load_tfds(built, seed=seed, **options)
+    got = tr.load_tfds(built, seed=seed, **options)
     want = load("wikipedia", wikipedia_dir, seed=seed, **options)
     assert_same_dataset(got, want)
     assert got.sizes() == want.sizes()
+    assert got.fingerprint() == want.fingerprint()  # the same arrays and indices, whatever the container
     assert got.split_info["rule"] == "official" and got.split_info["source"] == f"tfds:{built}"
   assert got.image.dtype == np.float32 and got.image.shape == (2866, 128)
   assert got.sizes() == {"query": 693, "retrieval": 2173, "train": 2073, "val": 100}
@@ -92,12 +94,12 @@ def test_wikipedia_real_data_round_trip(wikipedia_dir, tmp_path, capsys):
 
 def test_mirflickr_pixels_are_read_lazily_and_match_the_loader(tmp_path, counted_reads):
   raw = write_mirflickr(tmp_path / "raw")
-  built = tb.prepare("mirflickr25k", tmp_path / "raw", tmp_path / "tfds")  # auto: only pixels are there
+  built = tw.prepare("mirflickr25k", tmp_path / "raw", tmp_path / "tfds")  # auto: only pixels are there
   assert built == tmp_path / "tfds" / "jxhash_mirflickr25k" / "pixels" / "1.0.0"
 
-  columns = tb.read_tfds(built)
+  columns = tr.read_tfds(built)
   image = columns.image
-  assert isinstance(image, tb.TfdsRows) and core.is_row_source(image)
+  assert isinstance(image, tr.TfdsRows) and core.is_row_source(image)
   counted_reads.clear()
   assert image.shape == (16, 14, 10, 3) and image.ndim == 4 and image.dtype == np.uint8 and len(image) == 16
   assert counted_reads == []  # the shape came from metadata and one record, not from reading all
@@ -114,12 +116,17 @@ def test_mirflickr_pixels_are_read_lazily_and_match_the_loader(tmp_path, counted
   np.testing.assert_array_equal(columns.text, raw["tags"])
 
   for seed, split in ((5, "random"), (0, "dcmh")):
-    got = tb.load_tfds(built, seed=seed, split=split, **SIZES)
+    got = tr.load_tfds(built, seed=seed, split=split, **SIZES)
     want = load("mirflickr25k", tmp_path / "raw", seed=seed, split=split, **SIZES)
     assert not got.image_in_memory and got.split_info["dropped_unlabeled"] == 1
     assert_same_dataset(got, want)
+    assert got.split_info["options"] == dict(tr.OPTIONS.defaults(), **SIZES, num_retrieval=None)
+  # A lazy build's fingerprint: the folder's files and sampled rows, stable across loads.
+  assert tr.load_tfds(built, **SIZES).fingerprint() == tr.load_tfds(built, **SIZES).fingerprint()
+  assert tr.load_tfds(built, **SIZES).fingerprint() != tr.load_tfds(built, **dict(SIZES, num_val=1)).fingerprint()
 
 
+@pytest.mark.slow
 def test_dcmh_streams_its_training_batches_from_a_pixel_build(tmp_path):
   import dataclasses
 
@@ -127,7 +134,7 @@ def test_dcmh_streams_its_training_batches_from_a_pixel_build(tmp_path):
   from jxhash.methods import get_method
 
   write_mirflickr(tmp_path / "raw", n=40, h=224, w=224)
-  ds = tb.load_tfds(tb.prepare("mirflickr25k", tmp_path / "raw", tmp_path / "tfds"), num_query=8, num_train=16,
+  ds = tr.load_tfds(tw.prepare("mirflickr25k", tmp_path / "raw", tmp_path / "tfds"), num_query=8, num_train=16,
                     num_val=4)
   spec = get_method("dcmh")
   config = dataclasses.replace(spec.Config(), bits=16, epochs=2, batch_size=8, text_hidden=(16,),
@@ -142,18 +149,18 @@ def test_features_config_and_finding_builds_by_name(tmp_path):
   raw = write_mirflickr(tmp_path / "raw")
   scipy.io.savemat(tmp_path / "raw" / "mirflickr25k-iall-vgg.mat", {"XAll": raw["features"]})
   root = tmp_path / "tfds"
-  features = tb.prepare("mirflickr25k", tmp_path / "raw", root)  # auto prefers features, as the loader does
-  pixels = tb.prepare("mirflickr25k", tmp_path / "raw", root, image="pixels")
+  features = tw.prepare("mirflickr25k", tmp_path / "raw", root)  # auto prefers features, as the loader does
+  pixels = tw.prepare("mirflickr25k", tmp_path / "raw", root, image="pixels")
   assert features.parent.name == "features" and pixels.parent.name == "pixels"
 
-  got = tb.load_tfds(root, dataset="mirflickr25k/features", seed=2, **SIZES)
+  got = tr.load_tfds(root, dataset="mirflickr25k/features", seed=2, **SIZES)
   assert isinstance(got.image, np.ndarray) and got.image.dtype == np.float32
   assert_same_dataset(got, load("mirflickr25k", tmp_path / "raw", image="features", seed=2, **SIZES))
-  assert tb.find_version_dir(root / "jxhash_mirflickr25k" / "pixels") == pixels
+  assert tr.find_version_dir(root / "jxhash_mirflickr25k" / "pixels") == pixels
   with pytest.raises(DataError, match="several built datasets.*features.*pixels"):
-    tb.load_tfds(root, dataset="mirflickr25k")
+    tr.load_tfds(root, dataset="mirflickr25k")
   with pytest.raises(DataError, match="no built TFDS dataset for 'iapr'"):
-    tb.load_tfds(root, dataset="iapr")
+    tr.load_tfds(root, dataset="iapr")
 
 
 def test_nuswide_and_iapr_builders(tmp_path):
@@ -164,13 +171,13 @@ def test_nuswide_and_iapr_builders(tmp_path):
     scipy.io.savemat(raw / f"{prefix}-lall.mat", {"LAll": multi_hot(rng, n, classes)})
     save_v73(raw / f"{prefix}-yall.mat", {"YAll": (rng.random((n, 12)) < 0.3).astype(np.uint8)})
     np.save(raw / f"{prefix}-xall-vgg.npy", rng.normal(size=(n, 5)).astype(np.float32))
-  built = tb.prepare("nuswide", raw, tmp_path / "tfds", tc=10)
+  built = tw.prepare("nuswide", raw, tmp_path / "tfds", tc=10)
   assert built.parent.name == "tc10-features"
-  got = tb.load_tfds(built, seed=1, **SIZES)
+  got = tr.load_tfds(built, seed=1, **SIZES)
   assert got.split_info["tc"] == 10
   assert_same_dataset(got, load("nuswide", raw, tc=10, seed=1, **SIZES))
-  built = tb.prepare("iapr", raw, tmp_path / "tfds")
-  assert_same_dataset(tb.load_tfds(built, seed=1, **SIZES), load("iapr", raw, seed=1, **SIZES))
+  built = tw.prepare("iapr", raw, tmp_path / "tfds")
+  assert_same_dataset(tr.load_tfds(built, seed=1, **SIZES), load("iapr", raw, seed=1, **SIZES))
 
 
 def test_defaults_follow_the_loaders(tmp_path):
@@ -180,18 +187,24 @@ def test_defaults_follow_the_loaders(tmp_path):
   scipy.io.savemat(raw / "iapr-tc12-lall.mat", {"LAll": multi_hot(rng, 7600, 255)})
   scipy.io.savemat(raw / "iapr-tc12-yall.mat", {"YAll": (rng.random((7600, 3)) < 0.5).astype(np.uint8)})
   np.save(raw / "iapr-tc12-xall-vgg.npy", rng.normal(size=(7600, 2)).astype(np.float32))
-  got = tb.load_tfds(tb.prepare("iapr", raw, tmp_path / "tfds"))
+  got = tr.load_tfds(tw.prepare("iapr", raw, tmp_path / "tfds"))
   assert got.sizes() == {"query": 2000, "retrieval": 5600, "train": 5000, "val": 500}
   assert_same_dataset(got, load("iapr", raw))
 
 
+@pytest.mark.slow
 def test_no_tensorflow_is_imported(tmp_path):
   write_mirflickr(tmp_path / "raw")
   script = textwrap.dedent(f"""
       import sys
       import jxhash, jxhash.data
       assert "tensorflow_datasets" not in sys.modules, "import jxhash.data imported tensorflow_datasets"
-      from jxhash.data.tfds_builders import prepare
+      try:
+        jxhash.data.load("tfds", "nowhere", num_querry=4)
+      except jxhash.data.DataError as e:
+        assert "unknown option 'num_querry'" in str(e)
+      assert "tensorflow_datasets" not in sys.modules, "a bad tfds option imported tensorflow_datasets"
+      from jxhash.data.tfds_writer import prepare
       built = prepare("mirflickr25k", {str(tmp_path / 'raw')!r}, {str(tmp_path / 'tfds')!r})
       data = jxhash.data.load("tfds", built, num_query=4, num_train=6, num_val=2)
       assert data.subset("train")[0].shape == (6, 14, 10, 3)
@@ -205,7 +218,7 @@ def test_no_tensorflow_is_imported(tmp_path):
 
 def test_missing_tensorflow_datasets_is_a_user_error(monkeypatch, tmp_path):
   monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # makes `import tensorflow_datasets` fail
-  monkeypatch.delitem(sys.modules, "jxhash.data.tfds_builders")
+  monkeypatch.delitem(sys.modules, "jxhash.data.tfds_reader")
   with pytest.raises(UserError, match=r'pip install "jxhash\[tfds\]"'):
     load("tfds", tmp_path)
 
@@ -213,33 +226,33 @@ def test_missing_tensorflow_datasets_is_a_user_error(monkeypatch, tmp_path):
 def test_errors_name_the_folder_or_file(tmp_path, capsys):
   missing = tmp_path / "nowhere"
   with pytest.raises(DataError, match=f"{missing}: data folder for 'mirflickr25k' not found"):
-    tb.prepare("mirflickr25k", missing, tmp_path / "tfds")
+    tw.prepare("mirflickr25k", missing, tmp_path / "tfds")
   raw = tmp_path / "raw"
   write_mirflickr(raw)
   (raw / "mirflickr25k-yall.mat").unlink()
   with pytest.raises(DataError, match=f"{raw}: no tags file for 'mirflickr25k': expected mirflickr25k-yall.mat"):
-    tb.prepare("mirflickr25k", raw, tmp_path / "tfds")
+    tw.prepare("mirflickr25k", raw, tmp_path / "tfds")
   write_mirflickr(raw)
   (raw / "mirflickr25k-iall.mat").unlink()
   with pytest.raises(DataError, match=f"{raw}: no image source .*mirflickr25k-iall.mat"):
-    tb.prepare("mirflickr25k", raw, tmp_path / "tfds", image="pixels")
+    tw.prepare("mirflickr25k", raw, tmp_path / "tfds", image="pixels")
   (raw / "raw_features.mat").write_bytes(b"")
   with pytest.raises(DataError, match="trainset_txt_img_cat.list, testset_txt_img_cat.list is missing"):
-    tb.prepare("wikipedia", raw, tmp_path / "tfds")
+    tw.prepare("wikipedia", raw, tmp_path / "tfds")
   with pytest.raises(DataError, match="precomputed features only"):
-    tb.prepare("wikipedia", raw, tmp_path / "tfds", image="pixels")
+    tw.prepare("wikipedia", raw, tmp_path / "tfds", image="pixels")
   with pytest.raises(DataError, match="no TFDS builder for dataset 'coco'"):
-    tb.prepare("coco", raw, tmp_path / "tfds")
+    tw.prepare("coco", raw, tmp_path / "tfds")
   assert not (tmp_path / "tfds").exists()  # checked before tfds starts: nothing was written
   # A stack that does not match the labels fails inside the build, still as a DataError, and
   # leaves no version folder (a later prepare starts afresh).
   write_mirflickr(raw)
   save_v73(raw / "mirflickr25k-iall.mat", {"IAll": np.zeros((14, 10, 3, 15), np.uint8)})
   with pytest.raises(DataError, match=r"mirflickr25k-iall.mat \[IAll\]: cannot read shape .* with 16 items"):
-    tb.prepare("mirflickr25k", raw, tmp_path / "tfds")
+    tw.prepare("mirflickr25k", raw, tmp_path / "tfds")
   assert not list((tmp_path / "tfds").glob("*/*/1.0.0"))
   with pytest.raises(DataError, match=f"{tmp_path}: no built TFDS dataset here"):
-    tb.load_tfds(tmp_path)
+    tr.load_tfds(tmp_path)
 
   code = prepare_tfds.main(["--dataset", "iapr", "--manual-dir", str(missing), "--data-dir", str(tmp_path / "t")])
   err = capsys.readouterr().err
@@ -249,9 +262,23 @@ def test_errors_name_the_folder_or_file(tmp_path, capsys):
 def test_wikipedia_options_that_do_not_apply(tmp_path):
   from test_data import write_wikipedia
   write_wikipedia(tmp_path / "raw", np.random.default_rng(0))
-  built = tb.prepare("wikipedia", tmp_path / "raw", tmp_path / "tfds")
-  assert_same_dataset(tb.load_tfds(built, split="dcmh"), load("wikipedia", tmp_path / "raw", split="dcmh"))
+  built = tw.prepare("wikipedia", tmp_path / "raw", tmp_path / "tfds")
+  assert_same_dataset(tr.load_tfds(built, split="dcmh"), load("wikipedia", tmp_path / "raw", split="dcmh"))
   with pytest.raises(DataError, match="official split.*num_query"):
-    tb.load_tfds(built, num_query=10)
+    tr.load_tfds(built, num_query=10)
   with pytest.raises(DataError, match="unknown split rule 'kfold'"):
-    tb.load_tfds(built, split="kfold")
+    tr.load_tfds(built, split="kfold")
+
+
+def test_output_folder_is_checked_before_the_build(tmp_path):
+  write_mirflickr(tmp_path / "raw")
+  (tmp_path / "plain").write_text("a file, not a folder")
+  with pytest.raises(UserError, match=r"TFDS data folder .*plain/tfds lies under .*plain, which is a file"):
+    tw.prepare("mirflickr25k", tmp_path / "raw", tmp_path / "plain" / "tfds")
+
+
+def test_former_module_name_still_exports_the_public_names():
+  from jxhash.data import tfds_builders
+  assert tfds_builders.prepare is tw.prepare and tfds_builders.load_tfds is tr.load_tfds
+  for name in ("TfdsRows", "TfdsColumns", "read_tfds", "find_version_dir", "BUILDERS", "SPLIT", "FORMAT"):
+    assert hasattr(tfds_builders, name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jxhash.data.core import CrossModalData
-from jxhash.data.features import Lineage, load_lineage
+from jxhash.data.features import Lineage, lineage_options, load_lineage
 
 COCO = Lineage(
     name="coco",
@@ -15,9 +15,10 @@ COCO = Lineage(
 )
 
 
-def load_coco(data_dir, *, split: str = "random", seed: int = 0, num_query: int = 2000, num_train: int = 10000,
-              num_val: int = 500, num_retrieval: int | None = None, image: str = "auto", image_features=None,
-              image_key=None, drop_unlabeled: bool = True, stream_pixels: bool = False) -> CrossModalData:
+OPTIONS = lineage_options("coco", num_query=2000, num_train=10000)
+
+
+def load_coco(data_dir, *, split: str = "random", seed: int = 0, **options) -> CrossModalData:
   """MS-COCO: about 122k items (the labelled ones), 2000-d caption bag-of-words or dense text, 80 labels.
 
   Files read from `data_dir` (prefix coco-, ms-coco- or mscoco-; .mat, .npy, .npz or .h5):
@@ -36,6 +37,5 @@ def load_coco(data_dir, *, split: str = "random", seed: int = 0, num_query: int 
   Returns:
     CrossModalData named "coco".
   """
-  return load_lineage(data_dir, COCO, split=split, seed=seed, num_query=num_query, num_train=num_train,
-                      num_val=num_val, num_retrieval=num_retrieval, image=image, image_features=image_features,
-                      image_key=image_key, drop_unlabeled=drop_unlabeled, stream_pixels=stream_pixels)
+  o = OPTIONS.check(options)
+  return load_lineage(data_dir, COCO, split=split, seed=seed, info={"options": OPTIONS.record(o)}, **o)

@@ -1,8 +1,17 @@
-"""`CrossModalData`: N paired image/text items, their labels and the split index arrays."""
+"""`CrossModalData`: N paired image/text items, their labels and the split index arrays.
+
+Also the one implementation of lazy row reading (`RowSource`, with `row_index` for ints,
+slices, masks and index arrays), which `io.LazyRows`, `tfds_reader.TfdsRows`,
+`synthetic.SyntheticPixels` and `RowSubset` share, and the data fingerprint (`hash_arrays`).
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import hashlib
+import json
+import os
 
 import numpy as np
 
@@ -27,10 +36,12 @@ class CrossModalData:
     val: items held out of training (disjoint from `train` and `query`), used for model
       selection only; the query set is never used for it. May be empty.
     name: dataset name, recorded in results files.
-    split_info: how the split was made, e.g. {"rule": "random", "seed": 0}.
+    split_info: how the split was made, e.g. {"rule": "random", "seed": 0}; the loaders add
+      the files read and "options", every loader option with its resolved value.
     disjoint_query: whether the protocol requires query ∩ retrieval = ∅ (checked if True).
 
   Construction validates everything and raises `DataError` naming the problem.
+  `fingerprint()` is a digest of the arrays and split indices, for the run identity.
   """
 
   image: np.ndarray
@@ -119,11 +130,42 @@ class CrossModalData:
   def sizes(self) -> dict:
     return {s: int(getattr(self, s).size) for s in SPLITS}
 
+  def fingerprint(self) -> str:
+    """Hex digest (blake2b, 256 bits) of the data training and evaluation see; computed once.
+
+    Covers, each with its dtype and shape: every row of `text` and `labels`, the index arrays
+    `query`, `retrieval`, `train` and `val`, and the image:
+      - an in-memory image: every row's bytes;
+      - a lazy row source (a pixel stack left on disk, a TFDS build, synthetic pixels): its
+        `identity()` (for files: resolved path, size, mtime_ns, key, stored shape and dtype;
+        for TFDS: every file of the build folder with its size and mtime_ns) plus the bytes of
+        `FINGERPRINT_SAMPLE_ROWS` rows evenly spaced from the first to the last. Hashing every
+        pixel would read gigabytes; an edit elsewhere in the file changes its size or mtime.
+    Not covered: `name`, `split_info` (the run identity records it beside the fingerprint) and
+    the memory layout (C- and Fortran-ordered copies of one array hash the same). The same
+    arrays loaded eagerly and streamed therefore give different fingerprints.
+    """
+    cached = self.__dict__.get("_fingerprint")
+    if cached is not None:
+      return cached
+    extra = None
+    if isinstance(self.image, np.ndarray):
+      named = [("image", self.image)]
+    else:
+      rows = sample_rows(len(self.image))
+      named = [("image rows", rows), ("image sample", read_rows(self.image, rows))]
+      extra = {"image source": source_identity(self.image), "image shape": list(self.image.shape),
+               "image dtype": str(np.dtype(self.image.dtype))}
+    named += [("text", self.text), ("labels", self.labels)] + [(s, getattr(self, s)) for s in SPLITS]
+    cached = hash_arrays(named, extra)
+    object.__setattr__(self, "_fingerprint", cached)  # frozen: the one attribute set after construction
+    return cached
+
 
 def is_row_source(x) -> bool:
   """Whether `x` is a lazy row source: not an ndarray, but with `shape`, `dtype`, `ndim`,
   `__len__` and `__getitem__(index)` that reads the rows of an int, slice or int index array
-  (any order, repeats allowed) into a numpy array."""
+  (any order, repeats allowed) into a numpy array. `RowSource` implements that protocol."""
   return (not isinstance(x, np.ndarray) and all(hasattr(x, a) for a in ("shape", "dtype", "ndim", "__len__"))
           and callable(getattr(x, "__getitem__", None)))
 
@@ -133,19 +175,105 @@ def read_rows(x, index) -> np.ndarray:
   return np.asarray(x[np.asarray(index)])
 
 
-class RowSubset:
+def row_index(index, n: int) -> np.ndarray:
+  """Row numbers in [0, n) that `index` selects, with numpy's indexing rules for one axis.
+
+  Args:
+    index: an int (negative counts from the end), a slice, a bool mask of length n, or an
+      integer array of any shape (any order, repeats allowed).
+    n: the number of rows.
+
+  Returns:
+    int64 array shaped like the index (0-d for an int; 1-D for a slice or mask).
+
+  Raises:
+    IndexError for rows outside [-n, n) or a mask of the wrong length; TypeError for other
+    index types (tuples, floats): a lazy source indexes rows only.
+  """
+  if isinstance(index, slice):
+    return np.arange(*index.indices(n), dtype=np.int64)
+  if isinstance(index, (bool, np.bool_)) or index is None or isinstance(index, tuple):
+    raise TypeError(f"a row source is indexed by rows only (an int, slice or index array), got {index!r}")
+  array = np.asarray(index)
+  if array.dtype == bool:
+    if array.shape != (n,):
+      raise IndexError(f"boolean row mask of shape {array.shape} does not match {n} rows")
+    return np.flatnonzero(array).astype(np.int64)
+  if array.size == 0:
+    return np.zeros(array.shape, np.int64)  # [] arrives as float64
+  if array.dtype.kind not in "iu":
+    raise TypeError(f"row indices must be integers, got {array.dtype}")
+  low, high = int(array.min()), int(array.max())
+  if low < -n or high >= n:
+    bad = low if low < -n else high
+    raise IndexError(f"row {bad} is out of range for {n} rows")
+  array = array.astype(np.int64)
+  return np.where(array < 0, array + n, array) if low < 0 else array
+
+
+class RowSource:
+  """A lazy row source: rows read on demand, presented as (N, ...) numpy rows.
+
+  Subclasses set `shape` (N first) and `dtype` and implement `_read_sorted(rows)`, which
+  reads strictly increasing, distinct row numbers into a (len(rows), ...) array. Indexing
+  (`row_index`: ints, slices, masks, index arrays in any order with repeats) is done here,
+  once for every source: each distinct row is read once, in increasing order (sequential
+  reads of the file), and the result is put in the order asked for.
+
+  `identity()` describes where the rows come from, for `CrossModalData.fingerprint`.
+  """
+
+  shape: tuple = ()
+  dtype: np.dtype = np.dtype(np.float32)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  @property
+  def ndim(self) -> int:
+    return len(self.shape)
+
+  def __getitem__(self, index) -> np.ndarray:
+    rows = row_index(index, len(self))
+    flat = rows.reshape(-1)
+    if flat.size == 0:
+      return np.zeros(rows.shape + tuple(self.shape[1:]), self.dtype)
+    unique, inverse = np.unique(flat, return_inverse=True)
+    block = self._read_sorted(unique)
+    if unique.size != flat.size or not np.array_equal(unique, flat):
+      block = block[inverse.reshape(-1)]
+    return block.reshape(rows.shape + tuple(self.shape[1:]))
+
+  def _read_sorted(self, rows: np.ndarray) -> np.ndarray:
+    raise NotImplementedError
+
+  def identity(self) -> dict:
+    """JSON-able description of the source's content (file, size, mtime, key, ...)."""
+    return {"type": type(self).__qualname__, "shape": list(self.shape), "dtype": str(np.dtype(self.dtype))}
+
+  def close(self):
+    pass
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+class RowSubset(RowSource):
   """Rows `rows` of a row source, still unread: what dropping items from a lazy stack gives."""
 
   def __init__(self, source, rows):
     self.source, self.rows = source, np.asarray(rows, np.int64)
     self.shape = (int(self.rows.size),) + tuple(source.shape[1:])
-    self.dtype, self.ndim = np.dtype(source.dtype), len(self.shape)
+    self.dtype = np.dtype(source.dtype)
 
-  def __len__(self) -> int:
-    return self.shape[0]
+  def _read_sorted(self, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(self.source[self.rows[rows]])
 
-  def __getitem__(self, index) -> np.ndarray:
-    return np.asarray(self.source[self.rows[index]])
+  def identity(self) -> dict:
+    return {"subset_of": source_identity(self.source), "rows": digest_array(self.rows)}
 
 
 def take_rows(x, keep):
@@ -154,6 +282,77 @@ def take_rows(x, keep):
     return x[keep]
   keep = np.asarray(keep)
   return RowSubset(x, np.flatnonzero(keep) if keep.dtype == bool else keep)
+
+
+def source_identity(x) -> dict:
+  """What identifies a row source's content without reading it: its `identity()` if it has
+  one, else its type, shape and dtype (then only the sampled rows tell two sources apart)."""
+  identity = getattr(x, "identity", None)
+  if callable(identity):
+    return identity()
+  return {"type": type(x).__qualname__, "shape": [int(s) for s in x.shape], "dtype": str(np.dtype(x.dtype))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprints: a digest of the data a run trains and is evaluated on.
+
+FINGERPRINT_VERSION = "jxhash-data-1"
+# Rows of a lazy source read for its fingerprint, evenly spaced from the first to the last.
+FINGERPRINT_SAMPLE_ROWS = 64
+# Bytes per hashed piece: the pieces are hashed on threads (hashlib releases the GIL), and
+# their digests hashed in order, so the result does not depend on the number of threads.
+_PIECE_BYTES = 1 << 24
+
+
+def digest_array(array: np.ndarray) -> str:
+  """A short hex digest of an array's C-order bytes (for identities of small arrays)."""
+  return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()
+
+
+def _array_pieces(x: np.ndarray) -> list[np.ndarray]:
+  """Row blocks of `x` of about `_PIECE_BYTES` each (views; copied to C order when hashed)."""
+  if x.ndim == 0 or x.shape[0] == 0:
+    return [x]
+  row_bytes = max(1, x.nbytes // x.shape[0])
+  step = max(1, _PIECE_BYTES // row_bytes)
+  return [x[start:start + step] for start in range(0, x.shape[0], step)]
+
+
+def _hash_piece(piece: np.ndarray) -> bytes:
+  # C-order bytes, whatever the memory layout (loadmat returns Fortran-ordered arrays).
+  return hashlib.blake2b(memoryview(np.ascontiguousarray(piece)).cast("B"), digest_size=32).digest()
+
+
+def hash_arrays(named: list[tuple[str, np.ndarray]], extra: dict | None = None) -> str:
+  """Hex digest of named arrays (name, dtype, shape and C-order bytes) and a JSON `extra`."""
+  pieces, owners = [], []
+  for i, (_, x) in enumerate(named):
+    for piece in _array_pieces(np.asarray(x)):
+      pieces.append(piece)
+      owners.append(i)
+  workers = max(1, min(4, os.cpu_count() or 1, len(pieces)))
+  if workers > 1:
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+      digests = list(pool.map(_hash_piece, pieces))
+  else:
+    digests = [_hash_piece(p) for p in pieces]
+  total = hashlib.blake2b(FINGERPRINT_VERSION.encode(), digest_size=32)
+  for i, (name, x) in enumerate(named):
+    x = np.asarray(x)
+    total.update(f"|{name}|{x.dtype.str}|{x.shape}|".encode())
+    for owner, digest in zip(owners, digests):
+      if owner == i:
+        total.update(digest)
+  if extra is not None:
+    total.update(json.dumps(extra, sort_keys=True, default=str).encode())
+  return total.hexdigest()
+
+
+def sample_rows(n: int, count: int = FINGERPRINT_SAMPLE_ROWS) -> np.ndarray:
+  """`count` row numbers evenly spaced over [0, n), first and last included (all if n <= count)."""
+  if n <= count:
+    return np.arange(n)
+  return np.unique(np.linspace(0, n - 1, count).round().astype(np.int64))
 
 
 def _rows(x, field, where) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 
 from jxhash.data import io
 from jxhash.data.core import CrossModalData, is_row_source, take_rows
+from jxhash.data.options import Option, Schema
 from jxhash.data.splits import make_split
 from jxhash.errors import DataError
 
@@ -73,11 +74,29 @@ def assemble(name: str, image: io.Matrix, text: io.Matrix, labels: io.Matrix, *,
                         **parts)
 
 
-def load_features(data_dir=None, *, split: str = "random", seed: int = 0, image=None, text=None, labels=None,
-                  num_query: int | None = None, num_train: int | None = None, num_val: int = 0,
-                  num_retrieval: int | None = None, indices=None, index_base: int = 0,
-                  drop_unlabeled: bool = True, name: str = "features") -> CrossModalData:
+OPTIONS = Schema("features", [
+    Option("image", "path", None, "image matrix, path or path:key: N×D features or an N×H×W×3 uint8 pixel stack "
+           "(required)", optional=True),
+    Option("text", "path", None, "text matrix N×T, path or path:key (required)", optional=True),
+    Option("labels", "path", None, "multi-hot label matrix N×C, path or path:key (required)", optional=True),
+    Option("num_query", "int", None, "query items (required unless indices is given)", low=1, optional=True),
+    Option("num_train", "int", None, "training items (required unless indices is given)", low=1, optional=True),
+    Option("num_val", "int", 0, "validation items, from retrieval items outside train", low=0),
+    Option("num_retrieval", "int", None, "cap on the retrieval set; none: every non-query item", low=1,
+           optional=True),
+    Option("indices", "path", None, "a .npz/.mat/.h5 file with index vectors query, retrieval, train "
+           "(and val) instead of a generated split", optional=True),
+    Option("index_base", "int", 0, "what the first item is called in indices (1 for MATLAB index files)",
+           choices=(0, 1)),
+    Option("drop_unlabeled", "bool", True, "drop items with no label before a generated split"),
+    Option("name", "str", "features", "the dataset name recorded in results"),
+])
+
+
+def load_features(data_dir=None, *, split: str = "random", seed: int = 0, **options) -> CrossModalData:
   """Any paired matrices the user brings: one row per item in each file.
+
+  Options: `OPTIONS` (docs/data.md).
 
   Files: `image` (N×D features, or an N×H×W×3 uint8 pixel stack), `text` (N×T) and `labels`
   (N×C multi-hot), each a path or "path:key" (.npy, .npz, MATLAB v5 or v7.3 .mat, .h5; a key
@@ -87,16 +106,27 @@ def load_features(data_dir=None, *, split: str = "random", seed: int = 0, image=
   rows, train = the next `num_train`, retrieval = every non-query row or the first
   `num_retrieval` of them); val (`num_val`, default 0) comes from retrieval items outside train.
   Or `indices`: a .npz / .mat / .h5 file with index vectors named query, retrieval,
-  train and optionally val, counted from `index_base` (1 for MATLAB index files).
-  Items with no label are dropped before a generated split (`drop_unlabeled`), never with
-  `indices` (they refer to the rows as stored).
+  train and optionally val, counted from `index_base` (1 for MATLAB index files); the size
+  options do not apply then. Items with no label are dropped before a generated split
+  (`drop_unlabeled`), never with `indices` (they refer to the rows as stored).
 
   Returns:
     CrossModalData named `name`.
   """
+  o = OPTIONS.check(options)
+  name, indices = o["name"], o["indices"]
+  num_query, num_train, num_val, num_retrieval = o["num_query"], o["num_train"], o["num_val"], o["num_retrieval"]
+  if indices is not None:
+    sizes = [k for k in ("num_query", "num_train", "num_val", "num_retrieval") if k in options and options[k]]
+    if sizes:
+      raise DataError(f"dataset {name!r}: indices= gives the split, so {', '.join(sizes)} "
+                      f"{'does' if len(sizes) == 1 else 'do'} not apply")
+  elif "index_base" in options and o["index_base"] != 0:
+    raise DataError(f"dataset {name!r}: index_base={o['index_base']} applies only with indices=<file>")
   base = None if data_dir is None else io.data_directory(data_dir, name, "Pass the folder holding the matrices.")
   loaded = {}
-  for role, spec in (("image", image), ("text", text), ("labels", labels)):
+  for role in ("image", "text", "labels"):
+    spec = o[role]
     if spec is None:
       raise DataError(f"dataset {name!r}: option {role}=<path or path:key> is required (image, text and labels "
                       "matrices with one row per item)")
@@ -106,14 +136,14 @@ def load_features(data_dir=None, *, split: str = "random", seed: int = 0, image=
     loaded["image"] = io.as_pixels(loaded["image"], loaded["labels"].rows)
   given = None
   if indices is not None:
-    given = _read_indices(indices, base, index_base, loaded["labels"].rows)
+    given = _read_indices(indices, base, o["index_base"], loaded["labels"].rows)
   elif num_query is None or num_train is None:
     raise DataError(f"dataset {name!r}: give the split sizes num_query and num_train (and optionally num_val, "
                     "num_retrieval), or indices=<file with query/retrieval/train index vectors>")
-  info = {"files": {role: m.where for role, m in loaded.items()}}
+  info = {"files": {role: m.where for role, m in loaded.items()}, "options": OPTIONS.record(o)}
   return assemble(name, loaded["image"], loaded["text"], loaded["labels"], split=split, seed=seed,
                   num_query=num_query or 0, num_train=num_train or 0, num_val=num_val, num_retrieval=num_retrieval,
-                  drop_unlabeled=drop_unlabeled, indices=given, info=info)
+                  drop_unlabeled=o["drop_unlabeled"], indices=given, info=info)
 
 
 def _read_indices(spec, base, index_base: int, num_items: int) -> dict:
@@ -162,6 +192,26 @@ class Lineage:
     found = [(f"{p}-{s}{ext}", keys) for s in stems for p in self.prefixes for ext in FORMATS]
     found += [(file, (parts[part],)) for file, parts in self.combined if part in parts]
     return found
+
+
+def lineage_options(name: str, *, num_query: int, num_train: int, num_val: int = 500,
+                    extra: tuple = ()) -> Schema:
+  """The options every DCMH-lineage loader takes, with its protocol's split sizes as defaults."""
+  return Schema(name, [
+      Option("num_query", "int", num_query, "query items, disjoint from the retrieval set", low=1),
+      Option("num_train", "int", num_train, "training items, drawn from the retrieval set", low=1),
+      Option("num_val", "int", num_val, "validation items, from retrieval items outside train", low=0),
+      Option("num_retrieval", "int", None, "cap on the retrieval set; none: every non-query item", low=1,
+             optional=True),
+      Option("image", "str", "auto", "image source: auto (image_features, else CNN features, else pixels), "
+             "features, pixels, or tags (the tag matrix as a test-only stand-in)", choices=IMAGE_MODES),
+      Option("image_features", "path", None, "a .npy/.npz/.mat/.h5 file (path or path:key) with one feature row "
+             "per item, used as the image", optional=True),
+      Option("image_key", "str", None, "the array in image_features when it holds several", optional=True),
+      Option("drop_unlabeled", "bool", True, "drop items with no label before splitting"),
+      Option("stream_pixels", "bool", False, "leave a pixel stack in its file and read batches on demand"),
+      *extra,
+  ])
 
 
 def _locate(directory, sources):
@@ -220,9 +270,14 @@ def load_lineage(data_dir, lineage: Lineage, *, split: str, seed: int, num_query
   (`io.open_rows`) instead of loading it: for stacks larger than memory (NUS-WIDE's 29 GB); the
   trainer then streams training batches from the file.
   """
-  directory = io.data_directory(data_dir, lineage.name, lineage.download)
   if image not in IMAGE_MODES:
     raise DataError(f"dataset {lineage.name!r}: option image={image!r}; choose from {list(IMAGE_MODES)}")
+  if image_key is not None and image_features is None:
+    raise DataError(f"dataset {lineage.name!r}: image_key={image_key!r} applies only with image_features=<file>")
+  if stream_pixels and (image in ("features", "tags") or image_features is not None):
+    source = f"image={image!r}" if image_features is None else "image_features="
+    raise DataError(f"dataset {lineage.name!r}: stream_pixels=true applies to pixel stacks, not to {source}")
+  directory = io.data_directory(data_dir, lineage.name, lineage.download)
   found = locate(directory, lineage, "none" if image_features is not None or image == "tags" else image,
                  hint="or pass image_features=<.npy/.npz/.mat/.h5 file with one feature row per item>")
   labels, tags = (io.read_matrix(*found[part], hint=lineage.download) for part in ("labels", "tags"))

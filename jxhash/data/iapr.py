@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jxhash.data.core import CrossModalData
-from jxhash.data.features import Lineage, load_lineage
+from jxhash.data.features import Lineage, lineage_options, load_lineage
 
 IAPR = Lineage(
     name="iapr",
@@ -15,9 +15,10 @@ IAPR = Lineage(
 )
 
 
-def load_iapr(data_dir, *, split: str = "random", seed: int = 0, num_query: int = 2000, num_train: int = 5000,
-              num_val: int = 500, num_retrieval: int | None = None, image: str = "auto", image_features=None,
-              image_key=None, drop_unlabeled: bool = True, stream_pixels: bool = False) -> CrossModalData:
+OPTIONS = lineage_options("iapr", num_query=2000, num_train=5000)
+
+
+def load_iapr(data_dir, *, split: str = "random", seed: int = 0, **options) -> CrossModalData:
   """IAPR TC-12: 20000 items, 2912-d bag-of-words captions, 255 labels.
 
   Files read from `data_dir`: iapr-tc12-lall.mat (LAll, 20000×255), iapr-tc12-yall.mat (YAll,
@@ -34,6 +35,5 @@ def load_iapr(data_dir, *, split: str = "random", seed: int = 0, num_query: int 
   Returns:
     CrossModalData named "iapr".
   """
-  return load_lineage(data_dir, IAPR, split=split, seed=seed, num_query=num_query, num_train=num_train,
-                      num_val=num_val, num_retrieval=num_retrieval, image=image, image_features=image_features,
-                      image_key=image_key, drop_unlabeled=drop_unlabeled, stream_pixels=stream_pixels)
+  o = OPTIONS.check(options)
+  return load_lineage(data_dir, IAPR, split=split, seed=seed, info={"options": OPTIONS.record(o)}, **o)

@@ -14,12 +14,16 @@ written from numpy is read as stored.
 
 Every problem becomes a `DataError` naming the file (and key): a missing file (with the loader's
 hint on what to download and where to put it), a missing key (listing the keys present), an
-unreadable or truncated file, a non-numeric array.
+unreadable or truncated file, a non-numeric array. What a file declares (shapes, member sizes,
+stored bytes) is checked against the file and the memory budget before anything is allocated
+(`jxhash.data.bounds`), and running out of memory while reading becomes a `DataError` naming the
+file too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 import zipfile
@@ -29,8 +33,10 @@ import h5py
 import numpy as np
 import scipy.io
 import scipy.sparse
-from scipy.io.matlab import MatReadError
+from scipy.io.matlab import MatReadError, matfile_version
 
+from jxhash.data import bounds
+from jxhash.data.core import RowSource
 from jxhash.errors import DataError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -38,8 +44,9 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MATLAB_NUMERIC = frozenset({"double", "single", "logical", "int8", "uint8", "int16", "uint16",
                             "int32", "uint32", "int64", "uint64"})
 # What numpy, scipy and h5py raise on a damaged or foreign file; all mean "cannot read it".
-_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError, RuntimeError, IndexError,
-                NotImplementedError, AttributeError, zlib.error, zipfile.BadZipFile, MatReadError)
+# (RecursionError, from a header nested too deep to parse, is a RuntimeError.)
+READ_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError, RuntimeError, IndexError,
+               NotImplementedError, AttributeError, zlib.error, zipfile.BadZipFile, MatReadError)
 _EXTENSIONS = (".npy", ".npz", ".mat", ".h5", ".hdf5")
 
 
@@ -115,41 +122,86 @@ def read_matrix(path, keys=None, *, hint: str = "") -> Matrix:
 
   Returns:
     Matrix with the array in MATLAB/numpy row order (rows = items for the usual N×D files);
-    bool arrays become uint8.
+    bool arrays become uint8, 2-D arrays C-contiguous (loadmat gives column-major ones).
   """
   path = pathlib.Path(path)
   if not path.is_file():
     raise missing_file(path, hint)
   candidates = [keys] if isinstance(keys, str) else list(keys or ())
   suffix = path.suffix.lower()
+  key = None
   try:
     if suffix == ".npy":
-      array, key = np.load(path, allow_pickle=False), None
+      header = bounds.check_npy(path)
+      bounds.check_budget(header.nbytes, str(path), bounds.describe(header.shape, header.dtype))
+      array = np.load(path, allow_pickle=False)
     elif suffix == ".npz":
-      with np.load(path, allow_pickle=False) as archive:
-        key = _pick(candidates, list(archive.files), path)
-        array = archive[key]
+      array, key = _read_npz(path, candidates)
     elif is_hdf5(path):
       with h5py.File(path, "r") as f:
         key = _pick(candidates, _hdf5_keys(f), path)
-        array = _read_hdf5(f[key], _has_matlab_header(path), f"{path} [{key}]")
+        array = _read_hdf5(f[key], _has_matlab_header(path), f"{path} [{key}]", path)
     elif suffix in (".mat", ""):
-      present = [name for name, _, _ in scipy.io.whosmat(path)]
-      key = _pick(candidates, present, path)
-      array = scipy.io.loadmat(path, variable_names=[key])[key]
-      if scipy.sparse.issparse(array):
-        array = array.toarray()
+      array, key = _read_mat(path, candidates)
     elif suffix in (".h5", ".hdf5"):
       raise DataError(f"{path}: not an HDF5 file (no HDF5 signature); it may be truncated or mislabelled")
     else:
       raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(_EXTENSIONS)}")
   except DataError:
     raise
-  except _READ_ERRORS as e:
-    raise DataError(f"{path}: cannot read the file ({type(e).__name__}: {e}); it may be truncated "
+  except MemoryError as e:
+    where = f"{path} [{key}]" if key else str(path)
+    raise DataError(f"{where}: not enough memory to read it; free memory, or set {bounds.ENV_BUDGET} to what "
+                    "this machine can hold so that such arrays are refused before reading") from e
+  except READ_ERRORS as e:
+    raise DataError(f"{path}: cannot read the file ({bounds.reason(e)}); it may be truncated "
                     "or damaged, download it again") from e
   where = f"{path} [{key}]" if key else str(path)
-  return Matrix(_numeric(np.asarray(array), where), path, key)
+  array = _numeric(np.asarray(array), where)
+  # loadmat returns MATLAB's column-major layout; rows are what every consumer reads.
+  return Matrix(np.ascontiguousarray(array) if array.ndim == 2 else array, path, key)
+
+
+def _read_npz(path: pathlib.Path, candidates) -> tuple[np.ndarray, str]:
+  """One array of a .npz, its member's npy header checked before the member is inflated."""
+  with zipfile.ZipFile(path) as archive:
+    members = bounds.npz_members(archive)
+    key = _pick(candidates, list(members), path)
+    info = members[key]
+    bounds.check_npz_member(archive, info, path.stat().st_size, f"{path} [{key}]")
+    with archive.open(info) as member:
+      return np.lib.format.read_array(member, allow_pickle=False), key
+
+
+def _mat_listing(path: pathlib.Path) -> tuple[int, list]:
+  """(MAT major version, variables): `bounds.MatVariable`s for v5, whosmat triples for v4."""
+  major, _ = matfile_version(path)
+  if major == 1:
+    return major, [v for v in bounds.mat5_variables(path) if v.name]
+  if major == 0:
+    return major, scipy.io.whosmat(path)
+  raise DataError(f"{path}: MAT file version {major} is HDF5-based but has no HDF5 signature: damaged")
+
+
+def _read_mat(path: pathlib.Path, candidates) -> tuple[np.ndarray, str]:
+  """One variable of a MATLAB v4/v5 file; what its header declares is checked first."""
+  major, listing = _mat_listing(path)
+  if major == 1:
+    key = _pick(candidates, [v.name for v in listing], path)
+    bounds.check_mat5_variable(next(v for v in listing if v.name == key), f"{path} [{key}]")
+  else:
+    key = _pick(candidates, [name for name, _, _ in listing], path)
+    shape, mclass = next((shape, mclass) for name, shape, mclass in listing if name == key)
+    count = math.prod(shape)
+    # v4 stores every element uncompressed, in at least one byte.
+    if count > path.stat().st_size:
+      raise DataError(f"{path} [{key}]: declares {count} values but the file holds {path.stat().st_size} bytes: "
+                      "truncated")
+    bounds.check_budget(count * 8, f"{path} [{key}]", f"a {'x'.join(map(str, shape))} {mclass} variable")
+  array = scipy.io.loadmat(path, variable_names=[key])[key]
+  if scipy.sparse.issparse(array):
+    array = array.toarray()
+  return array, key
 
 
 def read_array(path, keys=None, *, hint: str = "") -> np.ndarray:
@@ -166,14 +218,15 @@ def list_keys(path) -> list[str]:
     if path.suffix.lower() == ".npy":
       return []
     if path.suffix.lower() == ".npz":
-      with np.load(path, allow_pickle=False) as archive:
-        return list(archive.files)
+      with zipfile.ZipFile(path) as archive:
+        return list(bounds.npz_members(archive))
     if is_hdf5(path):
       with h5py.File(path, "r") as f:
         return _hdf5_keys(f)
-    return [name for name, _, _ in scipy.io.whosmat(path)]
-  except _READ_ERRORS as e:
-    raise DataError(f"{path}: cannot read the file ({type(e).__name__}: {e})") from e
+    major, listing = _mat_listing(path)
+    return [v.name for v in listing] if major == 1 else [name for name, _, _ in listing]
+  except READ_ERRORS as e:
+    raise DataError(f"{path}: cannot read the file ({bounds.reason(e)})") from e
 
 
 def _pick(candidates, present, path) -> str:
@@ -202,12 +255,21 @@ def _matlab_class(node) -> str | None:
   return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _read_hdf5(node, matlab_file: bool, where: str) -> np.ndarray:
+def _read_hdf5(node, matlab_file: bool, where: str, path: pathlib.Path) -> np.ndarray:
   cls = _matlab_class(node)
   if isinstance(node, h5py.Group):
     if "MATLAB_sparse" in node.attrs:
       # MATLAB v7.3 sparse: CSC parts data/ir/jc, the row count in the attribute.
       num_rows = int(node.attrs["MATLAB_sparse"])
+      for part in ("jc", "ir", "data"):
+        if part in node:
+          _check_numeric_dataset(node[part], path, f"{where} {part}")
+      if "jc" not in node:
+        raise DataError(f"{where}: a MATLAB sparse matrix without its column pointers 'jc'")
+      num_cols = int(node["jc"].size) - 1
+      dtype = node["data"].dtype if "data" in node else np.dtype(np.uint8)
+      bounds.check_budget(bounds.array_bytes((num_rows, num_cols), dtype), where,
+                          f"a {num_rows}x{num_cols} sparse matrix made dense")
       jc = node["jc"][()]
       ir = node["ir"][()] if "ir" in node else np.zeros(0, np.int64)
       data = node["data"][()] if "data" in node else np.zeros(0, np.uint8)
@@ -217,10 +279,19 @@ def _read_hdf5(node, matlab_file: bool, where: str) -> np.ndarray:
     raise DataError(f"{where}: holds a MATLAB {cls} array, not a numeric matrix")
   if node.attrs.get("MATLAB_empty", 0):
     return np.zeros(0)
+  _check_numeric_dataset(node, path, where)
   data = node[()]
   if matlab_file or cls is not None:
     data = data.transpose()
   return data if data.ndim > 2 else np.ascontiguousarray(data)
+
+
+def _check_numeric_dataset(dataset, path: pathlib.Path, where: str, *, whole: bool = True) -> None:
+  if not isinstance(dataset, h5py.Dataset):
+    raise DataError(f"{where}: is a group, not an array")
+  if dataset.dtype.kind not in "biuf":
+    raise DataError(f"{where}: holds {dataset.dtype} values, not numbers; expected a numeric matrix")
+  bounds.check_hdf5_dataset(dataset, path, where, whole=whole)
 
 
 def _numeric(array: np.ndarray, where: str) -> np.ndarray:
@@ -235,11 +306,11 @@ def _numeric(array: np.ndarray, where: str) -> np.ndarray:
 # Lazy row access for arrays too large to load (pixel stacks).
 
 
-class LazyRows:
+class LazyRows(RowSource):
   """Rows of an on-disk array read on demand, presented as (N, ...) in memory order.
 
-  `rows[idx]` (an int, slice or index array, any order, repeats allowed) reads only those
-  items. Close it (or use `with`) to release the file.
+  `rows[idx]` (an int, slice or index array, any order, repeats allowed; see
+  `core.RowSource`) reads only those items. Close it (or use `with`) to release the file.
 
   Attributes:
     shape: (N, ...) as the rows come out, e.g. (N, H, W, 3) for pixels.
@@ -255,44 +326,34 @@ class LazyRows:
     self.path, self.key = path, key
     self.where = f"{path} [{key}]" if key else str(path)
     self.shape = tuple(int(source.shape[a]) for a in self._perm)
-    self.dtype = source.dtype
+    self.dtype = np.dtype(source.dtype)
 
-  def __len__(self) -> int:
-    return self.shape[0]
-
-  @property
-  def ndim(self) -> int:
-    return len(self.shape)
-
-  def __getitem__(self, index) -> np.ndarray:
-    rows = np.arange(len(self))[index]
-    single = rows.ndim == 0
-    rows = np.atleast_1d(rows)
-    if rows.size == 0:
-      return np.zeros((0,) + self.shape[1:], self.dtype)
+  def _read_sorted(self, rows: np.ndarray) -> np.ndarray:
     # h5py reads only strictly increasing selections; a contiguous run is one hyperslab.
-    unique, inverse = np.unique(rows, return_inverse=True)
     select = [slice(None)] * len(self._perm)
-    if unique[-1] - unique[0] + 1 == unique.size:
-      select[self._row_axis] = slice(int(unique[0]), int(unique[-1]) + 1)
+    if rows[-1] - rows[0] + 1 == rows.size:
+      select[self._row_axis] = slice(int(rows[0]), int(rows[-1]) + 1)
     else:
-      select[self._row_axis] = unique
-    block = np.asarray(self._source[tuple(select)])
-    if unique.size != rows.size or not np.array_equal(unique, rows):
-      block = np.take(block, inverse.ravel(), axis=self._row_axis)
-    out = np.ascontiguousarray(block.transpose(self._perm))
-    return out[0] if single else out
+      select[self._row_axis] = rows
+    try:
+      block = np.asarray(self._source[tuple(select)])
+    except MemoryError as e:
+      raise DataError(f"{self.where}: not enough memory to read {rows.size} rows") from e
+    except READ_ERRORS as e:
+      raise DataError(f"{self.where}: cannot read rows {int(rows[0])}..{int(rows[-1])} ({bounds.reason(e)}); "
+                      "the file may be truncated or damaged, download it again") from e
+    return np.ascontiguousarray(block.transpose(self._perm))
+
+  def identity(self) -> dict:
+    """The file (resolved path, size, mtime_ns), the array in it and how it is read."""
+    stat = self.path.stat()
+    return {"file": str(self.path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "key": self.key,
+            "stored_shape": [int(s) for s in self._source.shape], "dtype": str(self.dtype), "axes": list(self._perm)}
 
   def close(self):
     if self._closer is not None:
       self._closer()
       self._closer = None
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    self.close()
 
 
 def open_rows(path, keys=None, *, pixels: bool = False, num_rows: int | None = None,
@@ -308,7 +369,8 @@ def open_rows(path, keys=None, *, pixels: bool = False, num_rows: int | None = N
     hint: appended to the missing-file error.
 
   Returns:
-    LazyRows; the caller closes it.
+    LazyRows; the caller closes it. Storage that cannot hold what the array declares (a short
+    .npy, an HDF5 dataset never written) is refused here, not discovered as zeros mid-training.
   """
   path = pathlib.Path(path)
   if not path.is_file():
@@ -317,6 +379,7 @@ def open_rows(path, keys=None, *, pixels: bool = False, num_rows: int | None = N
   closer = None
   try:
     if path.suffix.lower() == ".npy":
+      bounds.check_npy(path)
       source, key, reverse = np.load(path, mmap_mode="r", allow_pickle=False), None, False
     elif is_hdf5(path):
       f = h5py.File(path, "r")
@@ -328,6 +391,7 @@ def open_rows(path, keys=None, *, pixels: bool = False, num_rows: int | None = N
       cls = _matlab_class(source)
       if cls is not None and cls not in MATLAB_NUMERIC:
         raise DataError(f"{path} [{key}]: holds a MATLAB {cls} array, not a numeric matrix")
+      _check_numeric_dataset(source, path, f"{path} [{key}]", whole=False)
       reverse = _has_matlab_header(path) or cls is not None
     else:
       raise DataError(f"{path}: rows can only be read lazily from .npy or HDF5 / MATLAB v7.3 files; "
@@ -342,8 +406,8 @@ def open_rows(path, keys=None, *, pixels: bool = False, num_rows: int | None = N
   except BaseException as e:
     if closer is not None:
       closer()
-    if isinstance(e, _READ_ERRORS) and not isinstance(e, DataError):
-      raise DataError(f"{path}: cannot read the file ({type(e).__name__}: {e}); it may be truncated "
+    if isinstance(e, READ_ERRORS) and not isinstance(e, DataError):
+      raise DataError(f"{path}: cannot read the file ({bounds.reason(e)}); it may be truncated "
                       "or damaged, download it again") from e
     raise
   perm = [ndim - 1 - a for a in order] if reverse else list(order)
@@ -356,20 +420,23 @@ def read_pixels(path, keys=None, *, num_rows: int | None = None, hint: str = "",
 
   HDF5 / v7.3 and .npy stacks are copied chunk by chunk into the result, so the peak memory is
   the stack once (a full read followed by a transpose would hold it twice: ~6 GB for
-  MIRFlickr's 3 GB of pixels). Other formats are read whole.
+  MIRFlickr's 3 GB of pixels), and the stack must fit the memory budget. Other formats are
+  read whole.
   """
   path = pathlib.Path(path)
   if path.is_file() and (path.suffix.lower() == ".npy" or is_hdf5(path)):
     with open_rows(path, keys, pixels=True, num_rows=num_rows, hint=hint) as rows:
       if rows.dtype != np.uint8:
         raise DataError(f"{rows.where}: pixel images must be uint8, got {rows.dtype}")
-      out = np.empty(rows.shape, np.uint8)
+      bounds.check_budget(bounds.array_bytes(rows.shape, rows.dtype), rows.where,
+                          bounds.describe(rows.shape, rows.dtype), hint="or stream_pixels=true to read batches")
       try:
-        for start in range(0, len(rows), chunk):
-          out[start:start + chunk] = rows[start:start + chunk]
-      except _READ_ERRORS as e:
-        raise DataError(f"{rows.where}: cannot read the pixels ({type(e).__name__}: {e}); the file may be "
-                        "truncated or damaged, download it again") from e
+        out = np.empty(rows.shape, np.uint8)
+      except MemoryError as e:
+        need = bounds.format_bytes(bounds.array_bytes(rows.shape, rows.dtype))
+        raise DataError(f"{rows.where}: not enough memory for {need} of pixels; use stream_pixels=true") from e
+      for start in range(0, len(rows), chunk):
+        out[start:start + chunk] = rows[start:start + chunk]
     return Matrix(out, path, rows.key)
   return as_pixels(read_matrix(path, keys, hint=hint), num_rows)
 

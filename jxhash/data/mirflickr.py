@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jxhash.data.core import CrossModalData
-from jxhash.data.features import Lineage, load_lineage
+from jxhash.data.features import Lineage, lineage_options, load_lineage
 
 MIRFLICKR = Lineage(
     name="mirflickr25k",
@@ -16,10 +16,10 @@ MIRFLICKR = Lineage(
 )
 
 
-def load_mirflickr25k(data_dir, *, split: str = "random", seed: int = 0, num_query: int = 2000,
-                      num_train: int = 10000, num_val: int = 500, num_retrieval: int | None = None,
-                      image: str = "auto", image_features=None, image_key=None,
-                      drop_unlabeled: bool = True, stream_pixels: bool = False) -> CrossModalData:
+OPTIONS = lineage_options("mirflickr25k", num_query=2000, num_train=10000)
+
+
+def load_mirflickr25k(data_dir, *, split: str = "random", seed: int = 0, **options) -> CrossModalData:
   """MIRFlickr-25K (DCMH's 20015 items with at least 20 tag occurrences), 1386-d tags, 24 labels.
 
   Files read from `data_dir`:
@@ -47,6 +47,5 @@ def load_mirflickr25k(data_dir, *, split: str = "random", seed: int = 0, num_que
   Returns:
     CrossModalData named "mirflickr25k".
   """
-  return load_lineage(data_dir, MIRFLICKR, split=split, seed=seed, num_query=num_query, num_train=num_train,
-                      num_val=num_val, num_retrieval=num_retrieval, image=image, image_features=image_features,
-                      image_key=image_key, drop_unlabeled=drop_unlabeled, stream_pixels=stream_pixels)
+  o = OPTIONS.check(options)
+  return load_lineage(data_dir, MIRFLICKR, split=split, seed=seed, info={"options": OPTIONS.record(o)}, **o)

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 from jxhash.data.core import CrossModalData
-from jxhash.data.features import Lineage, load_lineage
-from jxhash.errors import DataError
+from jxhash.data.features import Lineage, lineage_options, load_lineage
+from jxhash.data.options import Option
 
-_DOWNLOAD = ("Get nus-wide-tc{tc}-lall.mat and nus-wide-tc{tc}-yall.mat with nus-wide-tc{tc}-iall.mat (pixels) or "
-             "image features (nus-wide-tc{tc}-xall-vgg.mat, or image_features=<file>) from a DCMH-lineage release "
-             "(e.g. the DJSRH or UCCH data links), and put them in data_dir.")
+# What to download, for TC-{tc}: `DOWNLOAD.format(tc=21)`.
+DOWNLOAD = ("Get nus-wide-tc{tc}-lall.mat and nus-wide-tc{tc}-yall.mat with nus-wide-tc{tc}-iall.mat (pixels) or "
+            "image features (nus-wide-tc{tc}-xall-vgg.mat, or image_features=<file>) from a DCMH-lineage release "
+            "(e.g. the DJSRH or UCCH data links), and put them in data_dir.")
 
 
 def lineage(tc: int) -> Lineage:
   """The files of NUS-WIDE TC-`tc` (21 or 10)."""
-  return Lineage(name="nuswide", prefixes=(f"nus-wide-tc{tc}",), num_labels=tc, download=_DOWNLOAD.format(tc=tc))
+  return Lineage(name="nuswide", prefixes=(f"nus-wide-tc{tc}",), num_labels=tc, download=DOWNLOAD.format(tc=tc))
 
 
-def load_nuswide(data_dir, *, split: str = "random", seed: int = 0, tc: int = 21, num_query: int = 2100,
-                 num_train: int = 10500, num_val: int = 500, num_retrieval: int | None = None,
-                 image: str = "auto", image_features=None, image_key=None,
-                 drop_unlabeled: bool = True, stream_pixels: bool = False) -> CrossModalData:
+OPTIONS = lineage_options("nuswide", num_query=2100, num_train=10500, extra=(
+    Option("tc", "int", 21, "concept set: TC-21 (21 labels) or TC-10", choices=(21, 10)),))
+
+
+def load_nuswide(data_dir, *, split: str = "random", seed: int = 0, **options) -> CrossModalData:
   """NUS-WIDE TC-21 (195834 items, 1000-d tags, 21 labels) or TC-10 (`tc=10`: 186577 items, 10 labels).
 
   Files read from `data_dir` (tc = 21 or 10): nus-wide-tc{tc}-lall.mat (LAll, N×tc labels),
@@ -38,8 +40,7 @@ def load_nuswide(data_dir, *, split: str = "random", seed: int = 0, tc: int = 21
   Returns:
     CrossModalData named "nuswide".
   """
-  if tc not in (21, 10):
-    raise DataError(f"dataset 'nuswide': tc={tc!r}; choose 21 (TC-21) or 10 (TC-10)")
-  return load_lineage(data_dir, lineage(tc), split=split, seed=seed, num_query=num_query, num_train=num_train,
-                      num_val=num_val, num_retrieval=num_retrieval, image=image, image_features=image_features,
-                      image_key=image_key, drop_unlabeled=drop_unlabeled, stream_pixels=stream_pixels, info={"tc": tc})
+  o = OPTIONS.check(options)
+  tc = o.pop("tc")
+  info = {"tc": tc, "options": OPTIONS.record(dict(o, tc=tc))}
+  return load_lineage(data_dir, lineage(tc), split=split, seed=seed, info=info, **o)

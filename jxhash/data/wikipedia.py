@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 
 import numpy as np
 
-from jxhash.data import io
+from jxhash.data import bounds, io
 from jxhash.data.core import CrossModalData
+from jxhash.data.options import Option, Schema
 from jxhash.errors import DataError
 
 NUM_CLASSES = 10
@@ -22,14 +24,23 @@ DOWNLOAD = ("Get raw_features.mat with trainset_txt_img_cat.list and testset_txt
             "and put them in data_dir.")
 
 
-def load_wikipedia(data_dir, *, split: str = "random", seed: int = 0, num_val: int = 0,
-                   file: str | None = None) -> CrossModalData:
+OPTIONS = Schema("wikipedia", [
+    Option("num_val", "int", 0, "training items moved to val (seeded); they stay in the retrieval set", low=0),
+    Option("file", "path", None, "the .mat to read (raw_features.mat with the two lists, or a labelled "
+           "wikiData.mat); default: the first complete set in data_dir", optional=True),
+])
+
+
+def load_wikipedia(data_dir, *, split: str = "random", seed: int = 0, **options) -> CrossModalData:
   """Wikipedia: 2866 image–text pairs, 128-d SIFT bag-of-words images, 10-d LDA texts, 10 classes.
+
+  Options (`OPTIONS`, docs/data.md): num_val (default 0) and file.
 
   Files read from `data_dir` (first complete set wins, or the .mat named by `file`):
     - raw_features.mat (I_tr 2173×128, I_te 693×128, T_tr 2173×10, T_te 693×10) with
       trainset_txt_img_cat.list / testset_txt_img_cat.list, whose lines are
-      "text_id<TAB>image_id<TAB>category" in the row order of the .mat (category 1..10);
+      "text_id<TAB>image_id<TAB>category" in the row order of the .mat (category 1..10;
+      fields split on tabs only, see `read_list`);
     - wikiData.mat: the same features with L_tr / L_te, either class codes 1..10 (N×1) or
       one-hot (N×10, as in the multi-label-format copy); wiki_data.mat (MATLAB v7.3) likewise.
   Where to get them: the dataset page http://www.svcl.ucsd.edu/projects/crossmodal/, or
@@ -46,15 +57,16 @@ def load_wikipedia(data_dir, *, split: str = "random", seed: int = 0, num_val: i
   Returns:
     CrossModalData named "wikipedia"; features as float32, labels one-hot.
   """
+  o = OPTIONS.check(options)
   check_split_rule(split)  # before looking for files: a typo is the more useful message
   directory = io.data_directory(data_dir, "wikipedia", DOWNLOAD)
-  mat, source = _choose_source(directory, file)
+  mat, source = choose_source(directory, o["file"])
   part = {}
   for key in ("I_tr", "I_te", "T_tr", "T_te"):
     part[key] = io.check_matrix(io.read_matrix(mat, key), "image features" if key[0] == "I" else "text features")
   for half, list_name in (("tr", LISTS[0]), ("te", LISTS[1])):
     if source == "lists":
-      part[f"L_{half}"] = _read_list(directory / list_name)
+      part[f"L_{half}"] = read_list(directory / list_name)
     else:
       part[f"L_{half}"] = _labels(io.read_matrix(mat, f"L_{half}"))
     io.check_rows(part[f"I_{half}"], part[f"T_{half}"], part[f"L_{half}"])
@@ -65,7 +77,7 @@ def load_wikipedia(data_dir, *, split: str = "random", seed: int = 0, num_val: i
   joined = {m: np.concatenate([part[f"{m}_tr"].array, part[f"{m}_te"].array]) for m in ("I", "T", "L")}
   files = [str(mat)] + ([str(directory / n) for n in LISTS] if source == "lists" else [])
   return official_split(joined["I"], joined["T"], joined["L"], num_train=part["I_tr"].rows, split=split, seed=seed,
-                        num_val=num_val, info={"files": files})
+                        num_val=o["num_val"], info={"files": files, "options": OPTIONS.record(o)})
 
 
 def check_split_rule(split: str) -> None:
@@ -83,7 +95,8 @@ def official_split(image, text, labels, *, num_train: int, split: str, seed: int
   val = np.zeros(0, np.int64)
   if num_val:
     if not 0 < num_val < num_train:
-      raise DataError(f"num_val={num_val} must be between 0 and the {num_train} training items")
+      raise DataError(f"dataset 'wikipedia': num_val={num_val} must be below the {num_train} official training "
+                      "items (it moves that many of them to val)")
     val = np.sort(np.random.default_rng(seed).permutation(train)[num_train - num_val:])
     train = np.setdiff1d(train, val)
   info = {"rule": "official", "requested": split, "seed": int(seed), "num_val": int(num_val), **info}
@@ -91,8 +104,9 @@ def official_split(image, text, labels, *, num_train: int, split: str, seed: int
                         retrieval=np.arange(num_train), train=train, val=val, name="wikipedia", split_info=info)
 
 
-def _choose_source(directory: pathlib.Path, file) -> tuple[pathlib.Path, str]:
-  """(the .mat file, "lists" or "mat"): where the labels come from."""
+def choose_source(directory: pathlib.Path, file=None) -> tuple[pathlib.Path, str]:
+  """(the .mat file, "lists" or "mat"): where the labels come from; a DataError saying what to
+  download when `directory` has no complete set."""
   if file is not None:
     path, _ = io.split_spec(file, directory)
     if not path.is_file():
@@ -124,21 +138,44 @@ def _labels(matrix: io.Matrix) -> io.Matrix:
   return converted
 
 
-def _read_list(path: pathlib.Path) -> io.Matrix:
-  """Column 3 (category 1..10) of a trainset/testset_txt_img_cat.list file, one-hot."""
+_CATEGORY = re.compile(r"[0-9]+")
+
+
+def read_list(path: pathlib.Path) -> io.Matrix:
+  """Column 3 (category 1..10) of a trainset/testset_txt_img_cat.list file, one-hot.
+
+  The format is one item per line, "text_id<TAB>image_id<TAB>category". Lines end at "\\n"
+  (a "\\r" before it is dropped; other Unicode line breaks are part of a field), fields are
+  split on tabs only, so a field with spaces inside is read as it is; trailing whitespace and
+  blank lines are ignored. A line that does not have exactly three tab-separated fields, an
+  empty id, or a category that is not a whole number is refused with its line number: a
+  guessed split could shift every later label.
+  """
   if not path.is_file():
     raise io.missing_file(path, DOWNLOAD)
   try:
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    size = path.stat().st_size
+    bounds.check_budget(size, str(path), "the list")
+    text = path.read_bytes().decode("utf-8", errors="replace")
   except OSError as e:
-    raise DataError(f"{path}: cannot read the file ({e})") from e
+    raise DataError(f"{path}: cannot read the file ({bounds.reason(e)})") from e
   codes = []
-  for number, line in enumerate(lines, 1):
-    if not line.strip():
+  for number, line in enumerate(text.split("\n"), 1):
+    line = line.rstrip()
+    if not line:
       continue
-    fields = line.split()
-    if len(fields) < 3 or not fields[2].lstrip("-").isdigit():
-      raise DataError(f"{path}: line {number} is not 'text_id<TAB>image_id<TAB>category': {line[:80]!r}")
-    codes.append(int(fields[2]))
+    fields = line.split("\t")
+    shown = line[:80]
+    if len(fields) != 3:
+      raise DataError(f"{path}: line {number} has {len(fields)} tab-separated fields, expected 3 "
+                      f"(text_id<TAB>image_id<TAB>category): {shown!r}")
+    if not fields[0].strip() or not fields[1].strip():
+      raise DataError(f"{path}: line {number} has an empty {'text_id' if not fields[0].strip() else 'image_id'}: "
+                      f"{shown!r}")
+    category = fields[2].strip()
+    if not _CATEGORY.fullmatch(category):
+      raise DataError(f"{path}: line {number}: category {category[:20]!r} is not a whole number 1..{NUM_CLASSES}: "
+                      f"{shown!r}")
+    codes.append(int(category))
   matrix = io.Matrix(np.asarray(codes, np.int64), path, "category column")
   return dataclasses.replace(io.codes_to_onehot(matrix, NUM_CLASSES), key=None)
