@@ -47,3 +47,10 @@ def strict_promotion():
   """Run the test with jax_numpy_dtype_promotion="strict"."""
   with jax.numpy_dtype_promotion("strict"):
     yield
+
+
+def pytest_collection_modifyitems(items):
+  """Tests that read ../shared/data are real-data tests: part of the slow tier."""
+  for item in items:
+    if {"wikipedia_dir", "mirflickr_dir"} & set(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.slow)
