@@ -1,113 +1,234 @@
 """Train and evaluate one method end to end; write a results JSON and orbax checkpoints.
 
     python experiments/run.py --method=dcmh                       # synthetic default data
-    python experiments/run.py --method=dcmh --dataset=wikipedia --data-dir=../shared/data/wikipedia \
-        --bits=32 --set init=fan_in --set lr=0.01
+    python experiments/run.py --method=dcmh --dataset=wikipedia --data-dir=../shared/data/wikipedia --bits=32
     python experiments/run.py --method=dcmh --seeds=5             # mean ± std over 5 model seeds
+    python experiments/run.py --config configs/wikipedia/dcmh.py  # a config file; flags still override
+    python experiments/run.py --method=dcmh --preset paper        # the published settings
     python experiments/run.py --method=dcmh --dataset=mirflickr25k --data-dir=data/mirflickr \
         --data-option image=pixels --data-option stream_pixels=true --set vgg_f=imagenet-vgg-f.mat
 
-User errors (unknown method, bad value, missing file, ...) print one line on stderr and exit
-with code 2. Checkpoints go to <checkpoint-dir>/<method>/<dataset>/<bits>bits/, the results
-to --out (default results/<method>-<dataset>-<bits>bits.json).
+Every run is named from its identity (`jxhash.identity.run_name`, or `--name`): its checkpoints
+go to <checkpoint-dir>/<name>/ and its results to results/<name>.json (or --out), so seed loops,
+`--seeds S` after `--seeds 1` and config changes never collide, and `--resume` finds the run it
+continues. Everything the user names is checked before any data is loaded or trained: bad input
+prints one line on stderr and exits with code 2; Ctrl-C stops with one line and exit code 130,
+keeping the last checkpoint. `JXHASH_SMOKE=1` in the environment shrinks every run to its
+method's smoke configuration (tests use it to run the README's commands quickly).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
+import os
 import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
+# keys a config file's get_config() may return, and the flag each one sets
+CONFIG_KEYS = {"method", "dataset", "data_dir", "data_options", "split", "split_seed", "bits", "epochs",
+               "batch_size", "seed", "seeds", "preset", "set", "eval_every", "normalize", "augment", "name"}
 
-def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+class _Parser(argparse.ArgumentParser):
+  """argparse with one-line errors and exit code 2, like every other user error here."""
+
+  def error(self, message):
+    self.exit(2, f"error: {message} (see --help)\n")
+
+
+def _int_at_least(low: int):
+  def parse(text):
+    try:
+      value = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low:
+      raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+    return value
+  return parse
+
+
+def parser() -> _Parser:
+  p = _Parser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--config", default=None, help="a config file (configs/<dataset>/<method>.py); flags override it")
   p.add_argument("--method", default="dcmh", help="registered method (default: dcmh)")
+  p.add_argument("--preset", default=None, help="a named setting of the method, e.g. paper (see docs/methods/)")
   p.add_argument("--dataset", default="synthetic", help="dataset loader name (default: synthetic)")
   p.add_argument("--data-dir", default=None, help="folder with the dataset's files")
   p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
-                 help="loader option, e.g. num_val=200 or image_features=feats.npy (repeatable)")
+                 help="loader option, e.g. num_val=200 or image_features=feats.npy (repeatable; docs/data.md)")
   p.add_argument("--split", default="random", choices=("random", "dcmh"), help="split rule")
-  p.add_argument("--split-seed", type=int, default=0, help="seed of the data split")
-  p.add_argument("--bits", type=int, default=None, help="code length (method default: 32)")
-  p.add_argument("--epochs", type=int, default=None, help="override the method's epochs")
-  p.add_argument("--batch-size", type=int, default=None, help="override the method's batch size")
-  p.add_argument("--seed", type=int, default=0, help="model seed (init, batch order)")
-  p.add_argument("--seeds", type=int, default=1, help="train this many seeds at once (vmapped)")
+  p.add_argument("--split-seed", type=_int_at_least(0), default=0, help="seed of the data split")
+  p.add_argument("--bits", type=_int_at_least(1), default=None, help="code length (method default: 32)")
+  p.add_argument("--epochs", type=_int_at_least(1), default=None, help="override the method's epochs")
+  p.add_argument("--batch-size", type=_int_at_least(1), default=None, help="override the method's batch size")
+  p.add_argument("--seed", type=_int_at_least(0), default=0, help="model seed (init, batch order)")
+  p.add_argument("--seeds", type=_int_at_least(1), default=1, help="train this many seeds at once (vmapped)")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                 help="method config override, e.g. --set lr=0.01 (repeatable)")
-  p.add_argument("--eval-every", type=int, default=10, help="validate every N epochs (0: stage ends)")
+                 help="method config override, e.g. --set lr=0.01 or --set image_hidden=64,32 (repeatable)")
+  p.add_argument("--eval-every", type=_int_at_least(0), default=10, help="validate every N epochs (0: stage ends)")
   p.add_argument("--normalize", default="standardize", choices=("standardize", "center", "none"))
   p.add_argument("--stream", default=None, action=argparse.BooleanOptionalAction,
-                 help="read image batches from the host each step (default: when the images are on disk)")
-  p.add_argument("--prefetch", type=int, default=2, help="batches read ahead when streaming")
+                 help="read image batches from the host each step (default: when the images are pixels)")
+  p.add_argument("--prefetch", type=_int_at_least(1), default=2, help="batches read ahead when streaming")
   p.add_argument("--augment", default="none", help="pixel augmentation: none, flip, shift:P or flip+shift:P")
-  p.add_argument("--out", default=None, help="results JSON path")
+  p.add_argument("--name", default=None, help="run name (default: from the run's identity)")
+  p.add_argument("--out", default=None, help="results JSON path (default: results/<run name>.json)")
   p.add_argument("--checkpoint-dir", default=str(ROOT / "checkpoints"), help="checkpoint root")
   p.add_argument("--no-checkpoint", action="store_true", help="write no checkpoints")
-  p.add_argument("--resume", action="store_true", help="continue the run found in the checkpoint dir")
+  p.add_argument("--resume", action="store_true", help="continue this run from its latest checkpoint")
   p.add_argument("--overwrite", action="store_true", help="replace results/checkpoints of a different run")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
-  p.add_argument("--coordinator", default=None, help="multi-host: coordinator host:port")
-  p.add_argument("--num-processes", type=int, default=None, help="multi-host: number of hosts")
-  p.add_argument("--process-id", type=int, default=None, help="multi-host: this host's index")
-  return p.parse_args(argv)
+  p.add_argument("--coordinator", default=None, help="multi-process: coordinator host:port")
+  p.add_argument("--num-processes", type=_int_at_least(1), default=None, help="multi-process: number of processes")
+  p.add_argument("--process-id", type=_int_at_least(0), default=None, help="multi-process: this process's index")
+  p.add_argument("--init-timeout", type=_int_at_least(1), default=300,
+                 help="multi-process: seconds to wait for every process to join (default 300)")
+  return p
 
 
-def _options(dataset, pairs):
-  from jxhash import data as data_lib
-  return data_lib.parse_options(dataset, pairs)
+def load_config_file(path) -> dict:
+  """The dict a config file's `get_config()` returns, checked against CONFIG_KEYS."""
+  from jxhash import fileio
+  from jxhash.errors import UserError
+  path = fileio.require_readable_file(path, what="--config")
+  spec = importlib.util.spec_from_file_location(f"jxhash_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # noqa: BLE001 - a config file is user code: any failure is its own
+    raise UserError(f"--config {path}: cannot load it ({type(e).__name__}: {e})") from e
+  if not callable(getattr(module, "get_config", None)):
+    raise UserError(f"--config {path}: defines no get_config()")
+  try:
+    values = module.get_config()
+  except Exception as e:  # noqa: BLE001
+    raise UserError(f"--config {path}: cannot load it ({type(e).__name__}: {e})") from e
+  if not isinstance(values, dict):
+    raise UserError(f"--config {path}: get_config() must return a dict, got {type(values).__name__}")
+  unknown = set(values) - CONFIG_KEYS
+  if unknown:
+    raise UserError(f"--config {path}: unknown keys {sorted(unknown)}; valid: {', '.join(sorted(CONFIG_KEYS))}")
+  return values
+
+
+def parse_args(argv) -> argparse.Namespace:
+  """Flags, with a --config file's values as the defaults they override."""
+  p = parser()
+  first, _ = p.parse_known_args(argv)
+  if first.config is None:
+    return p.parse_args(argv)
+  values = load_config_file(first.config)
+  defaults = {k: v for k, v in values.items() if k not in ("set", "data_options")}
+  if values.get("data_dir") is not None:  # a config file's relative paths start at the repository root
+    data_dir = pathlib.Path(str(values["data_dir"])).expanduser()
+    defaults["data_dir"] = str(data_dir if data_dir.is_absolute() else ROOT / data_dir)
+  p.set_defaults(**defaults)
+  args = p.parse_args(argv)
+  args.overrides = [f"{k}={_flag_value(v)}" for k, v in values.get("set", {}).items()] + args.overrides
+  given = {item.split("=", 1)[0].strip() for item in args.data_option}  # flags override the file
+  args.data_option = [f"{k}={_flag_value(v)}" for k, v in values.get("data_options", {}).items()
+                      if k not in given] + args.data_option
+  return args
+
+
+def _flag_value(value) -> str:
+  if isinstance(value, (list, tuple)):
+    return ",".join(str(v) for v in value)
+  return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _check_processes(args):
+  """Multi-process flags: all three together (or none: a single process, or SLURM/TPU discovery)."""
+  from jxhash.errors import UserError
+  given = [args.coordinator is not None, args.num_processes is not None, args.process_id is not None]
+  if any(given) and not all(given):
+    raise UserError("multi-process runs need --coordinator host:port, --num-processes N and --process-id i together")
+  if not any(given):
+    return None
+  host, sep, port = args.coordinator.rpartition(":")
+  if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise UserError(f"--coordinator {args.coordinator!r}: expected host:port with a port in 1..65535")
+  if args.process_id >= args.num_processes:
+    raise UserError(f"--process-id {args.process_id} is outside 0..{args.num_processes - 1} "
+                    f"(--num-processes {args.num_processes})")
+  return dict(coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
+
+
+def build_config(spec, args):
+  """The method config: defaults, then --preset, then --bits/--epochs/--batch-size, then --set."""
+  from jxhash import config as config_lib
+  config = config_lib.apply_preset(spec, args.preset)
+  flags = {"bits": args.bits, "epochs": args.epochs, "batch_size": args.batch_size}
+  config = config_lib.apply_overrides(config, [f"{k}={v}" for k, v in flags.items() if v is not None])
+  config = config_lib.apply_overrides(config, args.overrides)
+  if os.environ.get("JXHASH_SMOKE") == "1":
+    config = config_lib.apply_overrides(config, [f"{k}={_flag_value(v)}" for k, v in spec.smoke.items()])
+  return config
 
 
 def run(args) -> dict:
-  import jax
-
-  from jxhash import checkpoint, config as config_lib, data as data_lib, parallel, results, train
+  from jxhash import checkpoint, data as data_lib, fileio, identity, parallel, results, train
   from jxhash.errors import UserError
-  from jxhash.identity import run_identity
   from jxhash.methods import get_method
 
-  if args.coordinator:
-    parallel.initialize_distributed(coordinator_address=args.coordinator, num_processes=args.num_processes,
-                                    process_id=args.process_id)
+  # everything the user named, checked before any data is read
+  processes = _check_processes(args)
   spec = get_method(args.method)
-  config = config_lib.apply_overrides(spec.Config(), args.overrides)
-  for flag, field in (("bits", "bits"), ("epochs", "epochs"), ("batch_size", "batch_size")):
-    if getattr(args, flag) is not None:
-      config = config_lib.apply_overrides(config, [f"{field}={getattr(args, flag)}"])
-  config_lib.check_positive(config)
-  if args.seeds < 1:
-    raise UserError(f"--seeds must be >= 1, got {args.seeds}")
-  if args.prefetch < 1:
-    raise UserError(f"--prefetch must be >= 1, got {args.prefetch}")
-  if args.data_dir is not None and not pathlib.Path(args.data_dir).is_dir():
-    raise UserError(f"--data-dir {args.data_dir} is not a directory")
-
-  data = data_lib.load(args.dataset, args.data_dir, split=args.split, seed=args.split_seed,
-                       **_options(args.dataset, args.data_option))
+  config = build_config(spec, args)
+  data_options = data_lib.parse_options(args.dataset, args.data_option)
+  data_dir = None
+  if args.data_dir is not None:
+    data_dir = fileio.resolve(args.data_dir)
+    if not data_dir.is_dir():
+      raise UserError(f"--data-dir {data_dir} is not a directory")
+  if args.name is not None:
+    identity.check_run_name(args.name)
+  out = fileio.require_writable_file(args.out, what="--out") if args.out else None
+  results_dir = fileio.require_writable_dir(ROOT / "results", what="results folder") if out is None else None
+  checkpoint_root = None
+  if not args.no_checkpoint:
+    checkpoint_root = fileio.require_writable_dir(args.checkpoint_dir, what="--checkpoint-dir")
   options = train.TrainOptions(seed=args.seed, num_seeds=args.seeds, eval_every=args.eval_every,
                                normalize=args.normalize, resume=args.resume, progress=not args.no_progress,
                                stream=args.stream, prefetch=args.prefetch, augment=args.augment)
-  out = pathlib.Path(args.out or ROOT / "results" / f"{spec.name}-{data.name}-{config.bits}bits.json")
-  results.check_writable(out, run_identity(spec, config, data, options), overwrite=args.overwrite)
+  from jxhash.data import augment as augment_lib
+  augment_lib.parse(options.augment)
+
+  if processes is not None:
+    parallel.initialize_distributed(**processes, timeout=args.init_timeout)
+  data = data_lib.load(args.dataset, data_dir, split=args.split, seed=args.split_seed, **data_options)
+  ident = identity.run_identity(spec, config, data, options)
+  name = args.name or identity.run_name(ident)
+  out = out or results_dir / f"{name}.json"
+  results.check_writable(out, ident, overwrite=args.overwrite)
   store = None
-  if not args.no_checkpoint:
-    run_dir = checkpoint.default_run_dir(args.checkpoint_dir, spec.name, data.name, config.bits)
-    store = checkpoint.CheckpointStore.open(run_dir, checkpoint.run_metadata(spec, config, data, options),
+  if checkpoint_root is not None:
+    store = checkpoint.CheckpointStore.open(checkpoint_root / name, checkpoint.run_metadata(spec, config, data, options),
                                             resume=args.resume, overwrite=args.overwrite)
-  print(f"{spec.name} on {data.name}: {config.bits} bits, splits {data.sizes()}, "
-        f"{options.num_seeds} seed(s), devices {jax.devices()}")
-  fit = train.fit(spec, config, data, options, store=store)
-  res = results.build(spec, config, data, options, fit,
-                      extra={"checkpoint": str(store.directory) if store else None})
-  results.write(out, res)
+  try:
+    print(f"{name}: {spec.name} on {data.name}, {config.bits} bits, splits {data.sizes()}, "
+          f"{options.num_seeds} seed(s), {len(parallel.devices())} device(s)")
+    fit = train.fit(spec, config, data, options, store=store)
+    res = results.build(spec, config, data, options, fit,
+                        extra={"run_name": name, "checkpoint": str(store.directory) if store else None})
+    try:
+      results.write(out, res)
+    except UserError as e:
+      hint = (f"; the trained model is in {store.directory}: rerun the same command with --resume to evaluate "
+              "it again and write the results") if store else ""
+      raise UserError(f"{e}{hint}") from e
+  finally:
+    if store is not None:
+      store.close()
   std = res.get("map_std", {"i2t": None, "t2i": None})
-  for d, name in (("i2t", "image->text"), ("t2i", "text->image")):
+  for d, label in (("i2t", "image->text"), ("t2i", "text->image")):
     spread = f" ± {std[d]:.4f}" if std[d] is not None else ""
-    print(f"  mAP@all {name}: {res['map'][d]:.4f}{spread}")
+    print(f"  mAP@all {label}: {res['map'][d]:.4f}{spread}")
   print(f"  model: {fit.selected}; train time {fit.train_time:.1f} s; results: {out}"
         + (f"; checkpoint: {store.directory}" if store else ""))
   return res
@@ -115,16 +236,17 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
   sys.path.insert(0, str(ROOT))
-  args = parse_args(argv)
+  from jxhash.errors import exit_code
   # the trainer reports through logging (jxhash.train); the console shows its messages plainly
   handler = logging.StreamHandler(sys.stdout)
   handler.setFormatter(logging.Formatter("%(message)s"))
   logger = logging.getLogger("jxhash")
   logger.addHandler(handler)
   logger.setLevel(logging.INFO)
-  from jxhash.errors import exit_code
   try:
-    return exit_code(run, args)
+    return exit_code(lambda: run(parse_args(argv)))
+  except SystemExit as e:  # argparse: --help (0) or a bad flag (2, one line already printed)
+    return e.code if isinstance(e.code, int) else 2
   finally:
     logger.removeHandler(handler)
 

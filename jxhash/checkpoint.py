@@ -1,31 +1,48 @@
 """Orbax checkpoints of whole training runs, and `restore(path)` to encode new data.
 
-A run directory (default `checkpoints/<method>/<dataset>/<bits>bits/`) holds
+A run directory (by default `checkpoints/<run name>/`, the name from `jxhash.identity.run_name`)
+holds
 
     latest/<epoch>/   the RunState after the last checkpointed epoch (resume from here)
     best/<epoch>/     the RunState with the best validation mAP
-    run.json          what the run is: method, config, input sizes, seeds, dataset, split
+    run.json          what the run is: its identity (`jxhash.identity`) and the jxhash version
+    .lock             held while a process trains here (`jxhash.runlock`)
+    superseded/       a previous attempt's checkpoints, kept until this attempt completes
 
 and each checkpoint holds three items: `state` (the whole RunState pytree: parameters,
 optimiser states, buffers, RNG keys, epoch counter), `inputs` (the input normalisation
-statistics) and `meta` (run.json's content plus trainer bookkeeping). Orbax writes each
-checkpoint to a temporary directory and renames it when complete, so a crash during a save
-leaves the previous checkpoint intact.
+statistics) and `meta` (the run's identity, trainer bookkeeping, and a checksum of `state`
+and `inputs`). Integrity:
+- Orbax writes each checkpoint to a temporary directory and renames it when complete, and a
+  Ctrl-C during a save is held back until the save ends, so an interruption leaves the previous
+  checkpoint intact.
+- The checksum is recomputed at every restore and resume: a damaged file is reported, never
+  restored silently.
+- Re-running a run from scratch moves the earlier attempt's checkpoints to `superseded/` and
+  deletes them only when the new attempt completes; another run's checkpoints are never touched
+  (unless `overwrite`).
+- The identity saved in each checkpoint is compared with run.json and with the run asking to
+  continue it.
 
 Synopsis:
 
     from jxhash import checkpoint
-    enc = checkpoint.restore("checkpoints/dcmh/wikipedia/32bits")
+    enc = checkpoint.restore("checkpoints/dcmh-wikipedia-32bits-seed0-3f9a1c2e")
     codes = enc.encode("image", features)        # (N, 32) int8 in {-1, +1}
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
+import logging
 import pathlib
 import shutil
+import signal
+import threading
 from typing import Any
 
 import jax
@@ -33,62 +50,126 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jxhash import __version__, fileio
-from jxhash.errors import CheckpointError
+from jxhash.errors import CheckpointError, UserError
 from jxhash.evaluation import encode as encode_codes
 from jxhash.fileio import to_json
 from jxhash.identity import describe_diff, identity_diff, run_identity
 from jxhash.inputs import normalize
 from jxhash.methods import get_method
+from jxhash.runlock import RunLock
 from jxhash.runstate import abstract_state, seed_slice
 from jxhash.spec import Dims
+
+logger = logging.getLogger(__name__)
+
+# the layout of the saved pytrees; restore refuses other layouts with a message instead of
+# failing inside orbax (format 1: jxhash 0.1, whose method states named their buffers `codes`)
+CHECKPOINT_FORMAT = 2
+_KINDS = ("latest", "best")
+_SUPERSEDED = "superseded"
 
 
 def run_metadata(spec, config, data, options) -> dict:
   """The JSON description of a run (its identity, `jxhash.identity`), saved with every checkpoint."""
-  return {**run_identity(spec, config, data, options), "jxhash_version": __version__}
+  return {**run_identity(spec, config, data, options), "jxhash_version": __version__,
+          "checkpoint_format": CHECKPOINT_FORMAT}
 
 
-def default_run_dir(root, method: str, dataset: str, bits: int) -> pathlib.Path:
-  return pathlib.Path(root) / method / dataset / f"{bits}bits"
+def tree_digest(tree) -> str:
+  """A checksum (blake2b, hex) of every leaf's path, dtype, shape and bytes, in tree order."""
+  h = hashlib.blake2b(digest_size=16)
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      leaf = leaf.addressable_data(0)  # replicated over processes: every process holds all of it
+    a = np.ascontiguousarray(np.asarray(leaf))
+    h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+  """Hold a Ctrl-C (SIGINT) back until the block ends, so a save is never cut in half."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  received = []
+  previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if received:
+    raise KeyboardInterrupt
 
 
 class CheckpointStore:
-  """latest/ and best/ checkpoints of one run (see the module docstring)."""
+  """latest/ and best/ checkpoints of one run (see the module docstring).
 
-  def __init__(self, directory, meta: dict):
-    self.directory = pathlib.Path(directory)
+  Open it with `CheckpointStore.open`; it holds the run directory's lock until `close()` (or
+  until it is garbage collected, or the process ends).
+  """
+
+  def __init__(self, directory, meta: dict, *, lock: RunLock | None = None):
+    self.directory = fileio.resolve(directory)
     self.meta = meta
-    self.directory.mkdir(parents=True, exist_ok=True)
+    try:
+      self.directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise UserError(f"cannot create checkpoint directory {self.directory}: {fileio.describe_os_error(e)}") from e
+    self._lock = lock or RunLock(self.directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
-    self._managers = {name: ocp.CheckpointManager(self.directory / name, options=options)
-                      for name in ("latest", "best")}
+    self._managers = {name: ocp.CheckpointManager(self.directory / name, options=options) for name in _KINDS}
     fileio.atomic_write_json(self.directory / "run.json", to_json(meta), what="run metadata", sort_keys=True)
 
   @classmethod
   def open(cls, directory, meta: dict, *, resume: bool = False, overwrite: bool = False) -> "CheckpointStore":
-    """A store for a run, refusing to mix it with another run's checkpoints.
+    """The store of a run, refusing to mix it with another run's checkpoints.
 
-    If `directory` already holds a run: with the same identity (IDENTITY_KEYS), `resume`
-    keeps its checkpoints and anything else starts the run over; with another identity the
-    call fails unless `overwrite` (which deletes the old checkpoints).
+    If `directory` already holds a run: with the same identity, `resume` keeps its
+    checkpoints, and anything else starts the run over (the earlier attempt's checkpoints are
+    kept in superseded/ until this attempt completes); with another identity the call fails
+    unless `overwrite`. The directory is locked first, so a second process is refused before
+    anything changes.
     """
-    directory = pathlib.Path(directory)
-    previous = directory / "run.json"
-    if previous.exists():
-      try:
-        saved = json.loads(previous.read_text())
-      except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{previous} is unreadable ({e}); remove it or pass --overwrite") from e
-      same = not identity_diff(saved, meta)
-      if not same and not overwrite:
-        _check_identity(saved, meta, directory)
-      if not (same and resume):
-        for name in ("latest", "best"):
-          shutil.rmtree(directory / name, ignore_errors=True)
-    return cls(directory, meta)
+    directory = fileio.resolve(directory)
+    if directory.exists() and not directory.is_dir():
+      raise UserError(f"checkpoint directory {directory} is a file")
+    try:
+      directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise UserError(f"cannot create checkpoint directory {directory}: {fileio.describe_os_error(e)}") from e
+    lock = RunLock(directory)
+    try:
+      previous = directory / "run.json"
+      keep = False
+      if previous.exists():
+        saved = _read_run_json(previous, overwrite)
+        if saved is not None and identity_diff(saved, meta) and not overwrite:
+          _check_identity(saved, meta, directory)
+        keep = saved is not None and not identity_diff(saved, meta) and resume
+      if not keep:
+        _supersede(directory)
+      return cls(directory, meta, lock=lock)
+    except BaseException:
+      lock.release()
+      raise
+
+  def close(self) -> None:
+    """Release the run directory's lock (the checkpoints stay)."""
+    self._lock.release()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
 
   def has_latest(self) -> bool:
     return self._managers["latest"].latest_step() is not None
+
+  def latest_epoch(self) -> int | None:
+    return self._managers["latest"].latest_step()
 
   def save_latest(self, state, stats: dict, epoch: int, extra: dict | None = None) -> None:
     self._save("latest", state, stats, epoch, extra or {})
@@ -107,21 +188,66 @@ class CheckpointStore:
     for m in self._managers.values():
       m.wait_until_finished()
 
+  def complete(self) -> None:
+    """The run has finished training: an earlier attempt's superseded checkpoints may go."""
+    shutil.rmtree(self.directory / _SUPERSEDED, ignore_errors=True)
+
   def _save(self, name, state, stats, epoch, extra):
+    digest = {"state": tree_digest(state), "inputs": tree_digest(stats)}
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               inputs=ocp.args.StandardSave(stats),
-                              meta=ocp.args.JsonSave(to_json({**self.meta, "trainer": extra})))
-    self._managers[name].save(epoch, args=args, force=True)
+                              meta=ocp.args.JsonSave(to_json({**self.meta, "trainer": extra, "digest": digest})))
+    try:
+      with _interrupts_held():
+        self._managers[name].save(epoch, args=args, force=True)
+    except OSError as e:
+      raise UserError(f"cannot save the {name} checkpoint in {self.directory}: {fileio.describe_os_error(e)}; "
+                      "the previous checkpoint is kept") from e
 
   def _restore(self, name, template):
     manager = self._managers[name]
     step = manager.latest_step()
+    where = self.directory / name
     if step is None:
-      raise CheckpointError(f"no checkpoint in {self.directory / name}")
-    saved = _read_meta(manager, step, self.directory / name)
-    _check_identity(saved, self.meta, self.directory / name)
-    state = _restore_item(manager, step, template, self.directory / name)
+      raise CheckpointError(f"no checkpoint in {where}")
+    saved = _read_meta(manager, step, where)
+    _check_format(saved, where, step)
+    _check_identity(saved, self.meta, where)
+    state = _restore_item(manager, step, template, where)
+    _check_digest(saved, "state", state, where, step)
     return state, saved.get("trainer", {})
+
+
+def _read_run_json(path: pathlib.Path, overwrite: bool) -> dict | None:
+  try:
+    saved = json.loads(path.read_text())
+    if not isinstance(saved, dict):
+      raise ValueError("not a JSON object")
+    return saved
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    if overwrite:
+      return None
+    raise CheckpointError(f"{path} is unreadable ({e}); remove it or pass --overwrite") from e
+
+
+def _supersede(directory: pathlib.Path) -> None:
+  """Move an earlier attempt's checkpoints out of the way without deleting a finished one.
+
+  A superseded/ already there holds the last attempt that was superseded (and never replaced
+  by a completed one): it stays, and the interrupted attempt's checkpoints are dropped.
+  """
+  present = [k for k in _KINDS if (directory / k).exists()]
+  if not present:
+    return
+  target = directory / _SUPERSEDED
+  if target.exists():
+    for k in present:
+      shutil.rmtree(directory / k, ignore_errors=True)
+    return
+  target.mkdir()
+  for k in present:
+    (directory / k).rename(target / k)
+  logger.info("earlier checkpoints of this run moved to %s until this attempt completes", target)
 
 
 @dataclasses.dataclass
@@ -170,35 +296,50 @@ def restore(path, *, seed: int = 0, which: str = "best") -> Encoder:
   """Restore a checkpoint for encoding, without any training objects.
 
   Args:
-    path: a run directory (holding latest/ and best/), or one of those subdirectories.
+    path: a run directory (holding latest/ and best/), or one of those subdirectories; relative,
+      `~` and symlinked paths are fine.
     seed: which seed of a multi-seed run (index 0 .. num_seeds-1).
     which: "best" (falls back to latest when there is no best) or "latest", for run dirs.
 
   Raises:
-    CheckpointError: nothing restorable at `path`, a corrupt checkpoint, or a bad seed.
+    CheckpointError: nothing restorable at `path`, a damaged checkpoint (its checksum does not
+      match), a layout of another jxhash version, a run.json that contradicts the checkpoint,
+      or a bad seed.
   """
-  path = pathlib.Path(path)
+  if which not in _KINDS:
+    raise CheckpointError(f"which must be 'best' or 'latest', got {which!r}")
+  path = fileio.resolve(path)
   if not path.exists():
     raise CheckpointError(f"checkpoint path {path} does not exist")
+  if not path.is_dir():
+    raise CheckpointError(f"checkpoint path {path} is a file; give the run directory")
+  run_dir = path
   if (path / "latest").is_dir() or (path / "best").is_dir():
     candidates = [path / which, path / "latest"] if which == "best" else [path / which]
     path = next((p for p in candidates if p.is_dir() and _latest_step(p) is not None), candidates[-1])
+  else:
+    run_dir = path.parent
   manager = _reader(path)
   step = manager.latest_step()
   if step is None:
     raise CheckpointError(f"no checkpoint found in {path}")
   meta = _read_meta(manager, step, path)
+  _check_format(meta, path, step)
+  _check_run_json(run_dir / "run.json", meta, path, step)
   try:
     spec = get_method(meta["method"])
     config = _config_from_json(spec.Config, meta["config"])
     template = abstract_state(spec, config, Dims.from_json(meta["dims"]), meta["num_train"], meta["num_seeds"])
-  except (KeyError, TypeError) as e:
+  except (KeyError, TypeError, ValueError) as e:
     raise CheckpointError(f"checkpoint {path}/{step} has unusable metadata ({e})") from e
-  if not 0 <= seed < meta["num_seeds"]:
-    raise CheckpointError(f"seed {seed} out of range: the checkpoint holds {meta['num_seeds']} seed(s)")
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < meta["num_seeds"]:
+    raise CheckpointError(f"seed {seed!r} out of range: the checkpoint holds {meta['num_seeds']} seed(s), "
+                          f"0..{meta['num_seeds'] - 1}")
   state = _restore_item(manager, step, template, path)
+  _check_digest(meta, "state", state, path, step)
   stats = _restore_stats(manager, step, path, meta)
-  return Encoder(method=spec.name, config=config, meta=meta, model=seed_slice(state.model, seed),
+  _check_digest(meta, "inputs", stats, path, step)
+  return Encoder(method=spec.name, config=config, meta=meta, model=seed_slice(state.model, int(seed)),
                  stats=stats, epoch=int(state.epoch))
 
 
@@ -245,6 +386,40 @@ def _restore_stats(manager, step, path, meta):
   except Exception as e:  # noqa: BLE001
     raise CheckpointError(f"checkpoint {path}/{step} is unreadable or corrupt: inputs: {_short(e)}") from e
   return jax.tree.map(np.asarray, out["inputs"])
+
+
+
+def _check_format(meta: dict, path, step) -> None:
+  found = meta.get("checkpoint_format", 1)
+  if found != CHECKPOINT_FORMAT:
+    raise CheckpointError(f"checkpoint {path}/{step} was written by jxhash {meta.get('jxhash_version', '0.1')} in "
+                          f"checkpoint layout {found}; this jxhash ({__version__}) reads layout "
+                          f"{CHECKPOINT_FORMAT}: retrain the run, or restore it with that version")
+
+
+def _check_digest(meta: dict, item: str, tree, path, step) -> None:
+  """The restored `item` must hash to the checksum recorded when it was saved."""
+  expected = meta.get("digest", {}).get(item)
+  if expected is None:
+    raise CheckpointError(f"checkpoint {path}/{step} records no checksum of its {item}: damaged metadata")
+  if tree_digest(tree) != expected:
+    raise CheckpointError(f"checkpoint {path}/{step} is damaged: its {item} does not match the checksum recorded "
+                          "when it was saved; restore another checkpoint or retrain")
+
+
+def _check_run_json(run_json: pathlib.Path, meta: dict, path, step) -> None:
+  """A run.json next to the checkpoint must describe the same run as the checkpoint itself."""
+  if not run_json.is_file():
+    return
+  try:
+    saved = json.loads(run_json.read_text())
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    raise CheckpointError(f"{run_json} is unreadable ({e}); the checkpoint {path}/{step} holds its own metadata: "
+                          "remove the damaged run.json") from e
+  diff = identity_diff(saved, meta) if isinstance(saved, dict) else [("run.json", saved, "an object")]
+  if diff:
+    raise CheckpointError(f"{run_json} no longer matches its checkpoint {path}/{step} ({describe_diff(diff)}; "
+                          "run.json vs checkpoint)")
 
 
 def _check_identity(saved: dict, current: dict, path) -> None:

@@ -1,4 +1,10 @@
-"""Config overrides from the command line: `--set key=value` onto a frozen dataclass."""
+"""Config overrides from the command line: `--set key=value` onto a frozen method config.
+
+Values are parsed by the type of the field's default: bool (true/false/1/0/yes/no), int, float,
+str, and tuples written comma-separated (`64,32`, `64`, or Python-style `(64,)`; an empty
+value or `()` is the empty tuple). The config's own checks (`jxhash.spec.BaseConfig`) then
+reject out-of-range values, all before any data is loaded.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +13,41 @@ import typing
 
 from jxhash.errors import UserError
 
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _syntax(default) -> str:
+  if isinstance(default, bool):
+    return "true or false"
+  if isinstance(default, tuple):
+    example = ",".join(str(v) for v in default) if default and not isinstance(default[0], tuple) else "64,32"
+    return f"comma-separated values, e.g. {example or '64,32'} (one value: 64 or (64,))"
+  return f"a {type(default).__name__}, e.g. {default!r}"
+
 
 def parse_value(text: str, default, field: str):
-  """Parse `text` to the type of the field's default value.
-
-  bool: true/false/1/0/yes/no; tuple: comma-separated items parsed like the default's items
-  (empty string: empty tuple); int, float, str as written.
-  """
+  """`text` parsed to the type of the field's default value (module docstring); UserError if not."""
   try:
     if isinstance(default, bool):
-      low = text.strip().lower()
-      if low not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError(text)
-      return low in ("true", "1", "yes")
+      return _BOOLS[text.strip().lower()]
     if isinstance(default, int):
       return int(text)
     if isinstance(default, float):
       return float(text)
     if isinstance(default, tuple):
-      items = [t.strip() for t in text.split(",") if t.strip()]
+      body = text.strip()
+      if body.startswith("(") and body.endswith(")"):
+        body = body[1:-1]
+      items = [t.strip() for t in body.split(",") if t.strip()]
       kind = type(default[0]) if default else str
+      if kind is tuple:
+        raise ValueError("nested tuples are set in a config file, not with --set")
       return tuple(parse_value(t, kind(), field) if kind is not str else t for t in items)
     if default is None or isinstance(default, str):
       return text
-  except ValueError:
+  except (ValueError, KeyError, UserError):
     pass
-  raise UserError(f"--set {field}={text!r}: expected a {type(default).__name__} like {default!r}")
+  raise UserError(f"--set {field}={text!r}: expected {_syntax(default)}")
 
 
 def apply_overrides(config, overrides: typing.Iterable[str]):
@@ -45,14 +60,17 @@ def apply_overrides(config, overrides: typing.Iterable[str]):
     key, value = item.split("=", 1)
     key = key.strip().replace("-", "_")
     if key not in fields:
-      raise UserError(f"--set {key}: no such field in {type(config).__name__}; valid: {', '.join(sorted(fields))}")
+      raise UserError(f"--set {key}: no such field in {type(config).__module__.rsplit('.', 1)[-1]}'s config; "
+                      f"valid: {', '.join(sorted(fields))}")
     changes[key] = parse_value(value, getattr(config, key), key)
   return dataclasses.replace(config, **changes)
 
 
-def check_positive(config, names=("bits", "epochs", "batch_size")):
-  """Raise UserError for a non-positive size field."""
-  for name in names:
-    value = getattr(config, name, None)
-    if value is not None and value <= 0:
-      raise UserError(f"{name} must be positive, got {value}")
+def apply_preset(spec, name: str | None):
+  """`spec.Config()` with the named preset's values (`MethodSpec.presets`); None: the defaults."""
+  if name is None or name == "default":
+    return spec.Config()
+  if name not in spec.presets:
+    valid = ", ".join(["default", *sorted(spec.presets)])
+    raise UserError(f"--preset {name!r}: {spec.name} has the presets {valid}")
+  return dataclasses.replace(spec.Config(), **spec.presets[name])

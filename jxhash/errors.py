@@ -17,15 +17,30 @@ class CheckpointError(UserError):
   """A checkpoint is missing, corrupt, or was written for another method/dataset/config."""
 
 
+class TrainingInterrupted(Exception):
+  """Training stopped by Ctrl-C; the message says where, and that `--resume` continues it."""
+
+
 def exit_code(fn, *args) -> int:
   """Run a command-line entry point: 0 on success; a UserError is one line on stderr and 2.
 
-  Anything else is a bug and keeps its traceback.
+  A Ctrl-C is one line too, with exit code 130 (the shell's convention for SIGINT). Anything else
+  is a bug and keeps its traceback.
   """
   import sys
   try:
     fn(*args)
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {_one_line(e)}", file=sys.stderr)
     return 2
+  except TrainingInterrupted as e:
+    print(f"interrupted: {_one_line(e)}", file=sys.stderr)
+    return 130
+  except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    return 130
   return 0
+
+
+def _one_line(e: Exception) -> str:
+  return " ".join(str(e).split())

@@ -43,11 +43,23 @@ def shard_rows(x: jax.Array, mesh: jax.sharding.Mesh) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
-def initialize_distributed(**kwargs) -> None:
-  """Start a multi-host run (call once per host before anything else touches JAX).
+def devices() -> list:
+  """Every device of every process (what the mesh spans)."""
+  return jax.devices()
+
+
+def initialize_distributed(*, timeout: int = 300, **kwargs) -> None:
+  """Start a multi-process run (call once per process before anything else touches JAX).
 
   On SLURM, Open MPI or Cloud TPU, JAX finds the coordinator by itself; elsewhere pass
   coordinator_address="host0:1234", num_processes=N, process_id=i (experiments/run.py
-  forwards its --coordinator, --num-processes and --process-id flags here).
+  forwards its --coordinator, --num-processes and --process-id flags here). Processes that do
+  not all join within `timeout` seconds give a UserError instead of a silent wait.
   """
-  jax.distributed.initialize(**kwargs)
+  from jxhash.errors import UserError
+  try:
+    jax.distributed.initialize(initialization_timeout=timeout, **kwargs)
+  except Exception as e:  # noqa: BLE001 - the runtime raises several types for a failed rendezvous
+    first = " ".join(str(e).split())[:300]
+    raise UserError(f"multi-process start failed within {timeout} s ({type(e).__name__}: {first}); check that "
+                    f"all {kwargs.get('num_processes', '?')} processes were started with the same --coordinator") from e

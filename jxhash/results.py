@@ -43,6 +43,8 @@ def build(spec, config, data, options, fit_result, *, extra: dict | None = None)
       "metrics": final,
       "selected": fit_result.selected,
       "split_sizes": data.sizes(),
+      "data_files": to_json(data.split_info.get("files", [])),
+      "effective_batch_sizes": effective_batch_sizes(spec, config, int(data.train.size)),
       "train_time_s": round(fit_result.train_time, 2),
       "fidelity": spec.fidelity,
       "history": fit_result.history,
@@ -57,6 +59,12 @@ def build(spec, config, data, options, fit_result, *, extra: dict | None = None)
     out["per_seed"] = [{"seed": options.seed + i, **r} for i, r in enumerate(per_seed)]
   out.update(extra or {})
   return to_json(out)
+
+
+def effective_batch_sizes(spec, config, num_train: int) -> dict:
+  """{"<stage>/<phase>": rows per step actually used} (a phase's batch is at most the training set)."""
+  return {f"{stage.name}/{phase.name}": min(phase.batch_size, num_train)
+          for stage in spec.stages(config, num_train) for phase in stage.phases}
 
 
 def scalar_metrics(metrics: dict) -> dict:

@@ -26,9 +26,13 @@ and may `vmap` it over seeds.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from typing import Any, Protocol
 
 import jax
+
+from jxhash.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,11 +115,40 @@ class WarmStartFn(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class BaseConfig:
-  """Fields every method's config has (the CLI's --bits, --epochs, --batch-size)."""
+  """Fields every method's config has (the CLI's --bits, --epochs, --batch-size), and the checks
+  every config gets at construction, so a bad value is refused before any work starts.
+
+  Checks, by the type of each field's default (`check_config`):
+    bool: a bool. int: an int (not a bool), >= 1 if the default is >= 1, else >= 0.
+    float: a finite number >= 0. str: one of `CHOICES[field]` when listed there.
+    tuple: items of the default's item type; int items >= 1 (widths); a field in `ORDERS`
+      names each of its values exactly once (e.g. `phase_order`).
+  `RANGES` overrides the lower bounds: {field: (minimum, "why")}. A method adds its own choices
+  in its Config's `CHOICES` (merged with the base ones) and cross-field checks in `check()`.
+  """
 
   bits: int = 32
   epochs: int = 500
   batch_size: int = 128
+
+  # field -> valid values, for string fields of any method that has them
+  CHOICES: typing.ClassVar[dict] = {
+      "init": ("normal0.01", "fan_in"),
+      "lr_schedule": ("linear", "logspace", "constant"),
+      "buffer_init": ("normal", "zeros"),
+      "cnn_dtype": ("float32", "bfloat16"),
+  }
+  # field -> the values it must order (each exactly once)
+  ORDERS: typing.ClassVar[dict] = {"phase_order": ("image", "text")}
+  # field -> (minimum, reason) where the type's default bound does not apply
+  RANGES: typing.ClassVar[dict] = {}
+
+  def __post_init__(self):
+    check_config(self)
+    self.check()
+
+  def check(self) -> None:
+    """Cross-field checks of a method's config; raise `UserError` naming the fields."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +201,8 @@ class MethodSpec:
       run's checkpoint already holds them), so the weights never become program constants.
     needs_image_matrix: why the steps read the whole training image matrix (`data["image"]`)
       rather than only the batch rows; non-empty means the images cannot be streamed.
+    presets: named config settings, {name: {field: value}}, applied over the defaults (e.g.
+      "paper": the published settings where jxhash's defaults differ from them).
   """
 
   name: str
@@ -182,6 +217,7 @@ class MethodSpec:
   report: ReportFn | None = None
   warm_start: WarmStartFn | None = None
   needs_image_matrix: str = ""
+  presets: dict = dataclasses.field(default_factory=dict)
 
 
 MODALITIES = ("image", "text")
@@ -190,3 +226,54 @@ MODALITIES = ("image", "text")
 def steps_per_epoch(num_train: int, batch_size: int) -> int:
   """Steps an epoch of a phase runs (the trainer's rule: at least one, remainder dropped)."""
   return max(1, num_train // min(batch_size, num_train))
+
+
+def _merged(config, attribute: str) -> dict:
+  out = {}
+  for cls in reversed(type(config).__mro__):
+    out.update(cls.__dict__.get(attribute, {}))
+  return out
+
+
+def check_config(config) -> None:
+  """The type, range and choice checks of `BaseConfig` (see its docstring); raises `UserError`."""
+  name = f"{type(config).__module__.rsplit('.', 1)[-1]} config"
+  choices, orders, ranges = (_merged(config, a) for a in ("CHOICES", "ORDERS", "RANGES"))
+  defaults = {f.name: f.default for f in dataclasses.fields(config)}
+  for field, default in defaults.items():
+    value = getattr(config, field)
+    where = f"{name}: {field}={value!r}"
+    if isinstance(default, bool):
+      if not isinstance(value, bool):
+        raise UserError(f"{where}: expected true or false")
+    elif isinstance(default, int):
+      low = ranges.get(field, (1 if default >= 1 else 0,))[0]
+      if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{where}: expected an integer")
+      if value < low:
+        raise UserError(f"{where}: must be >= {low}")
+    elif isinstance(default, float):
+      low = ranges.get(field, (0.0,))[0]
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{where}: expected a finite number")
+      if value < low:
+        raise UserError(f"{where}: must be >= {low:g}")
+    elif isinstance(default, str):
+      if not isinstance(value, str):
+        raise UserError(f"{where}: expected a string")
+      if field in choices and value not in choices[field]:
+        raise UserError(f"{where}: choose one of {', '.join(map(repr, choices[field]))}")
+    elif isinstance(default, tuple):
+      if not isinstance(value, tuple):
+        raise UserError(f"{where}: expected a tuple (on the command line: comma-separated, e.g. 64,32)")
+      if field in orders:
+        if sorted(value) != sorted(orders[field]):
+          raise UserError(f"{where}: must name each of {', '.join(orders[field])} exactly once")
+        continue
+      kind = type(default[0]) if default else None
+      for item in value:
+        if kind is int and (isinstance(item, bool) or not isinstance(item, int) or item < 1):
+          raise UserError(f"{where}: every item must be an integer >= 1")
+        if kind is float and (isinstance(item, bool) or not isinstance(item, (int, float))
+                              or not math.isfinite(item) or item < 0):
+          raise UserError(f"{where}: every item must be a finite number >= 0")

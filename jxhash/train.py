@@ -39,7 +39,7 @@ from jxhash.data import CrossModalData
 from jxhash.data import augment as augment_lib
 from jxhash.data.core import take_rows
 from jxhash.epochs import compile_epoch, compile_finish, stage_bounds
-from jxhash.errors import UserError
+from jxhash.errors import TrainingInterrupted, UserError
 from jxhash.evaluation import average_over_seeds, evaluate, mean_map
 from jxhash.inputs import fit_normalizer, normalize, training_arrays
 from jxhash.runstate import RunState, init_state, seed_slice
@@ -148,9 +148,12 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
   if aug.active and not data.is_pixels:
     raise UserError(f"augment={options.augment!r} applies to pixel images; dataset {data.name!r} has image features")
   streamed = (data.is_pixels or not data.image_in_memory) if options.stream is None else options.stream
+  num_train = int(data.train.size)
+  if config.batch_size > num_train:
+    raise UserError(f"batch_size {config.batch_size} is larger than the {num_train} training items of "
+                    f"{data.name!r}; use --batch-size {num_train} or less")
   mesh = parallel.make_mesh(options.devices)
   stats = fit_normalizer(data, options.normalize)
-  num_train = int(data.train.size)
   stages = spec.stages(config, num_train)
   bounds = stage_bounds(stages)
   total = bounds[-1][1] if bounds else 0
@@ -174,6 +177,7 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
   has_val = data.val.size > 0
   t0 = time.perf_counter()
   bar = _progress(total, int(state.epoch), spec.name, options.progress)
+  done = int(state.epoch)  # epochs completed, for the message of an interruption
   try:
     for epoch in range(int(state.epoch), total):
       s = next(i for i, (a, b) in enumerate(bounds) if a <= epoch < b)
@@ -193,14 +197,22 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
       selection.history.append(entry)
       bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k not in ("epoch", "stage")}, refresh=False)
       bar.update(1)
+      done = epoch + 1
       if store is not None and (due or last_of_stage):
         store.save_latest(state, stats, epoch + 1, extra={"best_score": selection.score,
                                                           "best_epoch": selection.epoch,
                                                           "history": selection.history})
+  except KeyboardInterrupt:
+    saved = store.latest_epoch() if store is not None else None
+    where = (f"the last checkpoint (epoch {saved}) is in {store.directory}: continue with --resume"
+             if saved is not None else "no checkpoint was saved")
+    raise TrainingInterrupted(f"{spec.name} stopped after {done} of {total} epochs; {where}") from None
   finally:
     bar.close()
     if store is not None:
       store.wait()
+  if store is not None:
+    store.complete()
   train_time = time.perf_counter() - t0
 
   selected = "last"
@@ -223,6 +235,9 @@ def _start(spec, config, state: RunState, store, options: TrainOptions, total: i
     logger.info("resumed %s from epoch %d of %d", spec.name, int(state.epoch), total)
     return state, _Selection(score=extra.get("best_score", -math.inf), epoch=extra.get("best_epoch"),
                              history=extra.get("history", []))
+  if options.resume:
+    where = f"in {store.directory}" if store is not None else "(no checkpoints are kept)"
+    logger.info("nothing to resume %s: %s starts from epoch 0", where, spec.name)
   if spec.warm_start is not None:
     state = state.replace(model=spec.warm_start(state.model, config))
   return state, _Selection()

@@ -1,8 +1,14 @@
-"""Faults: a run killed with SIGKILL resumes to the same codes; a kill during a checkpoint save
-leaves a restorable checkpoint."""
+"""Faults: repeated SIGKILLs (inside checkpoint saves too) then --resume end with the same codes;
+a second process in the same run directory is refused and the first is unharmed; a full disk
+while writing results or checkpoints leaves the previous files intact.
 
+Every test here runs experiments/run.py in subprocesses, so the whole module is the slow tier.
+"""
+
+import json
 import os
 import pathlib
+import random
 import signal
 import subprocess
 import sys
@@ -19,7 +25,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RUN = [sys.executable, str(ROOT / "experiments" / "run.py"), "--method", "dcmh", "--bits", "16",
        "--epochs", "60", "--batch-size", "32", "--set", "image_hidden=16", "--set", "text_hidden=16",
        "--data-option", "num_items=300", "--data-option", "num_query=40", "--data-option", "num_train=96",
-       "--data-option", "num_val=24", "--eval-every", "1", "--no-progress"]
+       "--data-option", "num_val=24", "--eval-every", "1", "--no-progress", "--name", "fault"]
+ENV = dict(os.environ, JAX_PLATFORMS="cpu")
+SMALL = dict(num_items=300, num_query=40, num_train=96, num_val=24)
 
 
 def _latest_epoch(run_dir: pathlib.Path) -> int:
@@ -27,34 +35,42 @@ def _latest_epoch(run_dir: pathlib.Path) -> int:
   return max(steps, default=0)
 
 
-def _final_codes(root):
-  enc = checkpoint.restore(root / "dcmh" / "synthetic" / "16bits", which="latest")
-  ds = data.load("synthetic", num_items=300, num_query=40, num_train=96, num_val=24)
+def _final_codes(run_dir):
+  enc = checkpoint.restore(run_dir, which="latest")
+  ds = data.load("synthetic", **SMALL)
   return enc.epoch, enc.encode("image", ds.image), enc.encode("text", ds.text)
 
 
-def test_sigkill_mid_run_then_resume_ends_with_the_same_codes(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+def test_repeated_sigkills_then_resume_end_with_the_same_codes(tmp_path):
   full, cut = tmp_path / "full", tmp_path / "cut"
-  subprocess.run(RUN + ["--checkpoint-dir", str(full), "--out", str(tmp_path / "full.json")], env=env,
+  subprocess.run(RUN + ["--checkpoint-dir", str(full), "--out", str(tmp_path / "full.json")], env=ENV,
                  check=True, capture_output=True, timeout=600)
-  proc = subprocess.Popen(RUN + ["--checkpoint-dir", str(cut), "--out", str(tmp_path / "cut.json")], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  run_dir = cut / "dcmh" / "synthetic" / "16bits"
-  deadline = time.time() + 300
-  while _latest_epoch(run_dir) < 5 and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.01)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  killed_at = _latest_epoch(run_dir)
-  assert proc.returncode == -signal.SIGKILL and 5 <= killed_at < 60, (proc.returncode, killed_at)
+  run_dir = cut / "fault"
+  rng = random.Random(0)
+  kills = []
+  for attempt in range(3):
+    args = RUN + ["--checkpoint-dir", str(cut), "--out", str(tmp_path / "cut.json")] + (["--resume"] if attempt else [])
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # wait for a few new checkpoints, then kill at a random moment: often inside a save, since
+    # a checkpoint is written after every epoch here
+    target = _latest_epoch(run_dir) + 3
+    deadline = time.time() + 300
+    while _latest_epoch(run_dir) < target and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, 0.3))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    kills.append(_latest_epoch(run_dir))
+  assert 0 < kills[0] < kills[-1] < 60, kills
   subprocess.run(RUN + ["--checkpoint-dir", str(cut), "--out", str(tmp_path / "cut.json"), "--resume"],
-                 env=env, check=True, capture_output=True, timeout=600)
-  epoch_a, image_a, text_a = _final_codes(full)
-  epoch_b, image_b, text_b = _final_codes(cut)
+                 env=ENV, check=True, capture_output=True, timeout=600)
+  epoch_a, image_a, text_a = _final_codes(full / "fault")
+  epoch_b, image_b, text_b = _final_codes(run_dir)
   assert epoch_a == epoch_b == 60
   np.testing.assert_array_equal(image_a, image_b)
   np.testing.assert_array_equal(text_a, text_b)
+  assert json.loads((tmp_path / "cut.json").read_text())["map"] == json.loads((tmp_path / "full.json").read_text())["map"]
 
 
 _SAVER = """
@@ -78,9 +94,8 @@ while True:
 
 
 def test_kill_during_checkpoint_save_leaves_a_restorable_checkpoint(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(tmp_path)], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, text=True)
+  proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(tmp_path)], env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
   for line in proc.stdout:
     if line.strip() == "saving 3":
       break
@@ -89,5 +104,63 @@ def test_kill_during_checkpoint_save_leaves_a_restorable_checkpoint(tmp_path):
   proc.wait()
   enc = checkpoint.restore(tmp_path, which="latest")
   assert enc.epoch in (2, 3)
-  ds = data.load("synthetic", num_items=300, num_query=40, num_train=96, num_val=24)
+  ds = data.load("synthetic", **SMALL)
   assert enc.encode("image", ds.image[:5]).shape == (5, 16)
+
+
+def test_a_second_process_in_the_same_run_directory_is_refused_and_the_first_is_unharmed(tmp_path):
+  args = RUN + ["--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "first.json")]
+  first = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  run_dir = tmp_path / "ck" / "fault"
+  deadline = time.time() + 300
+  while _latest_epoch(run_dir) < 2 and first.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+  second = subprocess.run(RUN + ["--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "second.json")],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+  assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1, second.stderr
+  assert f"run directory {run_dir} is in use by process {first.pid}" in second.stderr
+  assert not (tmp_path / "second.json").exists()
+  _, err = first.communicate(timeout=600)
+  assert first.returncode == 0, err
+  reference = subprocess.run(RUN + ["--checkpoint-dir", str(tmp_path / "ref"), "--out", str(tmp_path / "ref.json")],
+                             env=ENV, capture_output=True, text=True, timeout=600)
+  assert reference.returncode == 0
+  assert json.loads((tmp_path / "first.json").read_text())["map"] == json.loads((tmp_path / "ref.json").read_text())["map"]
+
+
+_FULL_DISK = """
+import resource, runpy, signal, sys
+# files may not grow past the limit: writes past it fail with EFBIG, as on a full disk
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("what", ["results", "checkpoint"])
+def test_a_full_disk_leaves_the_previous_files_intact(what, tmp_path):
+  out = tmp_path / "r.json"
+  args = RUN[1:] + ["--epochs", "2", "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out)]
+  subprocess.run([sys.executable, *args], env=ENV, check=True, capture_output=True, timeout=600)
+  before_results = out.read_bytes()
+  before_checkpoint = checkpoint.restore(tmp_path / "ck" / "fault", which="latest")
+  # a results file is tens of kB and a checkpoint's largest file a few kB: a limit between the
+  # two lets the checkpoint through and stops the results file; a tiny limit stops the checkpoint
+  limit = 16_000 if what == "results" else 600
+  proc = subprocess.run([sys.executable, "-c", _FULL_DISK, str(limit), *args, "--set", "gamma=0.5", "--overwrite"],
+                        env=ENV, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  err = proc.stderr.strip().splitlines()
+  assert len(err) == 1 and "File too large" in err[0], err
+  assert out.read_bytes() == before_results
+  after = checkpoint.restore(tmp_path / "ck" / "fault", which="latest") if what == "results" else None
+  if what == "checkpoint":
+    assert "cannot save the" in err[0] and "previous checkpoint is kept" in err[0]
+    # the earlier finished attempt is kept (superseded/, never deleted before a replacement exists)
+    kept = checkpoint.restore(tmp_path / "ck" / "fault" / "superseded", which="latest")
+    assert kept.epoch == before_checkpoint.epoch == 2
+  else:
+    assert "rerun the same command with --resume" in err[0] and after.epoch == 2
+  assert not [p for p in tmp_path.rglob("*jxhash-tmp*")], "temporary files left behind"

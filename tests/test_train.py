@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jxhash import checkpoint, data, evaluation, inputs, runstate, train
-from jxhash.errors import CheckpointError
+from jxhash.errors import CheckpointError, TrainingInterrupted
 from jxhash.methods import get_method
 
 SMALL = dict(num_items=400, num_query=60, num_train=160, num_val=40)
@@ -69,7 +69,7 @@ def test_resume_continues_exactly(tmp_path):
       if epoch == 4:
         raise KeyboardInterrupt
 
-  with pytest.raises(KeyboardInterrupt):
+  with pytest.raises(TrainingInterrupted, match=r"after 4 of 6 epochs; the last checkpoint \(epoch 4\).*--resume"):
     train.fit(spec2, config, ds, options, store=StopAt4(store_dir, meta))
   resumed = train.fit(spec2, config, ds, train.TrainOptions(progress=False, eval_every=2, resume=True),
                       store=checkpoint.CheckpointStore.open(store_dir, meta, resume=True))

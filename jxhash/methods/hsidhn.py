@@ -71,6 +71,8 @@ class Config(BaseConfig):
   `--set image_hidden=4096,512 --epochs=500` on a GPU for a DCMH-sized run.
   """
 
+  CHOICES = {"soft_off": ("hard", "drop"), "code_similarity": ("affine", "inner")}
+
   epochs: int = 100  # see the class docstring
   gamma: float = 1.0  # quantization weight (DCMH)
   eta: float = 1.0  # bit-balance weight (DCMH)

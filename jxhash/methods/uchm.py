@@ -88,6 +88,10 @@ class Config(BaseConfig):
   lineage's scale.
   """
 
+  CHOICES = {"similarity": ("mie", "unimodal"), "fusion": ("cross_attention", "bilinear"),
+             "bit_selection": ("gate", "item", "bit")}
+  RANGES = {"mie_epochs": (0, "similarity='unimodal' trains no generator")}
+
   epochs: int = 100  # hashing epochs (DJSRH: 80; UCHTIM, Tu's sibling code: 100)
   batch_size: int = 128  # DJSRH, UCHTIM use 128 / 96
   # --- similarity
@@ -122,6 +126,13 @@ class Config(BaseConfig):
   # --- bit selection
   bit_selection: str = "gate"  # learned; "item" = larger |value| (equals sign(F + G)); "bit" per column
   gate_lr: float = 1e-2  # Adam on the 1 + K gate parameters (s, b_k)
+
+  def check(self) -> None:
+    if self.similarity == "mie" and self.mie_epochs < 1:
+      raise UserError("uchm config: similarity='mie' needs mie_epochs >= 1 (the generator must be trained)")
+    if self.fusion == "cross_attention" and self.mie_hidden % (self.mie_tokens * self.mie_heads):
+      raise UserError(f"uchm config: mie_hidden={self.mie_hidden} must be divisible by mie_tokens * mie_heads "
+                      f"= {self.mie_tokens * self.mie_heads}")
 
 
 @flax.struct.dataclass
@@ -298,19 +309,7 @@ def similarity_matrix(state: State, data: dict, config: Config, *, chunk: int = 
 # --------------------------------------------------------------------------- state and steps
 
 
-def _check(config: Config) -> None:
-  if config.similarity not in ("mie", "unimodal"):
-    raise UserError(f"unknown similarity {config.similarity!r}; choose 'mie' or 'unimodal'")
-  if config.bit_selection not in ("bit", "item", "gate"):
-    raise UserError(f"unknown bit_selection {config.bit_selection!r}; choose 'bit', 'item' or 'gate'")
-  if config.similarity == "mie" and config.mie_epochs < 1:
-    raise UserError("similarity='mie' needs mie_epochs >= 1 (the generator must be trained)")
-  if config.fusion == "cross_attention" and config.mie_hidden % (config.mie_tokens * config.mie_heads):
-    raise UserError("mie_hidden must be divisible by mie_tokens * mie_heads")
-
-
 def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
-  _check(config)
   keys = toolkit.split_keys(key, MODALITIES + ("generator", "gate", "buffers"))
   tx = toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay,
                    momentum=config.momentum)
@@ -410,7 +409,6 @@ def unify(state: State, config: Config) -> jax.Array:
 
 def stages(config: Config, num_train: int) -> tuple[Stage, ...]:
   del num_train
-  _check(config)
 
   def refresh_codes(state: State, data: dict) -> State:
     del data
