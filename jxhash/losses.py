@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jxhash.codes import binarize  # noqa: F401
+
 
 def label_similarity(labels_a: jax.Array, labels_b: jax.Array) -> jax.Array:
   """Hard similarity S_ij = 1[l_i · l_j > 0] (share at least one label).
@@ -118,15 +120,3 @@ def similarity_regression(code_similarity: jax.Array, target: jax.Array,
   """
   err = jnp.square(code_similarity - target)
   return jnp.sum(err if mask is None else err * mask)
-
-
-def binarize(codes: jax.Array) -> jax.Array:
-  """sign() mapping 0 to +1, so every code is strictly in {-1, +1}.
-
-  Args:
-    codes: (..., K) real codes.
-
-  Returns:
-    same shape, dtype of `codes`, values in {-1, +1}.
-  """
-  return jnp.where(codes >= 0, 1, -1).astype(codes.dtype)
