@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jxhash import index as index_module
 from jxhash.errors import UserError
-from jxhash.index import HashIndex
+from jxhash.index import HashIndex, flat, persist
+
+ENGINES = ["flat", "mih"]
 
 
 def random_codes(rng, n, bits, dtype=np.int8):
@@ -34,15 +35,19 @@ def build(bits, db, batches, ids=None):
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-  """Blocks of ~40 items, so searches go through the per-block top-k and merge path."""
+  """Distance blocks of 8 items, and single queries split over up to 3 slices of >= 40 items, so
+  searches go through block skipping, candidate compaction and the merge of slices."""
   def set_block(bits):
-    monkeypatch.setattr(index_module, "_BLOCK_WORDS", 40 * (-(-bits // 64)))
+    monkeypatch.setattr(flat, "_BLOCK", 8)
+    monkeypatch.setattr(flat, "_MIN_PART", 40)
+    monkeypatch.setattr(flat, "_num_threads", lambda: 3)
   return set_block
 
 
-@pytest.mark.parametrize("bits", [16, 32, 48, 64, 100, 130])
+@pytest.mark.parametrize("bits", [16, 32, 48, 64, 100, 130, 300])
 @pytest.mark.parametrize("blocked", [False, True])
-def test_top_k_equals_stable_brute_force_ranking(bits, blocked, small_blocks):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_top_k_equals_stable_brute_force_ranking(bits, blocked, engine, small_blocks):
   if blocked:
     small_blocks(bits)
   rng = np.random.default_rng(bits)
@@ -61,7 +66,7 @@ def test_top_k_equals_stable_brute_force_ranking(bits, blocked, small_blocks):
       for q_batch in (1, 8, len(queries)):
         got_ids, got_dist = [], []
         for s in range(0, len(queries), q_batch):
-          i, d = index.search(queries[s:s + q_batch], k)
+          i, d = index.search(queries[s:s + q_batch], k, engine=engine)
           got_ids.append(i)
           got_dist.append(d)
         got_ids, got_dist = np.concatenate(got_ids), np.concatenate(got_dist)
@@ -112,7 +117,8 @@ def test_empty_index_and_nbytes():
 
 @pytest.mark.parametrize("bits", [16, 100])
 @pytest.mark.parametrize("blocked", [False, True])
-def test_radius_search_matches_brute_force(bits, blocked, small_blocks):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_radius_search_matches_brute_force(bits, blocked, engine, small_blocks):
   if blocked:
     small_blocks(bits)
   rng = np.random.default_rng(7)
@@ -122,7 +128,7 @@ def test_radius_search_matches_brute_force(bits, blocked, small_blocks):
   index = build(bits, db, 3, ids)
   order, dist = brute_ranking(queries, db)
   for r in (0, 3, bits // 2, bits):
-    results = index.search_radius(queries, r)
+    results = index.search_radius(queries, r, engine=engine)
     assert len(results) == len(queries)
     for q, (got_ids, got_dist) in enumerate(results):
       keep = dist[q] <= r
@@ -174,7 +180,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
   def crash(*args, **kwargs):
     raise KeyboardInterrupt("simulated crash mid-write")
 
-  monkeypatch.setattr(index_module.np, "savez", crash)
+  monkeypatch.setattr(persist.np, "savez", crash)
   with pytest.raises(KeyboardInterrupt):
     index.save(path)
   assert path.read_bytes() == before
@@ -248,6 +254,10 @@ def test_add_refuses_bad_codes():
     index.search_radius(np.ones((2, 32)), -1)
   with pytest.raises(UserError, match="bits must be a positive int"):
     HashIndex(0)
+  with pytest.raises(UserError, match="up to 65535"):
+    HashIndex(70000)
+  with pytest.raises(UserError, match="unknown search engine 'annoy'"):
+    index.search(np.ones((2, 32)), 3, engine="annoy")
   with pytest.raises(UserError, match="JSON-serialisable"):
     HashIndex(8, metadata={"f": object()})
 

@@ -1,0 +1,268 @@
+"""Multi-index hashing: exact Hamming top-k and radius search that is sublinear where the near
+neighbours are close (Norouzi, Punjani, Fleet, "Fast Search in Hamming Space with Multi-Index
+Hashing", CVPR 2012; "Fast Exact Search in Hamming Space with Multi-Index Hashing", TPAMI 2014).
+
+Each K-bit code is cut into m disjoint substrings of s or s + 1 bits, and each substring gets a
+hash table: the positions of all items sorted by their substring value (stable, so positions
+ascend inside a bucket), plus bucket offsets, 2^s + 1 of them. Memory: 4 bytes per item per
+table (8 past 2^32 items) plus 8 * 2^s per table; the codes are the index's own.
+
+Pigeonhole: if an item is at Hamming distance D from the query, some substring is within
+floor(D / m) of the query's substring. So probing, for r = 0, 1, ..., every bucket at distance
+exactly r from the query's substring in table 0, then table 1, ..., finds every item with
+D <= m r + i once table i is done at radius r (an unfound item differs by >= r + 1 bits in
+tables 0..i and >= r in the others). Each candidate is checked with its full distance; an item
+seen in several tables is counted only where it is first reached (its smallest substring
+distance, first table among equals), which needs no "seen" set. Top-k keeps candidates up to a
+threshold T, the smallest distance with k candidates at or below it, and stops as soon as
+T <= m r + i: every item at distance <= T has then been found, so the first k candidates in
+(distance, position) order are exactly the flat scan's answer, ties included. Radius-R search
+probes r = 0..floor(R / m) and keeps D <= R.
+
+Choice of s: about log2(N) bits per substring (the paper's rule, which keeps buckets small),
+clamped to [4, 20] so a table's offsets stay at most 8 MB; m = ceil(K / s).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from jxhash._numba_kernels import _popcount
+
+MAX_SUB_BITS = 20
+MIN_SUB_BITS = 4
+
+
+def substring_plan(bits: int, n: int, m: int | None = None) -> np.ndarray:
+  """(m,) substring lengths summing to `bits`, longer ones first (m chosen from n if None)."""
+  if m is None:
+    target = min(MAX_SUB_BITS, max(MIN_SUB_BITS, round(math.log2(max(n, 2)))))
+    m = -(-bits // target)
+  m = max(1, min(m, bits))
+  lengths = np.full(m, bits // m, np.int64)
+  lengths[:bits % m] += 1
+  if lengths.max() > MAX_SUB_BITS:
+    raise ValueError(f"{m} substrings of a {bits}-bit code are longer than {MAX_SUB_BITS} bits")
+  return lengths
+
+
+class MultiIndex:
+  """Multi-index hash tables over the first n items of a word-major (W, capacity) code store."""
+
+  def __init__(self, packed: np.ndarray, n: int, bits: int, m: int | None = None):
+    self.packed, self.n, self.bits = packed, n, bits
+    self.lengths = substring_plan(bits, n, m)
+    self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+    words = packed.shape[0]
+    self.masks = np.zeros((len(self.lengths), words), np.uint64)
+    for i, (start, length) in enumerate(zip(self.starts, self.lengths)):
+      for b in range(start, start + length):  # at most K iterations in all
+        self.masks[i, b // 64] |= np.uint64(1) << np.uint64(b % 64)
+    self.tables = np.empty((len(self.lengths), n), np.uint32 if n < 2**32 else np.int64)
+    self.offsets = np.zeros((len(self.lengths), (1 << int(self.lengths.max())) + 1), np.int64)
+    _build(packed, n, self.starts, self.lengths, self.tables, self.offsets)
+
+  @property
+  def m(self) -> int:
+    return len(self.lengths)
+
+  @property
+  def nbytes(self) -> int:
+    """Bytes of the tables (positions and bucket offsets), on top of the index's codes."""
+    return self.tables.nbytes + self.offsets.nbytes
+
+  def _query_keys(self, queries: np.ndarray) -> np.ndarray:
+    keys = np.empty((queries.shape[0], self.m), np.int64)
+    _keys_of_rows(queries, self.starts, self.lengths, keys)
+    return keys
+
+  def search(self, queries: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stable top-kk positions (Q, kk) int64 and distances (Q, kk) int32 for (Q, W) queries."""
+    out_pos = np.empty((queries.shape[0], kk), np.int64)
+    out_dist = np.empty((queries.shape[0], kk), np.int32)
+    _top_k(self.packed, queries, self._query_keys(queries), kk, self.bits, self.lengths, self.masks, self.tables,
+           self.offsets, out_pos, out_dist)
+    return out_pos, out_dist
+
+  def search_radius(self, queries: np.ndarray, r: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query, positions and distances of the items within r, in (distance, position) order."""
+    keys = self._query_keys(queries)
+    out = []
+    for q in range(queries.shape[0]):
+      pos, dist = _radius_one(self.packed, queries[q], keys[q], r, self.bits, self.lengths, self.masks, self.tables,
+                              self.offsets)
+      out.append((pos, dist.astype(np.int32)))
+    return out
+
+
+# ------------------------------------------------------------------ kernels
+
+
+@numba.njit(inline="always")
+def _substring(row_word, next_word, start, length):
+  """Bits [start, start + length) of a code whose words w = start // 64 and w + 1 are given."""
+  off = np.uint64(start & 63)
+  value = row_word >> off
+  if (start & 63) + length > 64:
+    value |= next_word << (np.uint64(64) - off)
+  return np.int64(value & ((np.uint64(1) << np.uint64(length)) - np.uint64(1)))
+
+
+@numba.njit(cache=True)
+def _keys_of_rows(rows, starts, lengths, keys):
+  """keys[q, i] = substring i of row q, for (Q, W) rows."""
+  last = rows.shape[1] - 1
+  for q in range(rows.shape[0]):
+    for i in range(lengths.shape[0]):
+      w = starts[i] >> 6
+      keys[q, i] = _substring(rows[q, w], rows[q, min(w + 1, last)], starts[i], lengths[i])
+
+
+@numba.njit(parallel=True, cache=True)
+def _build(packed, n, starts, lengths, tables, offsets):
+  """Counting sort of positions by substring value, one table per thread; stable by position."""
+  last = packed.shape[0] - 1
+  for i in numba.prange(lengths.shape[0]):
+    w = starts[i] >> 6
+    nxt = min(w + 1, last)
+    cursor = np.zeros(offsets.shape[1], np.int64)
+    for pos in range(n):
+      cursor[_substring(packed[w, pos], packed[nxt, pos], starts[i], lengths[i]) + 1] += 1
+    for b in range(1, offsets.shape[1]):
+      cursor[b] += cursor[b - 1]
+    offsets[i] = cursor
+    for pos in range(n):
+      key = _substring(packed[w, pos], packed[nxt, pos], starts[i], lengths[i])
+      tables[i, cursor[key]] = pos
+      cursor[key] += 1
+
+
+@numba.njit(inline="always")
+def _next_combination(v):
+  """The next larger integer with the same number of set bits (Gosper's hack)."""
+  low = v & -v
+  ripple = v + low
+  return (((ripple ^ v) >> 2) // low) | ripple
+
+
+@numba.njit
+def _probe(packed, query, keys, r, i, lengths, masks, tables, offsets, xor, state, hist, cand, k):
+  """Checks every bucket of table i at distance exactly r from the query's substring.
+
+  state = [T, number of candidates at distance <= T, candidates kept]; candidates at distance
+  <= T are appended to cand (2, capacity) [position, distance]; T shrinks to the smallest
+  distance with k candidates at or below it. Returns `cand`, reallocated when it grew.
+  """
+  m = lengths.shape[0]
+  words = packed.shape[0]
+  length = lengths[i]
+  if r > length:
+    return cand
+  v = (1 << r) - 1
+  while v < (1 << length):
+    key = keys[i] ^ v
+    for t in range(offsets[i, key], offsets[i, key + 1]):
+      pos = tables[i, t]
+      dist = 0
+      for w in range(words):
+        xor[w] = packed[w, pos] ^ query[w]
+        dist += _popcount(xor[w])
+      if dist > state[0]:
+        continue
+      # Count the item only where the probe order first reaches it: its smallest substring
+      # distance, and among tables at that distance, the first.
+      first = True
+      for j in range(m):
+        if j != i:
+          sub = 0
+          for w in range(words):
+            sub += _popcount(xor[w] & masks[j, w])
+          if sub < r or (sub == r and j < i):
+            first = False
+            break
+      if not first:
+        continue
+      kept = state[2]
+      if kept == cand.shape[1]:
+        live = 0  # drop candidates beyond T, then grow if still more than half full
+        for c in range(kept):
+          if cand[1, c] <= state[0]:
+            cand[0, live] = cand[0, c]
+            cand[1, live] = cand[1, c]
+            live += 1
+        kept = live
+        if 2 * kept > cand.shape[1]:
+          grown = np.empty((2, 2 * cand.shape[1]), np.int64)
+          grown[:, :kept] = cand[:, :kept]
+          cand = grown
+      cand[0, kept] = pos
+      cand[1, kept] = dist
+      state[2] = kept + 1
+      hist[dist] += 1
+      state[1] += 1
+      while state[0] > 0 and state[1] - hist[state[0]] >= k:
+        state[1] -= hist[state[0]]
+        state[0] -= 1
+    if r == 0:
+      break
+    v = _next_combination(v)
+  return cand
+
+
+@numba.njit
+def _sorted_candidates(cand, kept, bound, n):
+  """Candidates at distance <= bound in (distance, position) order: (positions, distances)."""
+  keys = np.empty(kept, np.int64)
+  count = 0
+  for c in range(kept):
+    if cand[1, c] <= bound:
+      keys[count] = cand[1, c] * n + cand[0, c]
+      count += 1
+  keys = np.sort(keys[:count])
+  return keys % n, keys // n
+
+
+@numba.njit
+def _top_k_one(packed, query, keys, k, bits, lengths, masks, tables, offsets, out_pos, out_dist):
+  m = lengths.shape[0]
+  n = tables.shape[1]
+  xor = np.empty(packed.shape[0], np.uint64)
+  hist = np.zeros(bits + 2, np.int64)
+  state = np.array([bits, 0, 0], np.int64)
+  cand = np.empty((2, 4 * k + 64), np.int64)
+  done = False
+  for r in range(lengths.max() + 1):
+    for i in range(m):
+      cand = _probe(packed, query, keys, r, i, lengths, masks, tables, offsets, xor, state, hist, cand, k)
+      if state[1] >= k and state[0] <= m * r + i:  # every item at distance <= T is found
+        done = True
+        break
+    if done:
+      break
+  pos, dist = _sorted_candidates(cand, state[2], state[0], n)
+  out_pos[:] = pos[:k]
+  out_dist[:] = dist[:k]
+
+
+@numba.njit(parallel=True, cache=True)
+def _top_k(packed, queries, keys, k, bits, lengths, masks, tables, offsets, out_pos, out_dist):
+  for q in numba.prange(queries.shape[0]):
+    _top_k_one(packed, queries[q], keys[q], k, bits, lengths, masks, tables, offsets, out_pos[q], out_dist[q])
+
+
+@numba.njit(cache=True)
+def _radius_one(packed, query, keys, radius, bits, lengths, masks, tables, offsets):
+  m = lengths.shape[0]
+  xor = np.empty(packed.shape[0], np.uint64)
+  hist = np.zeros(bits + 2, np.int64)
+  state = np.array([radius, 0, 0], np.int64)
+  cand = np.empty((2, 256), np.int64)
+  # k larger than any count: T stays at the radius.
+  for r in range(min(radius // m, lengths.max()) + 1):
+    for i in range(m):
+      cand = _probe(packed, query, keys, r, i, lengths, masks, tables, offsets, xor, state, hist, cand,
+                    tables.shape[1] + 1)
+  return _sorted_candidates(cand, state[2], radius, tables.shape[1])
