@@ -53,9 +53,12 @@ def _block_min(buf, m):
   return np.int64(low)
 
 
-@numba.njit
-def _top_k_range(packed, query, lo, hi, k, bits, block, buf, out_pos, out_dist):
-  """Stable top-k of items [lo, hi) for one query into out_pos/out_dist; returns how many (<= k)."""
+@numba.njit(cache=True)
+def top_k_range(packed, query, lo, hi, k, bits, block, buf, out_pos, out_dist):
+  """Stable top-k of items [lo, hi) for one query into out_pos/out_dist; returns how many (<= k).
+
+  The serial kernel: `top_k` runs it per (query, slice) in parallel.
+  """
   cap = 2 * k + block
   cand_pos = np.empty(cap, np.int64)
   cand_dist = np.empty(cap, np.int64)
@@ -134,53 +137,37 @@ def top_k(packed, n, queries, k, bits, parts, block, dist_like, out_pos, out_dis
     lo = n * p // parts
     hi = n * (p + 1) // parts
     buf = np.empty(block, dist_like.dtype)
-    out_count[qi, p] = _top_k_range(packed, queries[qi], lo, hi, k, bits, block, buf, out_pos[qi, p],
+    out_count[qi, p] = top_k_range(packed, queries[qi], lo, hi, k, bits, block, buf, out_pos[qi, p],
                                     out_dist[qi, p])
 
 
-@numba.njit(parallel=True, cache=True)
-def radius_count(packed, n, queries, r, block, dist_like, counts):
-  """counts[q, d] = number of items at distance d <= r from query q; counts is (Q, r + 1) int64."""
-  for qi in numba.prange(queries.shape[0]):
-    buf = np.empty(block, dist_like.dtype)
-    for start in range(0, n, block):
-      m = min(block, n - start)
-      _block_distances(packed, queries[qi], start, m, buf)
-      if _block_min(buf, m) > r:
-        continue
-      for j in range(m):
-        d = np.int64(buf[j])
-        if d <= r:
-          counts[qi, d] += 1
+@numba.njit(cache=True)
+def radius_one(packed, n, query, r, block, buf, counts, cursor, out_pos):
+  """Items within distance r of one query, in two passes over [0, n).
 
-
-@numba.njit(parallel=True, cache=True)
-def radius_fill(packed, n, queries, r, block, dist_like, offsets, out_pos):
-  """Writes the positions of items within r, query q's items at distance d from offsets[q, d] on.
-
-  Items are visited in index order, so each distance group comes out in index order.
+  With `out_pos` empty: counts[d] += number of items at distance d <= r. Otherwise: writes the
+  position of each item at distance d to out_pos[cursor[d]] and advances cursor[d]; items are
+  visited in index order, so each distance group comes out in index order.
   """
-  for qi in numba.prange(queries.shape[0]):
-    buf = np.empty(block, dist_like.dtype)
-    cursor = offsets[qi].copy()
-    for start in range(0, n, block):
-      m = min(block, n - start)
-      _block_distances(packed, queries[qi], start, m, buf)
-      if _block_min(buf, m) > r:
-        continue
-      for j in range(m):
-        d = np.int64(buf[j])
-        if d <= r:
+  fill = out_pos.shape[0] > 0
+  for start in range(0, n, block):
+    m = min(block, n - start)
+    _block_distances(packed, query, start, m, buf)
+    if _block_min(buf, m) > r:
+      continue
+    for j in range(m):
+      d = np.int64(buf[j])
+      if d <= r:
+        if fill:
           out_pos[cursor[d]] = start + j
           cursor[d] += 1
+        else:
+          counts[d] += 1
 
 
 @numba.njit(parallel=True, cache=True)
-def distances_at(packed, queries, positions, out):
-  """out[q, i] = distance of query q to item positions[q, i] (used to re-check other engines)."""
+def radius(packed, n, queries, r, block, dist_like, counts, offsets, out_pos):
+  """`radius_one` for every query in parallel (query q writes from offsets[q, d] on)."""
   for qi in numba.prange(queries.shape[0]):
-    for i in range(positions.shape[1]):
-      total = 0
-      for w in range(packed.shape[0]):
-        total += _popcount(packed[w, positions[qi, i]] ^ queries[qi, w])
-      out[qi, i] = total
+    buf = np.empty(block, dist_like.dtype)
+    radius_one(packed, n, queries[qi], r, block, buf, counts[qi], offsets[qi].copy(), out_pos)

@@ -126,7 +126,11 @@ def read(cls, path):
       if magic != FLAT and (d_flat, n) != (d, ntotal):
         raise UserError(f"{path}: corrupt FAISS file: the IDMap holds {ntotal} codes of {d} bits, its flat index "
                         f"{n} of {d_flat}")
-      need = n * (code_size + 8 * 3 * codes_lib.num_words(d_flat) + 8)
+      declared = _U64.size + n * code_size + (_U64.size + 8 * n if magic != FLAT else 0)
+      if declared > size - f.tell():
+        raise UserError(f"{path}: FAISS index file too short: {n:,} codes of {code_size} bytes need {declared:,} more "
+                        f"bytes, the file has {size - f.tell():,} (truncated?)")
+      need = n * (code_size + 8 * 3 * codes_lib.num_words(d_flat) + 8)  # bytes, padded words, store, ids
       if need > persist.memory_budget():
         raise UserError(f"{path}: loading {n:,} codes needs {need / 2**30:.2f} GiB of memory, more than "
                         f"the {persist.memory_budget() / 2**30:.2f} GiB available")

@@ -37,6 +37,7 @@ MAX_BITS = 65535  # distances are counted in uint16 buffers (as in jxhash.metric
 _PACK_ROWS = 1 << 16  # rows validated and packed at a time: bounds the temporaries of `add`
 _BLOCK = 1024  # items per distance block of the compiled scan (8 KB per word row: stays in L1)
 _MIN_PART = 1 << 16  # fewest items a thread scans when one query is split across threads
+_PARALLEL_WORK = 1 << 21  # fewer item-words than this (~1 ms of scanning) run on the calling thread
 
 
 @functools.cache
@@ -277,8 +278,14 @@ class HashIndex:
     pos = np.empty((q_count, parts, kk), np.int64)
     dist = np.empty((q_count, parts, kk), np.int64)
     count = np.zeros((q_count, parts), np.int64)
-    kernels.top_k(self._packed, self._size, queries, kk, self._bits, parts, _BLOCK, self._dist_like(),
-                  pos, dist, count)
+    if _serial(threads, q_count * parts, self._size * self._words * q_count):
+      buf = np.empty(_BLOCK, self._dist_like().dtype)
+      for q in range(q_count):
+        count[q, 0] = kernels.top_k_range(self._packed, queries[q], 0, self._size, kk, self._bits, _BLOCK, buf,
+                                          pos[q, 0], dist[q, 0])
+    else:
+      kernels.top_k(self._packed, self._size, queries, kk, self._bits, parts, _BLOCK, self._dist_like(), pos, dist,
+                    count)
     if parts == 1:
       return pos[:, 0], dist[:, 0].astype(np.int32)
     out_pos = np.empty((q_count, kk), np.int64)
@@ -319,15 +326,28 @@ class HashIndex:
 
   def _flat_radius(self, queries: np.ndarray, r: int) -> list[tuple[np.ndarray, np.ndarray]]:
     kernels = _scan()
-    counts = np.zeros((queries.shape[0], r + 1), np.int64)
-    kernels.radius_count(self._packed, self._size, queries, r, _BLOCK, self._dist_like(), counts)
+    q_count = queries.shape[0]
+    counts = np.zeros((q_count, r + 1), np.int64)
+    no_output = np.empty(0, np.int64)
+    serial = _serial(_num_threads(), q_count, self._size * self._words * q_count)
+    buf = np.empty(_BLOCK, self._dist_like().dtype)
+
+    def run(starts, out):  # one counting pass (out empty), then one filling pass
+      if serial:
+        for q in range(q_count):
+          kernels.radius_one(self._packed, self._size, queries[q], r, _BLOCK, buf, counts[q], starts[q].copy(), out)
+      else:
+        kernels.radius(self._packed, self._size, queries, r, _BLOCK, self._dist_like(), counts, starts, out)
+
+    run(counts, no_output)
     # Query q's results start at the total of the earlier queries; inside, distance d's group
     # starts after the closer groups.
     starts = np.concatenate([[0], np.cumsum(counts.ravel())[:-1]]).reshape(counts.shape)
     positions = np.empty(int(counts.sum()), np.int64)
-    kernels.radius_fill(self._packed, self._size, queries, r, _BLOCK, self._dist_like(), starts, positions)
+    if positions.size:
+      run(starts, positions)
     out = []
-    for q in range(queries.shape[0]):
+    for q in range(q_count):
       start, size = starts[q, 0], int(counts[q].sum())
       out.append((positions[start:start + size], np.repeat(np.arange(r + 1, dtype=np.int32), counts[q])))
     return out
@@ -338,7 +358,8 @@ class HashIndex:
 
   def _tables(self):
     from jxhash.index import mih
-    return self._engine_cache("mih", lambda: mih.MultiIndex(self._packed, self._size, self._bits))
+    return self._engine_cache("mih", lambda: mih.MultiIndex(self._packed, self._size, self._bits,
+                                                             fallback=self._flat_top_k, fallback_radius=self._flat_radius))
 
   def _engine_cache(self, name: str, build):
     """The structure an engine keeps for the current contents, built by `build()` on first use."""
@@ -390,6 +411,12 @@ class HashIndex:
 def _num_threads() -> int:
   import numba
   return numba.get_num_threads()
+
+
+def _serial(threads: int, tasks: int, word_ops: int) -> bool:
+  """Whether to run a scan on the calling thread: one thread, one task, or too little work to pay
+  for waking the pool (on a loaded machine a parallel launch can wait a whole scheduler tick)."""
+  return threads == 1 or tasks == 1 or word_ops < _PARALLEL_WORK
 
 
 def _checked_engine(engine) -> str:

@@ -34,6 +34,10 @@ from jxhash._numba_kernels import _popcount
 
 MAX_SUB_BITS = 20
 MIN_SUB_BITS = 4
+PARALLEL_QUERIES = 16  # fewer queries run on the calling thread
+# A query that visits more buckets + candidates than WORK_LIMIT * N is answered by a scan:
+# visiting a bucket or a random candidate costs a few sequential item distances.
+WORK_LIMIT = 0.25
 
 
 def substring_plan(bits: int, n: int, m: int | None = None) -> np.ndarray:
@@ -52,8 +56,13 @@ def substring_plan(bits: int, n: int, m: int | None = None) -> np.ndarray:
 class MultiIndex:
   """Multi-index hash tables over the first n items of a word-major (W, capacity) code store."""
 
-  def __init__(self, packed: np.ndarray, n: int, bits: int, m: int | None = None):
+  def __init__(self, packed: np.ndarray, n: int, bits: int, m: int | None = None, *, fallback=None,
+               fallback_radius=None):
+    """Builds the tables; `fallback(queries, kk)` / `fallback_radius(queries, r)` answer the
+    queries that probing would make slower than a scan (the flat engine)."""
     self.packed, self.n, self.bits = packed, n, bits
+    self.fallback, self.fallback_radius = fallback, fallback_radius
+    self.gave_up = 0  # queries of the last top-k search answered by the fallback
     self.lengths = substring_plan(bits, n, m)
     self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
     words = packed.shape[0]
@@ -81,14 +90,30 @@ class MultiIndex:
 
   def search(self, queries: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
     """Stable top-kk positions (Q, kk) int64 and distances (Q, kk) int32 for (Q, W) queries."""
-    out_pos = np.empty((queries.shape[0], kk), np.int64)
-    out_dist = np.empty((queries.shape[0], kk), np.int32)
-    _top_k(self.packed, queries, self._query_keys(queries), kk, self.bits, self.lengths, self.masks, self.tables,
-           self.offsets, out_pos, out_dist)
+    q_count = queries.shape[0]
+    out_pos = np.empty((q_count, kk), np.int64)
+    out_dist = np.empty((q_count, kk), np.int32)
+    ok = np.zeros(q_count, np.bool_)
+    keys = self._query_keys(queries)
+    args = (kk, self.bits, self.lengths, self.masks, self.tables, self.offsets, int(WORK_LIMIT * self.n))
+    if q_count < PARALLEL_QUERIES or numba.get_num_threads() == 1:
+      # Waking the thread pool can cost more than a few sublinear queries.
+      for q in range(q_count):
+        ok[q] = _top_k_one(self.packed, queries[q], keys[q], *args, out_pos[q], out_dist[q])
+    else:
+      _top_k(self.packed, queries, keys, *args, out_pos, out_dist, ok)
+    self.gave_up = int(q_count - ok.sum())
+    if self.gave_up:
+      # Far queries (or k near N): probing would visit more than the items, so scan instead.
+      pos, dist = self.fallback(queries[~ok], kk)
+      out_pos[~ok], out_dist[~ok] = pos, dist
     return out_pos, out_dist
 
   def search_radius(self, queries: np.ndarray, r: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per query, positions and distances of the items within r, in (distance, position) order."""
+    probes = sum(sum(math.comb(int(s), j) for j in range(min(r // self.m, int(s)) + 1)) for s in self.lengths)
+    if probes > WORK_LIMIT * self.n:
+      return self.fallback_radius(queries, r)
     keys = self._query_keys(queries)
     out = []
     for q in range(queries.shape[0]):
@@ -152,9 +177,10 @@ def _next_combination(v):
 def _probe(packed, query, keys, r, i, lengths, masks, tables, offsets, xor, state, hist, cand, k):
   """Checks every bucket of table i at distance exactly r from the query's substring.
 
-  state = [T, number of candidates at distance <= T, candidates kept]; candidates at distance
-  <= T are appended to cand (2, capacity) [position, distance]; T shrinks to the smallest
-  distance with k candidates at or below it. Returns `cand`, reallocated when it grew.
+  state = [T, number of candidates at distance <= T, candidates kept, work]; candidates at
+  distance <= T are appended to cand (2, capacity) [position, distance]; T shrinks to the
+  smallest distance with k candidates at or below it; work counts buckets and candidates
+  visited. Returns `cand`, reallocated when it grew.
   """
   m = lengths.shape[0]
   words = packed.shape[0]
@@ -164,6 +190,7 @@ def _probe(packed, query, keys, r, i, lengths, masks, tables, offsets, xor, stat
   v = (1 << r) - 1
   while v < (1 << length):
     key = keys[i] ^ v
+    state[3] += 1 + offsets[i, key + 1] - offsets[i, key]
     for t in range(offsets[i, key], offsets[i, key + 1]):
       pos = tables[i, t]
       dist = 0
@@ -225,13 +252,14 @@ def _sorted_candidates(cand, kept, bound, n):
   return keys % n, keys // n
 
 
-@numba.njit
-def _top_k_one(packed, query, keys, k, bits, lengths, masks, tables, offsets, out_pos, out_dist):
+@numba.njit(cache=True)
+def _top_k_one(packed, query, keys, k, bits, lengths, masks, tables, offsets, work_limit, out_pos, out_dist):
+  """Top-k of one query into out_pos/out_dist; False (nothing written) past `work_limit`."""
   m = lengths.shape[0]
   n = tables.shape[1]
   xor = np.empty(packed.shape[0], np.uint64)
   hist = np.zeros(bits + 2, np.int64)
-  state = np.array([bits, 0, 0], np.int64)
+  state = np.array([bits, 0, 0, 0], np.int64)
   cand = np.empty((2, 4 * k + 64), np.int64)
   done = False
   for r in range(lengths.max() + 1):
@@ -240,17 +268,21 @@ def _top_k_one(packed, query, keys, k, bits, lengths, masks, tables, offsets, ou
       if state[1] >= k and state[0] <= m * r + i:  # every item at distance <= T is found
         done = True
         break
+      if state[3] > work_limit:
+        return False
     if done:
       break
   pos, dist = _sorted_candidates(cand, state[2], state[0], n)
   out_pos[:] = pos[:k]
   out_dist[:] = dist[:k]
+  return True
 
 
 @numba.njit(parallel=True, cache=True)
-def _top_k(packed, queries, keys, k, bits, lengths, masks, tables, offsets, out_pos, out_dist):
+def _top_k(packed, queries, keys, k, bits, lengths, masks, tables, offsets, work_limit, out_pos, out_dist, ok):
   for q in numba.prange(queries.shape[0]):
-    _top_k_one(packed, queries[q], keys[q], k, bits, lengths, masks, tables, offsets, out_pos[q], out_dist[q])
+    ok[q] = _top_k_one(packed, queries[q], keys[q], k, bits, lengths, masks, tables, offsets, work_limit, out_pos[q],
+                       out_dist[q])
 
 
 @numba.njit(cache=True)
@@ -258,7 +290,7 @@ def _radius_one(packed, query, keys, radius, bits, lengths, masks, tables, offse
   m = lengths.shape[0]
   xor = np.empty(packed.shape[0], np.uint64)
   hist = np.zeros(bits + 2, np.int64)
-  state = np.array([radius, 0, 0], np.int64)
+  state = np.array([radius, 0, 0, 0], np.int64)
   cand = np.empty((2, 256), np.int64)
   # k larger than any count: T stays at the radius.
   for r in range(min(radius // m, lengths.max()) + 1):
