@@ -88,7 +88,7 @@ def checked_ids(raw: np.ndarray, rows: int, where: str) -> np.ndarray:
     whole[whole] = ids[whole] == np.round(ids[whole])
     if not whole.all():
       i = int(np.flatnonzero(~whole)[0])
-      raise UserError(f"{where}: id {ids[i]!r} at row {i} is not a whole number; ids must be integers")
+      raise UserError(f"{where}: id {float(ids[i])!r} at row {i} is not a whole number; ids must be integers")
     ids = ids.astype(np.int64)
   elif ids.dtype.kind == "u":
     if ids.size and ids.max() > np.iinfo(np.int64).max:
