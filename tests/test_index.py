@@ -313,7 +313,7 @@ def test_multi_index_equals_flat_for_any_number_of_tables(bits, m, monkeypatch):
   index.add(db)
   tables = mih.MultiIndex(index._packed, len(index), bits, m=m)
   assert tables.m == m and tables.lengths.sum() == bits and tables.lengths.max() - tables.lengths.min() <= 1
-  assert tables.nbytes == m * 900 * 4 + tables.offsets.nbytes
+  assert tables.nbytes == m * 900 * 4 + tables.offsets.nbytes + m * 900 * 8 * tables.codes.shape[1]
   queries = np.concatenate([db[:6], clustered_codes(rng, 6, bits), random_codes(rng, 4, bits)])
   packed = index._pack(queries, "q")
   order, dist = brute_ranking(queries, db)
@@ -331,7 +331,7 @@ def test_multi_index_equals_flat_for_any_number_of_tables(bits, m, monkeypatch):
 
 def test_multi_index_hands_costly_queries_to_the_scan():
   rng = np.random.default_rng(12)
-  db = clustered_codes(rng, 2000, 64)
+  db = clustered_codes(rng, 20_000, 64, prototypes=50)
   index = HashIndex(64)
   index.add(db)
   queries = np.concatenate([db[:3], random_codes(rng, 3, 64)])
@@ -342,7 +342,7 @@ def test_multi_index_hands_costly_queries_to_the_scan():
   ids, d = index.search(queries, 10, engine="mih")
   assert index._tables().gave_up == 3  # random queries: the nearest items are ~20 bits away
   np.testing.assert_array_equal(ids, order[:, :10])
-  ids, d = index.search(queries, 2000, engine="mih")  # everything: a scan is cheaper
+  ids, d = index.search(queries, 20_000, engine="mih")  # everything: a scan is cheaper
   assert index._tables().gave_up == len(queries)
   np.testing.assert_array_equal(ids, order)
   np.testing.assert_array_equal(d, dist)

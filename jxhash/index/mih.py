@@ -31,13 +31,16 @@ import numba
 import numpy as np
 
 from jxhash._numba_kernels import _popcount
+from jxhash.index._scan import _block_distances, _block_min
 
 MAX_SUB_BITS = 20
 MIN_SUB_BITS = 4
 PARALLEL_QUERIES = 16  # fewer queries run on the calling thread
 # A query that visits more buckets + candidates than WORK_LIMIT * N is answered by a scan:
 # visiting a bucket or a random candidate costs a few sequential item distances.
-WORK_LIMIT = 0.25
+WORK_LIMIT = 0.5
+BUCKET_COST = 64  # a bucket probe is a cache miss: about 64 streamed candidate distances
+_BLOCK = 256  # candidates per distance block inside a bucket
 
 
 def substring_plan(bits: int, n: int, m: int | None = None) -> np.ndarray:
@@ -72,7 +75,9 @@ class MultiIndex:
         self.masks[i, b // 64] |= np.uint64(1) << np.uint64(b % 64)
     self.tables = np.empty((len(self.lengths), n), np.uint32 if n < 2**32 else np.int64)
     self.offsets = np.zeros((len(self.lengths), (1 << int(self.lengths.max())) + 1), np.int64)
-    _build(packed, n, self.starts, self.lengths, self.tables, self.offsets)
+    self.codes = np.empty((len(self.lengths), words, n), np.uint64)
+    _build(packed, n, self.starts, self.lengths, self.tables, self.offsets, self.codes)
+    self.dist_like = np.empty(0, np.uint8 if bits <= 255 else np.uint16)
 
   @property
   def m(self) -> int:
@@ -80,8 +85,9 @@ class MultiIndex:
 
   @property
   def nbytes(self) -> int:
-    """Bytes of the tables (positions and bucket offsets), on top of the index's codes."""
-    return self.tables.nbytes + self.offsets.nbytes
+    """Bytes of the tables (positions, bucket offsets, codes in bucket order), on top of the
+    index's own codes."""
+    return self.tables.nbytes + self.offsets.nbytes + self.codes.nbytes
 
   def _query_keys(self, queries: np.ndarray) -> np.ndarray:
     keys = np.empty((queries.shape[0], self.m), np.int64)
@@ -95,13 +101,14 @@ class MultiIndex:
     out_dist = np.empty((q_count, kk), np.int32)
     ok = np.zeros(q_count, np.bool_)
     keys = self._query_keys(queries)
-    args = (kk, self.bits, self.lengths, self.masks, self.tables, self.offsets, int(WORK_LIMIT * self.n))
+    args = (kk, self.bits, self.lengths, self.masks, self.tables, self.offsets, int(WORK_LIMIT * self.n),
+            self.dist_like)
     if q_count < PARALLEL_QUERIES or numba.get_num_threads() == 1:
       # Waking the thread pool can cost more than a few sublinear queries.
       for q in range(q_count):
-        ok[q] = _top_k_one(self.packed, queries[q], keys[q], *args, out_pos[q], out_dist[q])
+        ok[q] = _top_k_one(self.codes, queries[q], keys[q], *args, out_pos[q], out_dist[q])
     else:
-      _top_k(self.packed, queries, keys, *args, out_pos, out_dist, ok)
+      _top_k(self.codes, queries, keys, *args, out_pos, out_dist, ok)
     self.gave_up = int(q_count - ok.sum())
     if self.gave_up:
       # Far queries (or k near N): probing would visit more than the items, so scan instead.
@@ -112,13 +119,13 @@ class MultiIndex:
   def search_radius(self, queries: np.ndarray, r: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per query, positions and distances of the items within r, in (distance, position) order."""
     probes = sum(sum(math.comb(int(s), j) for j in range(min(r // self.m, int(s)) + 1)) for s in self.lengths)
-    if probes > WORK_LIMIT * self.n:
+    if BUCKET_COST * probes > WORK_LIMIT * self.n:
       return self.fallback_radius(queries, r)
     keys = self._query_keys(queries)
     out = []
     for q in range(queries.shape[0]):
-      pos, dist = _radius_one(self.packed, queries[q], keys[q], r, self.bits, self.lengths, self.masks, self.tables,
-                              self.offsets)
+      pos, dist = _radius_one(self.codes, queries[q], keys[q], r, self.bits, self.lengths, self.masks, self.tables,
+                              self.offsets, self.dist_like)
       out.append((pos, dist.astype(np.int32)))
     return out
 
@@ -147,8 +154,8 @@ def _keys_of_rows(rows, starts, lengths, keys):
 
 
 @numba.njit(parallel=True, cache=True)
-def _build(packed, n, starts, lengths, tables, offsets):
-  """Counting sort of positions by substring value, one table per thread; stable by position."""
+def _build(packed, n, starts, lengths, tables, offsets, codes):
+  """Counting sort of positions (and codes) by substring value, one table per thread; stable."""
   last = packed.shape[0] - 1
   for i in numba.prange(lengths.shape[0]):
     w = starts[i] >> 6
@@ -162,6 +169,8 @@ def _build(packed, n, starts, lengths, tables, offsets):
     for pos in range(n):
       key = _substring(packed[w, pos], packed[nxt, pos], starts[i], lengths[i])
       tables[i, cursor[key]] = pos
+      for word in range(packed.shape[0]):
+        codes[i, word, cursor[key]] = packed[word, pos]
       cursor[key] += 1
 
 
@@ -174,65 +183,73 @@ def _next_combination(v):
 
 
 @numba.njit
-def _probe(packed, query, keys, r, i, lengths, masks, tables, offsets, xor, state, hist, cand, k):
+def _probe(codes, query, keys, r, i, lengths, masks, tables, offsets, xor, buf, state, hist, cand, k):
   """Checks every bucket of table i at distance exactly r from the query's substring.
 
-  state = [T, number of candidates at distance <= T, candidates kept, work]; candidates at
-  distance <= T are appended to cand (2, capacity) [position, distance]; T shrinks to the
-  smallest distance with k candidates at or below it; work counts buckets and candidates
-  visited. Returns `cand`, reallocated when it grew.
+  codes: (W, N) the codes in table i's bucket order. state = [T, number of candidates at
+  distance <= T, candidates kept, work]; candidates at distance <= T are appended to cand
+  (2, capacity) [position, distance]; T shrinks to the smallest distance with k candidates at
+  or below it; work counts bucket probes (BUCKET_COST each) and candidates. Returns `cand`,
+  reallocated when it grew.
   """
   m = lengths.shape[0]
-  words = packed.shape[0]
+  words = codes.shape[0]
   length = lengths[i]
   if r > length:
     return cand
   v = (1 << r) - 1
   while v < (1 << length):
     key = keys[i] ^ v
-    state[3] += 1 + offsets[i, key + 1] - offsets[i, key]
-    for t in range(offsets[i, key], offsets[i, key + 1]):
-      pos = tables[i, t]
-      dist = 0
-      for w in range(words):
-        xor[w] = packed[w, pos] ^ query[w]
-        dist += _popcount(xor[w])
-      if dist > state[0]:
+    lo = offsets[i, key]
+    hi = offsets[i, key + 1]
+    state[3] += BUCKET_COST + hi - lo
+    # A bucket's codes are contiguous: distances as in the flat scan, block by block.
+    for start in range(lo, hi, buf.shape[0]):
+      count = min(buf.shape[0], hi - start)
+      _block_distances(codes, query, start, count, buf)
+      if _block_min(buf, count) > state[0]:
         continue
-      # Count the item only where the probe order first reaches it: its smallest substring
-      # distance, and among tables at that distance, the first.
-      first = True
-      for j in range(m):
-        if j != i:
-          sub = 0
-          for w in range(words):
-            sub += _popcount(xor[w] & masks[j, w])
-          if sub < r or (sub == r and j < i):
-            first = False
-            break
-      if not first:
-        continue
-      kept = state[2]
-      if kept == cand.shape[1]:
-        live = 0  # drop candidates beyond T, then grow if still more than half full
-        for c in range(kept):
-          if cand[1, c] <= state[0]:
-            cand[0, live] = cand[0, c]
-            cand[1, live] = cand[1, c]
-            live += 1
-        kept = live
-        if 2 * kept > cand.shape[1]:
-          grown = np.empty((2, 2 * cand.shape[1]), np.int64)
-          grown[:, :kept] = cand[:, :kept]
-          cand = grown
-      cand[0, kept] = pos
-      cand[1, kept] = dist
-      state[2] = kept + 1
-      hist[dist] += 1
-      state[1] += 1
-      while state[0] > 0 and state[1] - hist[state[0]] >= k:
-        state[1] -= hist[state[0]]
-        state[0] -= 1
+      for j in range(count):
+        dist = np.int64(buf[j])
+        if dist > state[0]:
+          continue
+        t = start + j
+        for w in range(words):
+          xor[w] = codes[w, t] ^ query[w]
+        # Count the item only where the probe order first reaches it: its smallest substring
+        # distance, and among tables at that distance, the first.
+        first = True
+        for other in range(m):
+          if other != i:
+            sub = 0
+            for w in range(words):
+              sub += _popcount(xor[w] & masks[other, w])
+            if sub < r or (sub == r and other < i):
+              first = False
+              break
+        if not first:
+          continue
+        kept = state[2]
+        if kept == cand.shape[1]:
+          live = 0  # drop candidates beyond T, then grow if still more than half full
+          for c in range(kept):
+            if cand[1, c] <= state[0]:
+              cand[0, live] = cand[0, c]
+              cand[1, live] = cand[1, c]
+              live += 1
+          kept = live
+          if 2 * kept > cand.shape[1]:
+            grown = np.empty((2, 2 * cand.shape[1]), np.int64)
+            grown[:, :kept] = cand[:, :kept]
+            cand = grown
+        cand[0, kept] = tables[i, t]
+        cand[1, kept] = dist
+        state[2] = kept + 1
+        hist[dist] += 1
+        state[1] += 1
+        while state[0] > 0 and state[1] - hist[state[0]] >= k:
+          state[1] -= hist[state[0]]
+          state[0] -= 1
     if r == 0:
       break
     v = _next_combination(v)
@@ -253,18 +270,19 @@ def _sorted_candidates(cand, kept, bound, n):
 
 
 @numba.njit(cache=True)
-def _top_k_one(packed, query, keys, k, bits, lengths, masks, tables, offsets, work_limit, out_pos, out_dist):
+def _top_k_one(codes, query, keys, k, bits, lengths, masks, tables, offsets, work_limit, dist_like, out_pos, out_dist):
   """Top-k of one query into out_pos/out_dist; False (nothing written) past `work_limit`."""
   m = lengths.shape[0]
   n = tables.shape[1]
-  xor = np.empty(packed.shape[0], np.uint64)
+  xor = np.empty(codes.shape[1], np.uint64)
+  buf = np.empty(_BLOCK, dist_like.dtype)
   hist = np.zeros(bits + 2, np.int64)
   state = np.array([bits, 0, 0, 0], np.int64)
   cand = np.empty((2, 4 * k + 64), np.int64)
   done = False
   for r in range(lengths.max() + 1):
     for i in range(m):
-      cand = _probe(packed, query, keys, r, i, lengths, masks, tables, offsets, xor, state, hist, cand, k)
+      cand = _probe(codes[i], query, keys, r, i, lengths, masks, tables, offsets, xor, buf, state, hist, cand, k)
       if state[1] >= k and state[0] <= m * r + i:  # every item at distance <= T is found
         done = True
         break
@@ -279,22 +297,24 @@ def _top_k_one(packed, query, keys, k, bits, lengths, masks, tables, offsets, wo
 
 
 @numba.njit(parallel=True, cache=True)
-def _top_k(packed, queries, keys, k, bits, lengths, masks, tables, offsets, work_limit, out_pos, out_dist, ok):
+def _top_k(codes, queries, keys, k, bits, lengths, masks, tables, offsets, work_limit, dist_like, out_pos, out_dist,
+           ok):
   for q in numba.prange(queries.shape[0]):
-    ok[q] = _top_k_one(packed, queries[q], keys[q], k, bits, lengths, masks, tables, offsets, work_limit, out_pos[q],
-                       out_dist[q])
+    ok[q] = _top_k_one(codes, queries[q], keys[q], k, bits, lengths, masks, tables, offsets, work_limit, dist_like,
+                       out_pos[q], out_dist[q])
 
 
 @numba.njit(cache=True)
-def _radius_one(packed, query, keys, radius, bits, lengths, masks, tables, offsets):
+def _radius_one(codes, query, keys, radius, bits, lengths, masks, tables, offsets, dist_like):
   m = lengths.shape[0]
-  xor = np.empty(packed.shape[0], np.uint64)
+  xor = np.empty(codes.shape[1], np.uint64)
+  buf = np.empty(_BLOCK, dist_like.dtype)
   hist = np.zeros(bits + 2, np.int64)
   state = np.array([radius, 0, 0, 0], np.int64)
   cand = np.empty((2, 256), np.int64)
   # k larger than any count: T stays at the radius.
   for r in range(min(radius // m, lengths.max()) + 1):
     for i in range(m):
-      cand = _probe(packed, query, keys, r, i, lengths, masks, tables, offsets, xor, state, hist, cand,
+      cand = _probe(codes[i], query, keys, r, i, lengths, masks, tables, offsets, xor, buf, state, hist, cand,
                     tables.shape[1] + 1)
   return _sorted_candidates(cand, state[2], radius, tables.shape[1])
