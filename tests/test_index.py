@@ -577,7 +577,7 @@ def test_faiss_format_refusals(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("bits", [8, 64, 128])
 def test_faiss_reads_exported_indexes_and_finds_the_same_distances(tmp_path, bits):
-  faiss = pytest.importorskip("faiss")
+  import faiss  # a test dependency (pyproject: the test extra), so no skip
   rng = np.random.default_rng(bits)
   db = clustered_codes(rng, 2000, bits)
   queries = np.concatenate([db[:5], random_codes(rng, 5, bits)])
@@ -609,7 +609,7 @@ def test_faiss_reads_exported_indexes_and_finds_the_same_distances(tmp_path, bit
 
 @pytest.mark.slow
 def test_jxhash_reads_faiss_written_indexes(tmp_path):
-  faiss = pytest.importorskip("faiss")
+  import faiss  # a test dependency (pyproject: the test extra), so no skip
   rng = np.random.default_rng(3)
   db = random_codes(rng, 500, 64)
   rows = np.packbits(db > 0, axis=1, bitorder="little")
@@ -633,7 +633,7 @@ def test_jxhash_reads_faiss_written_indexes(tmp_path):
 
 @pytest.mark.slow
 def test_faiss_engine_equals_flat_with_stable_ties():
-  pytest.importorskip("faiss")
+  import faiss  # noqa: F401  (a test dependency: the "faiss" engine needs it)
   rng = np.random.default_rng(5)
   db = clustered_codes(rng, 3000, 64)
   index = HashIndex(64)
