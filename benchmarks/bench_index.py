@@ -45,7 +45,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from jxhash import codes as codes_lib  # noqa: E402
 from jxhash import fileio  # noqa: E402
-from jxhash.index import HashIndex, mih  # noqa: E402
+from jxhash.index import HashIndex  # noqa: E402
 
 PROTOTYPES = 24
 

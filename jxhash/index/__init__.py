@@ -9,7 +9,8 @@
     index.save("db.faissindex", format="faiss")           # faiss.read_index_binary reads it
 
 Modules, one job each:
-  flat      HashIndex: storage, validation, ids, engine dispatch
+  flat      HashIndex: storage, code validation, engine dispatch
+  ids       id validation and uniqueness (IdSet)
   _scan     the compiled exhaustive scan (flat engine): top-k, radius
   mih       multi-index hashing tables and search (mih engine)
   persist   the .npz file format; defensive loading of untrusted files

@@ -33,16 +33,27 @@ from jxhash._numba_kernels import _popcount
 def _block_distances(packed, query, start, m, buf):
   """buf[:m] = Hamming distances of items [start, start + m) to `query` (W,)."""
   # Slicing first: indexing packed[w, start + j] made numba keep a negative-index guard that
-  # stopped the loop from vectorising.
-  row = packed[0, start:start + m]
-  q = query[0]
-  for j in range(m):
-    buf[j] = _popcount(row[j] ^ q)
-  for w in range(1, packed.shape[0]):
-    row = packed[w, start:start + m]
-    q = query[w]
+  # stopped the loops from vectorising. Words go in pairs, one pass over `buf` per pair: for
+  # 128-bit codes that measured 1.8x faster than one pass per word.
+  words = packed.shape[0]
+  w = words % 2
+  if w:
+    row = packed[0, start:start + m]
+    q = query[0]
     for j in range(m):
-      buf[j] += _popcount(row[j] ^ q)
+      buf[j] = _popcount(row[j] ^ q)
+  else:
+    row, row2 = packed[0, start:start + m], packed[1, start:start + m]
+    q, q2 = query[0], query[1]
+    for j in range(m):
+      buf[j] = _popcount(row[j] ^ q) + _popcount(row2[j] ^ q2)
+    w = 2
+  while w < words:
+    row, row2 = packed[w, start:start + m], packed[w + 1, start:start + m]
+    q, q2 = query[w], query[w + 1]
+    for j in range(m):
+      buf[j] += _popcount(row[j] ^ q) + _popcount(row2[j] ^ q2)
+    w += 2
 
 
 @numba.njit(inline="always")

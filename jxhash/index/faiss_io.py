@@ -190,7 +190,7 @@ def faiss_search(index, queries: np.ndarray, kk: int) -> tuple[np.ndarray, np.nd
   out_pos = np.empty((len(queries), kk), np.int64)
   out_dist = np.empty((len(queries), kk), np.int32)
   for q in range(len(queries)):
-    lims, d, pos = flat.range_search(q_bytes[q:q + 1], int(dist[q, -1]) + 1)
+    _, d, pos = flat.range_search(q_bytes[q:q + 1], int(dist[q, -1]) + 1)
     order = np.lexsort((pos, d))[:kk]
     out_pos[q], out_dist[q] = pos[order], d[order]
   return out_pos, out_dist

@@ -31,6 +31,7 @@ import numpy as np
 
 from jxhash import codes as codes_lib
 from jxhash.errors import UserError
+from jxhash.index.ids import IdSet
 
 ENGINES = ("flat", "mih", "faiss")
 MAX_BITS = 65535  # distances are counted in uint16 buffers (as in jxhash.metrics)
@@ -80,10 +81,7 @@ class HashIndex:
     self._size = 0
     self._packed = np.zeros((self._words, 0), np.uint64)  # word-major: each word row is contiguous
     self._id_store = np.zeros(0, np.int64)
-    # While every id equals its position (the default), duplicates need no lookup; otherwise a
-    # sorted copy of the ids answers "already present?" by binary search.
-    self._ids_are_positions = True
-    self._sorted_ids: np.ndarray | None = None
+    self._id_set = IdSet()
     self._cache = {}  # engine structures (MIH tables, a FAISS copy), built on use, dropped by add
 
   # ---------------------------------------------------------------- properties
@@ -101,7 +99,7 @@ class HashIndex:
   @property
   def ids_are_positions(self) -> bool:
     """Whether every id is its insertion position 0..N-1 (FAISS's implicit ids)."""
-    return self._ids_are_positions
+    return self._id_set.are_positions
 
   @property
   def nbytes(self) -> int:
@@ -153,7 +151,7 @@ class HashIndex:
     if self._bits % 64 and words.shape[0] and (words[:, -1] >> np.uint64(self._bits % 64)).any():
       raise UserError(f"packed codes have pad bits set beyond bit {self._bits}")
     n = words.shape[0]
-    new_ids = self._checked_new_ids(ids, n)
+    new_ids = self._id_set.checked_new(ids, self._size, n)
     needed = self._size + n
     if needed > self._packed.shape[1]:
       # Geometric growth keeps a long series of small adds linear; the first add is exact.
@@ -168,50 +166,6 @@ class HashIndex:
     self._size = needed
     if n:
       self._cache.clear()
-
-  def _checked_new_ids(self, ids, n: int) -> np.ndarray:
-    """Validates the ids of a batch of n items, updates the duplicate bookkeeping, returns them."""
-    start = self._size
-    if ids is None:
-      new = np.arange(start, start + n, dtype=np.int64)
-      if self._ids_are_positions or n == 0:
-        return new
-      clash = self._present(new)
-      if clash.any():
-        raise UserError(f"default ids (insertion positions {start}..{start + n - 1}) collide with id "
-                        f"{int(new[clash][0])} given earlier; pass ids explicitly")
-      self._sorted_ids = _merge_sorted(self._sorted_ids, new)
-      return new
-    raw = np.asarray(ids)
-    if raw.shape != (n,):
-      raise UserError(f"ids must have shape ({n},) to match the codes, got {raw.shape}")
-    if n and raw.dtype.kind not in "iu":
-      raise UserError(f"ids must be integers, got dtype {raw.dtype}")
-    if raw.dtype.kind == "u" and n and raw.max() > np.iinfo(np.int64).max:
-      raise UserError(f"ids must fit in int64, got {int(raw.max())}")
-    new = raw.astype(np.int64)
-    sorted_new = np.sort(new)
-    repeated = sorted_new[1:][sorted_new[1:] == sorted_new[:-1]]
-    if repeated.size:
-      raise UserError(f"duplicate id {int(repeated[0])} within the ids passed to add")
-    clash = self._present(new)
-    if clash.any():
-      raise UserError(f"id {int(new[clash][0])} is already in the index; ids must be unique")
-    if self._ids_are_positions and np.array_equal(new, np.arange(start, start + n)):
-      return new
-    existing = np.arange(start, dtype=np.int64) if self._ids_are_positions else self._sorted_ids
-    self._ids_are_positions = False
-    self._sorted_ids = _merge_sorted(existing, sorted_new)
-    return new
-
-  def _present(self, new: np.ndarray) -> np.ndarray:
-    """Boolean mask: which of `new` are ids already in the index."""
-    if self._ids_are_positions:
-      return (new >= 0) & (new < self._size)
-    if self._sorted_ids.size == 0:
-      return np.zeros(new.shape, bool)
-    where = np.minimum(np.searchsorted(self._sorted_ids, new), self._sorted_ids.size - 1)
-    return self._sorted_ids[where] == new
 
   def _pack(self, codes, name: str) -> np.ndarray:
     """Validates (N, K) ±1 codes and packs them: (N, W) uint64, pad bits 0."""
@@ -423,11 +377,6 @@ def _checked_engine(engine) -> str:
   if engine not in ENGINES:
     raise UserError(f"unknown search engine {engine!r}; expected one of {', '.join(ENGINES)}")
   return engine
-
-
-def _merge_sorted(a: np.ndarray, b_sorted: np.ndarray) -> np.ndarray:
-  """Sorted union of two sorted int64 arrays (timsort merges the two runs in linear time)."""
-  return np.sort(np.concatenate([a, b_sorted]), kind="stable")
 
 
 def positive_int(value, name: str) -> int:
