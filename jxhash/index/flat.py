@@ -11,9 +11,10 @@ ranking, so results never depend on the engine, the batch size or the thread cou
   "flat"   a compiled exhaustive scan (`_scan`): vectorised popcounts, a counting top-k with no
            heap and no sort of the database; queries in parallel, and a single query's scan
            split across threads. The default.
-  "mih"    multi-index hashing (`mih`): sublinear where near neighbours are close, exact by the
-           pigeonhole principle. Its tables are built on the first "mih" search (and rebuilt
-           after an `add`): about 4 bytes per item per table.
+  "mih"    multi-index hashing (`mih`): sublinear where near neighbours are close (trained
+           codes), exact by the pigeonhole principle; queries it would answer slower than a scan
+           go to "flat". Its m tables (4 + 8 ceil(K / 64) bytes per item each) are built on the
+           first "mih" search and rebuilt on the first one after an `add`.
   "faiss"  FAISS's IndexBinaryFlat over the same bytes, ties re-ordered to the stable rule
            (`faiss_io.faiss_search`); needs faiss-cpu. For cross-checks and FAISS users.
 
