@@ -43,7 +43,7 @@ class IdSet:
     sorted_new = np.sort(new)
     repeated = sorted_new[1:][sorted_new[1:] == sorted_new[:-1]]
     if repeated.size:
-      raise UserError(f"duplicate id {int(repeated[0])} within the ids passed to add")
+      raise UserError(f"duplicate id {int(repeated[0])} within the ids being added")
     clash = self._present(new, start)
     if clash.any():
       raise UserError(f"id {int(new[clash][0])} is already in the index; ids must be unique")
