@@ -1,6 +1,6 @@
 """numba kernels of the "numba" scan in `jxhash._rank_kernels` (imported only when used).
 
-Codes and labels arrive bit-packed into uint64 words (`_rank_kernels.pack_bits`); rows of one
+Codes and labels arrive bit-packed into uint64 words (`jxhash.codes.pack`); rows of one
 word arrive as 1-D arrays. Each kernel fills per-query outputs for a chunk of queries, the
 queries split into `num_blocks` blocks that run in parallel.
 """

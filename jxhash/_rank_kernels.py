@@ -16,7 +16,7 @@ position inside its distance group and every group's size, hence every rank. Eve
 Three interchangeable implementations produce exactly these numbers (`Scan`):
 
   "numba"  compiled counting kernel, queries in parallel (`numba.prange`), codes and labels
-           bit-packed into uint64 words and compared with popcount. Pass 1 (index order)
+           bit-packed into uint64 words (`jxhash.codes.pack`) and compared with popcount. Pass 1 (index order)
            counts each distance group and notes, for every relevant item, its position and
            hit count inside its group; pass 2 adds the closer groups' totals to those notes.
            No (Q, N) array is ever formed: memory is O(N) per thread. The kernels live in
@@ -39,6 +39,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jxhash import codes as codes_lib
 
 # Distances and gains are stored as uint16 in the per-query buffers and the top-L array.
 MAX_VALUE = np.iinfo(np.uint16).max
@@ -69,19 +71,6 @@ class Scan(NamedTuple):
   wap_sum: np.ndarray | None
   top: np.ndarray | None
   gain_hist: np.ndarray | None
-
-
-def pack_bits(x: np.ndarray, *, rows_per_step: int = 1 << 16) -> np.ndarray:
-  """(M, B) array -> (M, ceil(B / 64)) uint64 words holding the bits x > 0.
-
-  Padding bits are 0 on both sides of a comparison, so they add nothing to XOR or AND
-  popcounts. Rows go in steps so the boolean temporary stays small for large M."""
-  words = -(-x.shape[1] // 64)
-  out = np.zeros((x.shape[0], 8 * words), np.uint8)
-  for start in range(0, x.shape[0], rows_per_step):
-    part = np.packbits(x[start:start + rows_per_step] > 0, axis=1)
-    out[start:start + part.shape[0], :part.shape[1]] = part
-  return out.view(np.uint64)
 
 
 # ------------------------------------------------------------------------------------ numba
@@ -268,7 +257,7 @@ def prepare(backend: str, codes: np.ndarray, labels: np.ndarray):
   int8/uint8 device arrays for jax."""
   if backend == "jax":
     return jnp.asarray(codes, jnp.int8), jnp.asarray(labels, jnp.uint8)
-  packed = pack_bits(codes), pack_bits(labels)
+  packed = codes_lib.pack(codes), codes_lib.pack(labels)
   if backend == "numba" and packed[0].shape[1] == 1 and packed[1].shape[1] == 1:
     packed = tuple(np.ascontiguousarray(x[:, 0]) for x in packed)
   return packed

@@ -55,6 +55,7 @@ import numpy as np
 from scipy import special
 
 from jxhash import _rank_kernels
+from jxhash import codes as codes_lib
 from jxhash.errors import UserError
 
 TIES = ("index", "average")
@@ -86,7 +87,7 @@ def hamming_distance(query_codes, db_codes) -> np.ndarray:
   _check_same_width(q, db, "query_codes", "db_codes", "bits")
   # XOR + popcount on packed words beat the float32 ±1 matmul here (2-core CPU, 64 bits) and
   # are exact for any K. Rows go in chunks so the uint64 XOR temporary stays small.
-  q_words, db_words = _rank_kernels.pack_bits(q), _rank_kernels.pack_bits(db)
+  q_words, db_words = codes_lib.pack(q), codes_lib.pack(db)
   out = np.empty((q.shape[0], db.shape[0]), np.int32)
   rows = max(1, _CHUNK_BYTES["numpy"] // (8 * db.shape[0]))
   for start in range(0, q.shape[0], rows):
