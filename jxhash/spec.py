@@ -137,6 +137,7 @@ class BaseConfig:
       "lr_schedule": ("linear", "logspace", "constant"),
       "buffer_init": ("normal", "zeros"),
       "cnn_dtype": ("float32", "bfloat16"),
+      "lr_scaling": ("none", "fan_in"),
   }
   # field -> the values it must order (each exactly once)
   ORDERS: typing.ClassVar[dict] = {"phase_order": ("image", "text")}

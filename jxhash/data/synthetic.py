@@ -23,6 +23,10 @@ OPTIONS = Schema("synthetic", [
     Option("data_seed", "int", 0, "seed of the generated features and labels (the split has its own)", low=0),
     Option("image_size", "int", 0, "if > 0, the image view is size×size×3 uint8 pixels made on demand",
            low=0, high=1024),
+    Option("text_density", "float", 0.0, "0: dense non-negative text features; in (0, 1): binary bag-of-words "
+           "tags with this fraction set", low=0, high=1),
+    Option("feature_scale", "float", 1.0, "multiplies both modalities' features (raw feature scales differ)",
+           low=1e-12),
 ])
 
 
@@ -82,8 +86,13 @@ def load_synthetic(data_dir=None, *, split: str = "random", seed: int = 0, **opt
     h = np.tanh(latent @ w1) @ w2
     return h + noise * h.std() * rng.normal(size=h.shape)
 
-  image = modality(image_dim).astype(np.float32)
-  text = np.abs(modality(text_dim)).astype(np.float32)
+  image = modality(image_dim)
+  text = np.abs(modality(text_dim))
+  if 0 < o["text_density"] < 1:
+    # bag-of-words tags: each item's strongest text dimensions, about text_density of all entries
+    text = (text > np.quantile(text, 1.0 - o["text_density"])).astype(np.float64)
+  image = (o["feature_scale"] * image).astype(np.float32)
+  text = (o["feature_scale"] * text).astype(np.float32)
   if image_size > 0:
     image = SyntheticPixels(labels, image_size, seed=data_seed, noise=noise)
   parts = make_split(num_items, num_query=o["num_query"], num_train=o["num_train"], num_val=o["num_val"],

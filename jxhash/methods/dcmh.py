@@ -52,6 +52,8 @@ class Config(BaseConfig):
   lr_end: float = 1e-6  # last epoch's lr (TF code; MATLAB 1e-3)
   lr_schedule: str = "linear"  # "linear" (TF) or "logspace" (MATLAB)
   weight_decay: float = 0.0  # TF code; MATLAB 5e-4
+  lr_scaling: str = "none"  # "none": one lr for every layer (paper); "fan_in": toolkit.scale_by_fan_in
+  clip_norm: float = 0.0  # > 0: clip the gradient's global norm (paper: none)
   image_hidden: tuple = (4096,)  # feature MLP width (CNN-F fc7)
   vgg_f: str = ""  # pixels: imagenet-vgg-f.mat to start CNN-F from ("": random init, plumbing only)
   cnn_dtype: str = "float32"  # pixels: CNN-F computation dtype ("bfloat16" on GPUs/TPUs)
@@ -76,7 +78,8 @@ def _modules(config: Config, dims: Dims) -> dict:
 def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   keys = toolkit.split_keys(key, MODALITIES + ("buffers",))
   # the CNN's mean image is a constant kept in params (toolkit.freeze), not a weight
-  tx = toolkit.freeze(toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay))
+  tx = toolkit.freeze(toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay,
+                                  lr_scaling=config.lr_scaling, clip_norm=config.clip_norm))
   nets = toolkit.network_states(keys, _modules(config, dims), dims, tx)
   outputs = toolkit.random_buffers(keys["buffers"], MODALITIES, num_train=num_train, bits=config.bits,
                                    kind=config.buffer_init)

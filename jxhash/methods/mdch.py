@@ -78,6 +78,8 @@ class Config(BaseConfig):
   lr_end: float = 1e-6  # last epoch's lr (DCMH TF code)
   lr_schedule: str = "linear"  # DCMH TF code; "logspace" for the MATLAB one
   weight_decay: float = 0.0  # DCMH TF code
+  lr_scaling: str = "none"  # "none": one lr for every layer (DCMH); "fan_in": toolkit.scale_by_fan_in
+  clip_norm: float = 0.0  # > 0: clip the gradient's global norm (DCMH: none)
   momentum: float = 0.0  # 0: plain SGD as in DCMH; > 0 gives each phase its own momentum
   image_hidden: tuple = (4096,)  # DCMH feature MLP width (CNN-F fc7); the mask acts on it
   text_hidden: tuple = (8192,)  # DCMH text net width
@@ -131,7 +133,7 @@ def _modules(config: Config, dims: Dims) -> dict:
 def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   # every phase's optimiser steps once per batch per epoch, so the same epoch schedule fits each
   tx = toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay,
-                   momentum=config.momentum or None)
+                   momentum=config.momentum or None, lr_scaling=config.lr_scaling, clip_norm=config.clip_norm)
   keys = toolkit.split_keys(key, MODALITIES + ("buffers",))
   nets = toolkit.network_states(keys, _modules(config, dims), dims, {p: tx for p in phases(config)},
                                 create=lambda module, params, txs: PhasedNet.create(module.apply, params, txs))
