@@ -28,9 +28,9 @@ def test_build_and_search_wikipedia(wikipedia_dir, tmp_path, capsys):
   ck = tmp_path / "ck"
   assert run_cli.main(["--method", "dcmh", "--dataset", "wikipedia", "--data-dir", str(wikipedia_dir), "--bits", "32",
                        "--epochs", "100", "--batch-size", "32", "--set", "image_hidden=512", "--set",
-                       "text_hidden=512", "--set", "init=fan_in", "--set", "lr=0.03", "--no-progress", "--eval-every", "0",
+                       "text_hidden=512", "--no-progress", "--eval-every", "0", "--name", "idx",
                        "--checkpoint-dir", str(ck), "--out", str(tmp_path / "r.json")]) == 0
-  run_dir = ck / "dcmh" / "wikipedia" / "32bits"
+  run_dir = ck / "idx"
   common = ["--dataset", "wikipedia", "--data-dir", str(wikipedia_dir)]
   assert index_cli.main(["build", "--checkpoint", str(run_dir), *common, "--split", "retrieval",
                          "--modality", "text", "--out", str(tmp_path / "text.npz")]) == 0

@@ -113,7 +113,7 @@ def test_dcmh_learns_from_streamed_pixels_and_restores_exactly(tmp_path):
   chance = 0.25  # four equally likely single labels
   spec = get_method("dcmh")
   config = dataclasses.replace(spec.Config(), bits=16, epochs=15, batch_size=32, text_hidden=(32,), lr=0.03,
-                               init="fan_in", **TINY_CNN)
+                               init="fan_in", lr_scaling="none", clip_norm=0.0, eta=1.0, **TINY_CNN)
   options = train.TrainOptions(progress=False, eval_every=5)
   store = checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options))
   result = train.fit(spec, config, ds, options, store=store)

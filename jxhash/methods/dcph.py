@@ -129,8 +129,8 @@ class Config(BaseConfig):
   normalisation (module docstring).
   """
 
-  CHOICES = {"proxy_loss": ("pairwise", "softmax")}
-  RANGES = {"text_lr_decay_steps": (0, "0 disables the decay")}
+  CHOICES = {"proxy_loss": ("psldh", "pairwise", "softmax")}
+  RANGES = {"text_lr_decay_steps": (0, "0 disables the decay"), "proxy_lr_decay_steps": (0, "0 disables the decay")}
 
   bits: int = 32
   epochs: int = 12  # 6 outer x 2 inner rounds (Paddle port; the PyTorch script runs 4 x 20)

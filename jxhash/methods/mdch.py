@@ -31,13 +31,13 @@ helped in matched comparisons on the synthetic data (about +0.01 to +0.05 mAP); 
 phase's gain on the synthetic data disappears against training without it for twice the epochs
 (the same number of updates), while on Wikipedia (one seed) some of it remained.
 
-Stability: DCMH's balance term over the mostly stale buffer oscillates when eta * lr is large
-for the hidden width (its effective gain grows with the squared mean activation summed over the
-hidden units). With the default N(0, 0.01²) init the activations start tiny; the image loss of
-the default synthetic run oscillates for about 150 epochs, then settles. With `init="fan_in"`
-MDCH's extra intra updates and the mask's up-to-2x amplification made eta = 1 at lr 10^-1.5
-oscillate or diverge (synthetic data, 512-wide nets) where DCMH still trained (one seed);
-eta = 0.1 was stable there and on Wikipedia (fan_in, lr 0.01).
+Defaults (docs/defaults.md): the mechanism of DCMH's defaults, for the same reason: a fan-in
+init, each layer's SGD step divided by its fan-in (`lr_scaling="fan_in"`), the gradient's
+global norm clipped at 1 and eta = 0.1, with the base lr = 20 chosen on Wikipedia's val split.
+DCMH's balance term over the mostly stale buffer oscillated or diverged with eta = 1 at lr
+10^-1.5 once the init was fan-in scaled (MDCH's extra intra updates and the mask's up-to-2x
+amplification made it worse than for DCMH); the clipping and eta = 0.1 keep it stable.
+`--preset paper` gives DCMH's published settings for the shared parts.
 """
 
 from __future__ import annotations
@@ -62,28 +62,28 @@ class Config(BaseConfig):
   (Jiang & Li, 2017, TF code), the rest are jxhash reconstruction choices.
 
   The default 500 epochs with 4096/8192-wide nets is DCMH's budget; on the synthetic data it
-  took 2 min of CPU time (5.5 min wall on the shared 2-core machine). On small standardised
-  features (Wikipedia) use init="fan_in", lr=0.01, eta=0.1 (module docstring, "Stability").
+  took 2 min of CPU time (5.5 min wall on the shared 2-core machine). The init, lr scaling,
+  clipping, lr and eta defaults are jxhash's (module docstring, "Defaults"); `--preset paper`.
   """
 
   gamma: float = 1.0  # quantization weight (DCMH)
-  eta: float = 1.0  # bit-balance weight (DCMH)
+  eta: float = 0.1  # bit-balance weight; DCMH 1; 0.1 chosen on val as for DCMH (docs/defaults.md)
   alpha: float = 1.0  # intra-modal weight; reconstruction: as much weight as the inter-modal likelihood
   beta: float = 1.0  # label BCE weight; reconstruction: per-entry mean BCE is on the scale of the per-pair loss
   mask: bool = True  # ablation: False drops the semantic mask and its classifier
   intra: bool = True  # ablation: False drops the intra-modal phase
   mask_residual: bool = True  # reconstruction: h ⊙ (1 + m) cannot switch channels off, only amplify them
   detach_prediction: bool = False  # reconstruction: the hash loss may also shape the label predictions
-  lr: float = 10 ** -1.5  # first epoch's lr (DCMH), both phases
+  lr: float = 20.0  # first epoch's lr per unit fan-in (lr_scaling), both phases; chosen on val; DCMH 10^-1.5
   lr_end: float = 1e-6  # last epoch's lr (DCMH TF code)
   lr_schedule: str = "linear"  # DCMH TF code; "logspace" for the MATLAB one
   weight_decay: float = 0.0  # DCMH TF code
-  lr_scaling: str = "none"  # "none": one lr for every layer (DCMH); "fan_in": toolkit.scale_by_fan_in
-  clip_norm: float = 0.0  # > 0: clip the gradient's global norm (DCMH: none)
+  lr_scaling: str = "fan_in"  # each layer's step / its fan-in (toolkit.scale_by_fan_in); DCMH "none"
+  clip_norm: float = 1.0  # clip the gradient's global norm (bounds every step); DCMH 0 (none)
   momentum: float = 0.0  # 0: plain SGD as in DCMH; > 0 gives each phase its own momentum
   image_hidden: tuple = (4096,)  # DCMH feature MLP width (CNN-F fc7); the mask acts on it
   text_hidden: tuple = (8192,)  # DCMH text net width
-  init: str = "normal0.01"  # DCMH; "fan_in" for small standardised features (Wikipedia)
+  init: str = "fan_in"  # LeCun normal, unit-scale activations at any width; DCMH "normal0.01"
   buffer_init: str = "normal"  # F, G start N(0, 1) (DCMH TF code) or "zeros"
 
 
@@ -251,10 +251,14 @@ def encode(state: State, modality: str, x: jax.Array) -> jax.Array:
   return _forward(net, net.params, x)[0]
 
 
+# DCMH's published settings for the parts MDCH shares with it (the paper gives none of its own)
+PAPER = {"init": "normal0.01", "lr_scaling": "none", "lr": 10 ** -1.5, "clip_norm": 0.0, "eta": 1.0}
+
 SPEC = MethodSpec(
     name="mdch", Config=Config, init=init, stages=stages, encode=encode,
     fidelity=("reconstruction from the abstract: semantic mask (label classifier -> channel mask), "
               "intra-modal likelihood and the intra/inter alternation with separate optimiser states "
               "designed by jxhash; the inter-modal term, quantization, balance and schedule are DCMH's"),
     reference="Mask Cross-Modal Hashing Networks, IEEE Transactions on Multimedia 23:550-558, 2021",
-    smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32,), "text_hidden": (32,)})
+    smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32,), "text_hidden": (32,)},
+    presets={"paper": PAPER})

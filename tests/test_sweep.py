@@ -1,0 +1,94 @@
+"""experiments/sweep.py chooses on val and never on the test queries; experiments/baselines.py;
+the seed loop of the issue: five single-seed runs and a 3-seed run, nothing overwritten."""
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+from jxhash import data, metrics
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import baselines  # noqa: E402
+import run as run_cli  # noqa: E402
+import sweep  # noqa: E402
+
+SMALL = ["--data-option", "num_items=300", "--data-option", "num_query=40", "--data-option", "num_train=96",
+         "--data-option", "num_val=24"]
+
+
+@pytest.mark.slow
+def test_sweep_scores_on_val_resumes_and_tests_the_best_once(tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv("JXHASH_SMOKE", "1")
+  argv = ["--method", "dcmh", "--bits", "16", "--seeds", "2", "--eval-every", "1", "--grid", "lr=0.1,30",
+          "--grid", "eta=0.1,1", *SMALL, "--out-dir", str(tmp_path / "sw")]
+  calls = []
+  from jxhash import train
+  original = train.fit
+
+  def counting_fit(spec, config, ds, options, **kw):
+    calls.append((config.lr, config.eta, ds.val.size, options.num_seeds))
+    return original(spec, config, ds, options, **kw)
+
+  monkeypatch.setattr(train, "fit", counting_fit)
+  assert sweep.main(argv) == 0
+  summary = json.loads((tmp_path / "sw" / "summary.json").read_text())
+  assert len(summary) == 4 and len(calls) == 5  # 4 settings on val, then the best once on the test protocol
+  assert all(c[2] == 24 for c in calls[:4])  # the search always ranks the val items
+  scores = [s["val_score"] for s in summary]
+  assert scores == sorted(scores, reverse=True)
+  test = json.loads((tmp_path / "sw" / "test.json").read_text())
+  best = summary[0]["setting"]
+  assert test["sweep"]["chosen"] == best and test["config"]["lr"] == float(best["lr"])
+  assert test["num_seeds"] == 2 and "map_std" in test
+  # resumable: the finished settings are read back, only the test run trains again
+  calls.clear()
+  assert sweep.main(argv) == 0
+  assert len(calls) == 1
+  assert "chosen on val" in capsys.readouterr().out
+
+
+def test_sweep_refuses_bad_grids_before_training(tmp_path, capsys):
+  for grid, message in ((["--grid", "lr"], "--grid expects field=v1,v2"),
+                        (["--grid", "nope=1,2"], "no such field"),
+                        (["--grid", "lr=-1,2"], "lr=-1.0: must be >= 0")):
+    assert sweep.main(["--method", "dcmh", *grid, "--out-dir", str(tmp_path / "sw")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+  assert not (tmp_path / "sw" / "settings").exists()
+
+
+def test_baselines_span_chance_to_supervised(tmp_path):
+  ds = data.load("synthetic", num_items=600, num_query=100, num_train=300, num_val=0)
+  chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])
+  got = {}
+  for name in baselines.BASELINES:
+    out = tmp_path / f"{name}.json"
+    assert baselines.main(["--baseline", name, "--bits", "16", "--seeds", "2", "--data-option", "num_items=600",
+                           "--data-option", "num_query=100", "--data-option", "num_train=300",
+                           "--data-option", "num_val=0", "--out", str(out)]) == 0
+    got[name] = json.loads(out.read_text())
+  # random hyperplanes per modality share no directions; the supervised linear hash clearly aligns them
+  assert abs(np.mean(list(got["lsh"]["map"].values())) - chance) < 0.1
+  assert min(got["ridge-itq"]["map"].values()) > chance + 0.2
+  assert got["cca-sign"]["effective_bits"] == 16 and got["cca-sign"]["num_seeds"] == 1
+  assert got["ridge-itq"]["effective_bits"] == 10 and got["ridge-itq"]["num_seeds"] == 2  # C = 10 labels
+
+
+@pytest.mark.slow
+def test_a_seed_loop_then_several_seeds_writes_six_results_and_overwrites_nothing(tmp_path, monkeypatch):
+  monkeypatch.setenv("JXHASH_SMOKE", "1")
+  monkeypatch.setattr(run_cli, "ROOT", tmp_path)  # results/ and the default checkpoints/ go under tmp
+  base = ["--method", "dcmh", "--checkpoint-dir", str(tmp_path / "checkpoints"), "--no-progress", *SMALL]
+  for s in range(5):
+    assert run_cli.main([*base, "--seed", str(s)]) == 0
+  first = {p.name: p.read_bytes() for p in (tmp_path / "results").glob("*.json")}
+  assert run_cli.main([*base, "--seeds", "3"]) == 0
+  files = sorted((tmp_path / "results").glob("*.json"))
+  assert len(files) == 6 and len({p.name for p in files}) == 6
+  assert all((tmp_path / "results" / name).read_bytes() == blob for name, blob in first.items())
+  assert len([d for d in (tmp_path / "checkpoints").iterdir() if d.is_dir()]) == 6
