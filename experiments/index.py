@@ -1,7 +1,7 @@
 """Encode items into a searchable hash index with a checkpoint, search it, convert it.
 
     # text side of Wikipedia's retrieval set -> index
-    python experiments/index.py build --checkpoint checkpoints/dcmh/wikipedia/32bits \
+    python experiments/index.py build --checkpoint checkpoints/dcmh-wiki \
         --dataset wikipedia --data-dir ../shared/data/wikipedia --split retrieval --modality text \
         --out wiki-text.npz
     # image queries against it: top 10 ids and Hamming distances (or --json)
