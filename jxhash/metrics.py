@@ -48,13 +48,13 @@ raise `jxhash.errors.UserError` (a `ValueError`) naming the argument and its sha
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
 
 import jax
 import numpy as np
-from scipy import special
 
 from jxhash import _rank_kernels
+from jxhash import _metric_inputs as inputs_check
+from jxhash import _tie_average
 from jxhash import codes as codes_lib
 from jxhash.errors import UserError
 
@@ -82,9 +82,9 @@ def hamming_distance(query_codes, db_codes) -> np.ndarray:
   Returns:
     (Q, N) int32 array, entry [i, j] = #{bits where query i and item j differ} = (K - q_i·r_j) / 2.
   """
-  q = _check_codes(query_codes, "query_codes")
-  db = _check_codes(db_codes, "db_codes")
-  _check_same_width(q, db, "query_codes", "db_codes", "bits")
+  q = inputs_check.check_codes(query_codes, "query_codes")
+  db = inputs_check.check_codes(db_codes, "db_codes")
+  inputs_check.check_same_width(q, db, "query_codes", "db_codes", "bits")
   # XOR + popcount on packed words beat the float32 ±1 matmul here (2-core CPU, 64 bits) and
   # are exact for any K. Rows go in chunks so the uint64 XOR temporary stays small.
   q_words, db_words = codes_lib.pack(q), codes_lib.pack(db)
@@ -135,7 +135,7 @@ def average_precision(query_codes, db_codes, query_labels, db_labels, *, top_k=N
   Returns:
     (Q,) float64 array of AP values in [0, 1].
   """
-  ks = None if top_k is None else (_check_cutoff(top_k, "top_k"),)
+  ks = None if top_k is None else (inputs_check.check_cutoff(top_k, "top_k"),)
   stats = _compute(query_codes, db_codes, query_labels, db_labels, ks=ks or (), ns=(), ties=ties,
                    weighted=False, backend=backend, chunk_size=chunk_size)
   return stats["ap"] if ks is None else stats["ap_at"][:, 0]
@@ -174,7 +174,7 @@ def precision_at_n(query_codes, db_codes, query_labels, db_labels, *, n=(1, 10, 
   Returns:
     (len(n),) float64 array (shape (1,) for an int n).
   """
-  ns = _check_cutoffs(n, "n")
+  ns = inputs_check.check_cutoffs(n, "n")
   stats = _compute(query_codes, db_codes, query_labels, db_labels, ks=(), ns=ns, ties=ties,
                    weighted=False, backend=backend, chunk_size=chunk_size)
   return stats["precision_at"].mean(axis=0)
@@ -268,7 +268,7 @@ def normalized_weighted_map(query_codes, db_codes, query_labels, db_labels, *, t
   Returns:
     float in [0, 1].
   """
-  ks = None if top_k is None else (_check_cutoff(top_k, "top_k"),)
+  ks = None if top_k is None else (inputs_check.check_cutoff(top_k, "top_k"),)
   stats = _compute(query_codes, db_codes, query_labels, db_labels, ks=ks or (), ns=(), ties=ties,
                    weighted=True, backend=backend, chunk_size=chunk_size)
   return float(np.mean(stats["nwap"] if ks is None else stats["nwap_at"][:, 0]))
@@ -276,9 +276,9 @@ def normalized_weighted_map(query_codes, db_codes, query_labels, db_labels, *, t
 
 def count_no_relevant(query_labels, db_labels) -> int:
   """Number of queries that share no label with any database item (their AP is 0)."""
-  ql = _check_labels(query_labels, "query_labels")
-  dl = _check_labels(db_labels, "db_labels")
-  _check_same_width(ql, dl, "query_labels", "db_labels", "classes")
+  ql = inputs_check.check_labels(query_labels, "query_labels")
+  dl = inputs_check.check_labels(db_labels, "db_labels")
+  inputs_check.check_same_width(ql, dl, "query_labels", "db_labels", "classes")
   # A query has a relevant item iff one of its labels occurs anywhere in the database.
   present = dl.any(axis=0)
   return int((~(ql.astype(bool) & present).any(axis=1)).sum())
@@ -298,9 +298,9 @@ def chance_map(query_labels, db_labels) -> float:
   Returns:
     the mean over the Q queries.
   """
-  ql = _check_labels(query_labels, "query_labels").astype(np.float64)
-  dl = _check_labels(db_labels, "db_labels").astype(np.float64)
-  _check_same_width(ql, dl, "query_labels", "db_labels", "classes")
+  ql = inputs_check.check_labels(query_labels, "query_labels").astype(np.float64)
+  dl = inputs_check.check_labels(db_labels, "db_labels").astype(np.float64)
+  inputs_check.check_same_width(ql, dl, "query_labels", "db_labels", "classes")
   n = dl.shape[0]
   relevant = ((ql @ dl.T) > 0).sum(axis=1).astype(np.float64)
   if n == 1:
@@ -341,8 +341,8 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, *, top_k=(1000,),
     Every leaf is a Python int or float (so the dict averages leaf-wise with `jax.tree.map`);
     the k keys are ints, which `json.dump` writes as strings.
   """
-  ks = _check_cutoffs(top_k, "top_k", allow_empty=True)
-  ns = _check_cutoffs(pn, "pn", allow_empty=True)
+  ks = inputs_check.check_cutoffs(top_k, "top_k", allow_empty=True)
+  ns = inputs_check.check_cutoffs(pn, "pn", allow_empty=True)
   stats = _compute(query_codes, db_codes, query_labels, db_labels, ks=ks, ns=ns, ties=ties,
                    weighted=bool(nwmap), backend=backend, chunk_size=chunk_size)
   num_q = stats["ap"].shape[0]
@@ -385,20 +385,20 @@ def _compute(query_codes, db_codes, query_labels, db_labels, *, ks, ns, ties, we
     raise UserError(f"ties must be one of {TIES}, got {ties!r}")
   if backend is None:
     backend = default_backend()
-    if backend == "numba" and _size(query_codes, 0) * _size(db_codes, 0) < _SMALL_PROBLEM:
+    if backend == "numba" and inputs_check.size(query_codes, 0) * inputs_check.size(db_codes, 0) < _SMALL_PROBLEM:
       backend = "numpy"
   if backend not in BACKENDS:
     raise UserError(f"backend must be None or one of {BACKENDS}, got {backend!r}")
   if backend == "numba" and not _rank_kernels.have_numba():
     raise UserError("backend 'numba' needs the numba package (pip install numba)")
-  q_codes = _check_codes(query_codes, "query_codes")
-  db_codes = _check_codes(db_codes, "db_codes")
-  q_labels = _check_labels(query_labels, "query_labels")
-  db_labels = _check_labels(db_labels, "db_labels")
-  _check_same_width(q_codes, db_codes, "query_codes", "db_codes", "bits")
-  _check_same_width(q_labels, db_labels, "query_labels", "db_labels", "classes")
-  _check_rows(q_codes, q_labels, "query_codes", "query_labels")
-  _check_rows(db_codes, db_labels, "db_codes", "db_labels")
+  q_codes = inputs_check.check_codes(query_codes, "query_codes")
+  db_codes = inputs_check.check_codes(db_codes, "db_codes")
+  q_labels = inputs_check.check_labels(query_labels, "query_labels")
+  db_labels = inputs_check.check_labels(db_labels, "db_labels")
+  inputs_check.check_same_width(q_codes, db_codes, "query_codes", "db_codes", "bits")
+  inputs_check.check_same_width(q_labels, db_labels, "query_labels", "db_labels", "classes")
+  inputs_check.check_rows(q_codes, q_labels, "query_codes", "query_labels")
+  inputs_check.check_rows(db_codes, db_labels, "db_codes", "db_labels")
   (num_q, bits), (n_db, num_classes) = q_codes.shape, db_labels.shape
   if bits > _rank_kernels.MAX_VALUE or num_classes > _rank_kernels.MAX_VALUE:
     raise UserError(f"at most {_rank_kernels.MAX_VALUE} bits and classes are supported, got "
@@ -426,170 +426,11 @@ def _compute(query_codes, db_codes, query_labels, db_labels, *, ks, ns, ties, we
     result = _rank_kernels.scan(backend, chunk, database, num_buckets=bits + 1,
                                 num_classes=num_classes, top_len=top_len, index_ties=index_ties,
                                 weighted=weighted)
-    parts.append(_reduce(result, ks_eff, ns_eff, index_ties=index_ties, weighted=weighted))
+    parts.append(_tie_average.reduce_scan(result, ks_eff, ns_eff, index_ties=index_ties, weighted=weighted))
   out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
   for name in ("retrieved", "good"):  # pooled over queries
     out[name] = np.sum([p[name] for p in parts], axis=0)
   return out
-
-
-def _reduce(scan: _rank_kernels.Scan, ks: np.ndarray, ns: np.ndarray, *, index_ties: bool,
-            weighted: bool) -> dict:
-  """Per-query metrics of one chunk from its `Scan` (see `_compute` for the keys)."""
-  num_q = scan.size.shape[0]
-  size = scan.size.astype(np.float64)
-  rel = scan.rel.astype(np.float64)
-  num_relevant = rel.sum(axis=1)
-  out = {"num_relevant": scan.rel.sum(axis=1), "retrieved": scan.size.sum(axis=0),
-         "good": scan.rel.sum(axis=0)}
-  if index_ties:
-    # Cut-offs are <= L, so the gains of the first L ranks decide every AP@k and P@n; the
-    # precision sums are only needed up to the largest k.
-    top_rel = scan.top > 0
-    hits = np.cumsum(top_rel, axis=1, dtype=np.int32)
-    width = int(ks.max(initial=0))
-    inv_rank = 1.0 / np.arange(1, width + 1, dtype=np.float64)
-    prec_sum = np.cumsum(top_rel[:, :width] * (hits[:, :width] * inv_rank), axis=1)
-    out["ap"] = _safe_div(scan.ap_sum, num_relevant)
-    out["ap_at"] = _columns([_safe_div(prec_sum[:, k - 1], hits[:, k - 1]) for k in ks], num_q)
-    out["precision_at"] = _columns([hits[:, n - 1] / n for n in ns], num_q)
-    if weighted:
-      cum = np.cumsum(scan.top[:, :width], axis=1, dtype=np.int64)
-      wap_sum = np.cumsum(top_rel[:, :width] * (cum * inv_rank), axis=1)
-      wap = scan.wap_sum
-      wap_at = [wap_sum[:, k - 1] for k in ks]
-  else:
-    before_n = _exclusive_cumsum(size)
-    before_rel = _exclusive_cumsum(rel)
-    ap_terms = _expected_prefix_sum(size, rel, rel, before_rel, before_n, size)
-    out["ap"] = _safe_div(ap_terms.sum(axis=1), num_relevant)
-    cuts = [_locate_cut(size, k) for k in ks]
-    out["ap_at"] = _columns([_expected_ap_at(size, rel, before_n, before_rel, ap_terms, b, m)
-                             for b, m in cuts], num_q)
-    expected_hits = []
-    for n in ns:
-      b, m = _locate_cut(size, n)
-      # m of the bucket's positions are inside the cut, each relevant with probability r/size.
-      expected_hits.append(_take(before_rel, b) + m * _safe_div(_take(rel, b), _take(size, b)))
-    out["precision_at"] = _columns([h / n for h, n in zip(expected_hits, ns)], num_q)
-    if weighted:
-      gain = scan.gain.astype(np.float64)
-      before_gain = _exclusive_cumsum(gain)
-      terms = _expected_prefix_sum(size, rel, gain, before_gain, before_n, size)
-      wap = terms.sum(axis=1)
-      before_terms = _exclusive_cumsum(terms)
-      wap_at = [_take(before_terms, b) + _expected_prefix_sum(
-          *(_take(x, b) for x in (size, rel, gain, before_gain, before_n)), m) for b, m in cuts]
-  if weighted:
-    hist = scan.gain_hist.astype(np.float64)
-    out["nwap"] = _safe_div(wap, _ideal_weighted_sum(hist, num_relevant))
-    out["nwap_at"] = _columns([_safe_div(w, _ideal_weighted_sum(hist, np.minimum(num_relevant, k)))
-                               for w, k in zip(wap_at, ks)], num_q)
-  return out
-
-
-# ------------------------------------------------------------------ tie-aware closed forms
-
-def _harmonic_gap(start, length):
-  """H(start + length) - H(start) = Σ_{t=1..length} 1 / (start + t), elementwise (float64).
-
-  Via digamma (H(n) = ψ(n + 1) + γ), which stays accurate for start ~ 1e6 where a cumulative
-  sum of 1/t would have drifted."""
-  start = np.asarray(start, np.float64)
-  return special.digamma(start + length + 1.0) - special.digamma(start + 1.0)
-
-
-def _expected_prefix_sum(n, r, w, before_w, before_n, m):
-  """E[Σ_{t=1..m} rel_t · C_t / (before_n + t)] over a uniformly random order of one tie group.
-
-  The group holds n items at ranks before_n + 1 .. before_n + n, r of them relevant, with total
-  gain w (irrelevant items have gain 0); C_t = before_w + (gain of the group's positions 1..t),
-  before_w being the gain of all closer items. With binary gains (w = r, before_w = hits before
-  the group) the sum with m = n is the group's expected contribution to Σ hits(rank)/rank of AP.
-
-  Derivation: position t holds each item with probability 1/n, and positions u != t hold an
-  ordered pair of distinct items with probability 1/(n(n-1)). Hence
-    E[rel_t] = r/n,   E[rel_t · s_t] = w/n,
-    E[rel_t · s_u] = Σ_{a relevant} Σ_{b != a} s_b / (n(n-1)) = (r - 1)·w / (n(n-1))   (u != t),
-  so E[rel_t · C_t] = (r·before_w + w)/n + (t - 1)·(r - 1)·w/(n(n-1)), and with
-  Σ_{t<=m} 1/(o+t) = ΔH and Σ_{t<=m} (t-1)/(o+t) = m - (o+1)·ΔH (o = before_n):
-    E = (r·before_w + w)/n · ΔH + (r - 1)·w/(n(n-1)) · (m - (o+1)·ΔH).
-  Empty groups give 0, singletons only the first term (their r·w term is 0 anyway).
-  All arguments broadcast; returns float64.
-  """
-  n, r, w, before_w, before_n, m = (np.asarray(x, np.float64) for x in (n, r, w, before_w, before_n, m))
-  gap = _harmonic_gap(before_n, m)
-  first = _safe_div(r * before_w + w, n) * gap
-  pairs = _safe_div((r - 1.0) * w, n * (n - 1.0))
-  return first + pairs * (m - (before_n + 1.0) * gap)
-
-
-def _locate_cut(size, k):
-  """The group a cut at rank k (1 <= k <= N) falls in: (bucket b, m = ranks of b inside the cut),
-  per query; b is the first distance whose cumulative size reaches k."""
-  cum = np.cumsum(size, axis=1)
-  b = (cum < k).sum(axis=1)
-  before = _take(cum, b) - _take(size, b)
-  return b, k - before
-
-
-def _expected_ap_at(size, rel, before_n, before_rel, ap_terms, b, m):
-  """E[AP@k] under random tie orders, for cuts (b, m) from `_locate_cut`.
-
-  Groups before b are wholly inside the cut; their contribution A is fixed. Of group b only the
-  first m positions are inside, holding X relevant items with X ~ Hypergeometric(n, r, m), and
-  given X = x the relevant positions are a uniform x-subset of 1..m, so (by the same algebra as
-  `_expected_prefix_sum` with n = m, r = x, w = x)
-    E[numerator | x] = A + x/m·(h+1)·ΔH + x(x-1)/(m(m-1))·(m - (o+1)·ΔH),
-  and E[AP@k] = Σ_x P(X = x) · E[numerator | x] / (h + x), with h the relevant items before b
-  and 0 where h + x = 0. The sum runs over the support of X, in blocks of queries so the
-  (queries, support) array stays small.
-  """
-  n, r, o, h = (_take(x, b) for x in (size, rel, before_n, before_rel))
-  fixed = _take(_exclusive_cumsum(ap_terms), b)
-  m = m.astype(np.float64)
-  lo = np.maximum(0.0, m - (n - r))
-  hi = np.minimum(r, m)
-  gap = _harmonic_gap(o, m)
-  first = (h + 1.0) * gap / m
-  second = _safe_div(m - (o + 1.0) * gap, m * (m - 1.0))
-  log_norm = _log_choose(n, m)
-  out = np.empty(n.shape[0])
-  width = (hi - lo).astype(np.int64) + 1
-  # Queries sorted by support width, processed in blocks of at most ~4M (query, x) cells.
-  order = np.argsort(width, kind="stable")
-  start = 0
-  while start < order.size:
-    stop = start + 1
-    while stop < order.size and (stop - start + 1) * width[order[stop]] <= 2**22:
-      stop += 1
-    rows = order[start:stop]
-    x = lo[rows, None] + np.arange(width[rows].max())[None, :]
-    valid = x <= hi[rows, None]
-    x = np.where(valid, x, lo[rows, None])
-    log_p = (_log_choose(r[rows, None], x) + _log_choose((n - r)[rows, None], m[rows, None] - x)
-             - log_norm[rows, None])
-    p = np.where(valid, np.exp(log_p), 0.0)
-    p /= p.sum(axis=1, keepdims=True)  # removes the rounding of the log-gamma terms
-    numer = fixed[rows, None] + x * first[rows, None] + x * (x - 1.0) * second[rows, None]
-    out[rows] = (p * _safe_div(numer, h[rows, None] + x)).sum(axis=1)
-    start = stop
-  return out
-
-
-def _ideal_weighted_sum(gain_hist, m):
-  """Σ_{l=1..m} S*(l) / l, with S*(l) the summed gain of the l best items (gains sorted
-  descending), from per-query gain histograms (Q, C + 1); m (Q,) <= number of relevant items.
-
-  The sorted gains form runs of equal gain g; a run of c items after l0 items of total gain S0
-  adds Σ_{t=1..c} (S0 + g·t) / (l0 + t) = (S0 - g·l0)·(H(l0 + c) - H(l0)) + g·c.
-  """
-  counts = gain_hist[:, :0:-1]
-  values = np.arange(gain_hist.shape[1] - 1, 0, -1, dtype=np.float64)
-  before_n = _exclusive_cumsum(counts)
-  before_s = _exclusive_cumsum(counts * values)
-  take = np.clip(np.asarray(m, np.float64)[:, None] - before_n, 0.0, counts)
-  return ((before_s - values * before_n) * _harmonic_gap(before_n, take) + values * take).sum(axis=1)
 
 
 def _pr_curve(retrieved, good):
@@ -603,108 +444,3 @@ def _pr_curve(retrieved, good):
   return precision, recall
 
 
-# --------------------------------------------------------------------------------- helpers
-
-def _columns(cols, num_rows):
-  """Stack (rows,) arrays as columns; (rows, 0) when there are none."""
-  return np.stack(cols, axis=1) if cols else np.zeros((num_rows, 0))
-
-
-def _log_choose(a, b):
-  return special.gammaln(a + 1.0) - special.gammaln(b + 1.0) - special.gammaln(a - b + 1.0)
-
-
-def _safe_div(a, b):
-  """a / b with 0 where b == 0 (empty groups, queries without relevant items)."""
-  a, b = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(b, np.float64))
-  out = np.zeros(a.shape)
-  np.divide(a, b, out=out, where=b != 0)
-  return out
-
-
-def _exclusive_cumsum(x):
-  x = np.asarray(x, np.float64)
-  return np.cumsum(x, axis=-1) - x
-
-
-def _take(x, b):
-  """x[i, b[i]] for each row i."""
-  return np.take_along_axis(np.asarray(x), np.asarray(b)[:, None], axis=1)[:, 0]
-
-
-def _size(x, axis):
-  shape = np.shape(x)
-  return shape[axis] if len(shape) > axis else 0
-
-
-def _as_array(x, name):
-  try:
-    return np.asarray(x)
-  except Exception as e:  # noqa: BLE001 - anything that cannot become an array is a user error
-    raise UserError(f"{name} must be an array, got {type(x).__name__}: {e}") from None
-
-
-def _invalid_values(arr, allowed, rows_per_step=1 << 16):
-  """Up to 5 distinct values of `arr` outside `allowed` (two values); checked in row steps so
-  the boolean temporaries stay small for million-row inputs."""
-  low, high = allowed
-  for start in range(0, arr.shape[0], rows_per_step):
-    part = arr[start:start + rows_per_step]
-    ok = (part == low) | (part == high)
-    if not ok.all():
-      return np.unique(part[~ok])[:5].tolist()
-  return []
-
-
-def _check_codes(codes, name):
-  arr = _as_array(codes, name)
-  if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-    raise UserError(f"{name} must be a non-empty 2-D array of ±1 codes (rows, bits), got shape {arr.shape}")
-  if arr.dtype.kind not in "iuf":
-    raise UserError(f"{name} must be numeric ±1 codes, got dtype {arr.dtype} (shape {arr.shape})")
-  bad = _invalid_values(arr, (-1, 1))
-  if bad:
-    raise UserError(f"{name} (shape {arr.shape}) must contain only -1 and +1, found {bad}; "
-                    f"binarize with sign() and map 0 to +1 or -1 first")
-  return arr
-
-
-def _check_labels(labels, name):
-  arr = _as_array(labels, name)
-  if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-    raise UserError(f"{name} must be a non-empty 2-D multi-hot array (rows, classes), got shape {arr.shape}")
-  if arr.dtype.kind not in "biuf":
-    raise UserError(f"{name} must be numeric 0/1 labels, got dtype {arr.dtype} (shape {arr.shape})")
-  bad = _invalid_values(arr, (0, 1))
-  if bad:
-    raise UserError(f"{name} (shape {arr.shape}) must be multi-hot 0/1, found values {bad}")
-  return arr
-
-
-def _check_same_width(a, b, name_a, name_b, what):
-  if a.shape[1] != b.shape[1]:
-    raise UserError(f"{name_a} has {a.shape[1]} {what} (shape {a.shape}) but {name_b} has "
-                    f"{b.shape[1]} (shape {b.shape})")
-
-
-def _check_rows(codes, labels, codes_name, labels_name):
-  if codes.shape[0] != labels.shape[0]:
-    raise UserError(f"{labels_name} has {labels.shape[0]} rows (shape {labels.shape}) but "
-                    f"{codes_name} has {codes.shape[0]} (shape {codes.shape})")
-
-
-def _check_cutoff(k, name):
-  if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-    raise UserError(f"{name} must be a positive int, got {k!r}")
-  return int(k)
-
-
-def _check_cutoffs(ks, name, allow_empty=False):
-  if isinstance(ks, numbers.Integral) and not isinstance(ks, bool):
-    ks = (ks,)
-  if not isinstance(ks, (Sequence, np.ndarray)) or isinstance(ks, str):
-    raise UserError(f"{name} must be a positive int or a sequence of them, got {ks!r}")
-  ks = tuple(_check_cutoff(k, name) for k in ks)
-  if not ks and not allow_empty:
-    raise UserError(f"{name} must not be empty")
-  return ks
