@@ -21,7 +21,6 @@ at that rank; the results file records `effective_bits`.
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 import time
@@ -144,24 +143,19 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
   sys.path.insert(0, str(ROOT))
-  sys.path.insert(0, str(ROOT / "experiments"))
-  import run as run_cli
-  from jxhash.errors import exit_code
-  p = run_cli._Parser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+  from jxhash import cli
+  p = cli.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--baseline", required=True, help=f"one of {', '.join(BASELINES)}")
   p.add_argument("--dataset", default="synthetic")
   p.add_argument("--data-dir", default=None)
   p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
-  p.add_argument("--split-seed", type=run_cli._int_at_least(0), default=0)
-  p.add_argument("--bits", type=run_cli._int_at_least(1), default=32)
-  p.add_argument("--seed", type=run_cli._int_at_least(0), default=0)
-  p.add_argument("--seeds", type=run_cli._int_at_least(1), default=1, help="random seeds (lsh, ridge-itq)")
+  p.add_argument("--split-seed", type=cli.int_at_least(0), default=0)
+  p.add_argument("--bits", type=cli.int_at_least(1), default=32)
+  p.add_argument("--seed", type=cli.int_at_least(0), default=0)
+  p.add_argument("--seeds", type=cli.int_at_least(1), default=1, help="random seeds (lsh, ridge-itq)")
   p.add_argument("--reg", type=float, default=1e-3, help="ridge added to the covariances / regression")
   p.add_argument("--out", default=None, help="results JSON path (default: results/<baseline>-<dataset>-<bits>bits.json)")
-  try:
-    return exit_code(lambda: run(p.parse_args(argv)))
-  except SystemExit as e:
-    return e.code if isinstance(e.code, int) else 2
+  return cli.main(run, argv, p)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Two parts, both printed as markdown:
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import subprocess
@@ -136,7 +135,8 @@ def fingerprint_table(args) -> str:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  from jxhash.cli import ArgumentParser
+  p = ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--run", action="store_true", help="train the variants whose results file is missing")
   p.add_argument("--data-dir", default="../shared/data/wikipedia")
   p.add_argument("--results", default="results/ablations/dcph")

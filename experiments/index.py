@@ -192,7 +192,8 @@ def convert(args) -> dict:
 
 
 def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+  from jxhash.cli import ArgumentParser
+  p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = p.add_subparsers(dest="command", required=True)
   formats = ("jxhash", "faiss")
   for name in ("build", "search"):

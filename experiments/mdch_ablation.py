@@ -29,7 +29,8 @@ VARIANTS = {
 
 
 def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+  from jxhash.cli import ArgumentParser
+  p = ArgumentParser(description=__doc__.split("\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--dataset", default="synthetic")
   p.add_argument("--data-dir", default=None)

@@ -22,7 +22,8 @@ DATASETS = ("wikipedia", "mirflickr25k", "nuswide", "iapr")
 
 
 def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+  from jxhash.cli import ArgumentParser
+  p = ArgumentParser(description=__doc__.split("\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--dataset", required=True, choices=DATASETS, help="which dataset to build")
   p.add_argument("--manual-dir", required=True, help="folder holding the downloaded files")

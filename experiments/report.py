@@ -20,7 +20,6 @@ the plots are replaced atomically (a full disk leaves the previous file).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -464,7 +463,8 @@ def run(args) -> None:
 
 def main(argv=None) -> int:
   sys.path.insert(0, str(ROOT))
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  from jxhash.cli import ArgumentParser
+  p = ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("files", nargs="+", help="results JSON files")
   p.add_argument("--plots", default=None, help="folder for PNG curves")
   p.add_argument("--readme", default=None, help="markdown file whose marked section gets the table")

@@ -19,7 +19,6 @@ with 2 seeds.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import os
 import pathlib
@@ -97,7 +96,8 @@ def main(argv=None) -> int:
   sys.path.insert(0, str(ROOT))
   sys.path.insert(0, str(ROOT / "experiments"))
   import report
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  from jxhash.cli import ArgumentParser
+  p = ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("folder", help="configs/<dataset>")
   p.add_argument("--bits", default="16,32,64", help="code lengths, comma-separated")
   p.add_argument("--seeds", type=int, default=5)

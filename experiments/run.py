@@ -33,27 +33,9 @@ CONFIG_KEYS = {"method", "dataset", "data_dir", "data_options", "split", "split_
                "batch_size", "seed", "seeds", "preset", "set", "eval_every", "normalize", "augment", "name"}
 
 
-class _Parser(argparse.ArgumentParser):
-  """argparse with one-line errors and exit code 2, like every other user error here."""
-
-  def error(self, message):
-    self.exit(2, f"error: {message} (see --help)\n")
-
-
-def _int_at_least(low: int):
-  def parse(text):
-    try:
-      value = int(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < low:
-      raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-    return value
-  return parse
-
-
-def parser() -> _Parser:
-  p = _Parser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser():
+  from jxhash.cli import ArgumentParser, int_at_least
+  p = ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--config", default=None, help="a config file (configs/<dataset>/<method>.py); flags override it")
   p.add_argument("--method", default="dcmh", help="registered method (default: dcmh)")
   p.add_argument("--preset", default=None, help="a named setting of the method, e.g. paper (see docs/methods/)")
@@ -62,19 +44,19 @@ def parser() -> _Parser:
   p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
                  help="loader option, e.g. num_val=200 or image_features=feats.npy (repeatable; docs/data.md)")
   p.add_argument("--split", default="random", choices=("random", "dcmh"), help="split rule")
-  p.add_argument("--split-seed", type=_int_at_least(0), default=0, help="seed of the data split")
-  p.add_argument("--bits", type=_int_at_least(1), default=None, help="code length (method default: 32)")
-  p.add_argument("--epochs", type=_int_at_least(1), default=None, help="override the method's epochs")
-  p.add_argument("--batch-size", type=_int_at_least(1), default=None, help="override the method's batch size")
-  p.add_argument("--seed", type=_int_at_least(0), default=0, help="model seed (init, batch order)")
-  p.add_argument("--seeds", type=_int_at_least(1), default=1, help="train this many seeds at once (vmapped)")
+  p.add_argument("--split-seed", type=int_at_least(0), default=0, help="seed of the data split")
+  p.add_argument("--bits", type=int_at_least(1), default=None, help="code length (method default: 32)")
+  p.add_argument("--epochs", type=int_at_least(1), default=None, help="override the method's epochs")
+  p.add_argument("--batch-size", type=int_at_least(1), default=None, help="override the method's batch size")
+  p.add_argument("--seed", type=int_at_least(0), default=0, help="model seed (init, batch order)")
+  p.add_argument("--seeds", type=int_at_least(1), default=1, help="train this many seeds at once (vmapped)")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                  help="method config override, e.g. --set lr=0.01 or --set image_hidden=64,32 (repeatable)")
-  p.add_argument("--eval-every", type=_int_at_least(0), default=10, help="validate every N epochs (0: stage ends)")
+  p.add_argument("--eval-every", type=int_at_least(0), default=10, help="validate every N epochs (0: stage ends)")
   p.add_argument("--normalize", default="standardize", choices=("standardize", "center", "none"))
   p.add_argument("--stream", default=None, action=argparse.BooleanOptionalAction,
                  help="read image batches from the host each step (default: when the images are pixels)")
-  p.add_argument("--prefetch", type=_int_at_least(1), default=2, help="batches read ahead when streaming")
+  p.add_argument("--prefetch", type=int_at_least(1), default=2, help="batches read ahead when streaming")
   p.add_argument("--augment", default="none", help="pixel augmentation: none, flip, shift:P or flip+shift:P")
   p.add_argument("--name", default=None, help="run name (default: from the run's identity)")
   p.add_argument("--out", default=None, help="results JSON path (default: results/<run name>.json)")
@@ -84,9 +66,9 @@ def parser() -> _Parser:
   p.add_argument("--overwrite", action="store_true", help="replace results/checkpoints of a different run")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.add_argument("--coordinator", default=None, help="multi-process: coordinator host:port")
-  p.add_argument("--num-processes", type=_int_at_least(1), default=None, help="multi-process: number of processes")
-  p.add_argument("--process-id", type=_int_at_least(0), default=None, help="multi-process: this process's index")
-  p.add_argument("--init-timeout", type=_int_at_least(1), default=300,
+  p.add_argument("--num-processes", type=int_at_least(1), default=None, help="multi-process: number of processes")
+  p.add_argument("--process-id", type=int_at_least(0), default=None, help="multi-process: this process's index")
+  p.add_argument("--init-timeout", type=int_at_least(1), default=300,
                  help="multi-process: seconds to wait for every process to join (default 300)")
   return p
 
@@ -236,19 +218,24 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
   sys.path.insert(0, str(ROOT))
-  from jxhash.errors import exit_code
   # the trainer reports through logging (jxhash.train); the console shows its messages plainly
   handler = logging.StreamHandler(sys.stdout)
   handler.setFormatter(logging.Formatter("%(message)s"))
   logger = logging.getLogger("jxhash")
   logger.addHandler(handler)
   logger.setLevel(logging.INFO)
+  from jxhash import cli
   try:
-    return exit_code(lambda: run(parse_args(argv)))
-  except SystemExit as e:  # argparse: --help (0) or a bad flag (2, one line already printed)
-    return e.code if isinstance(e.code, int) else 2
+    return cli.main(run, argv, _ConfigAwareParser())
   finally:
     logger.removeHandler(handler)
+
+
+class _ConfigAwareParser:
+  """`parse_args` behind the parser interface `jxhash.cli.main` expects."""
+
+  def parse_args(self, argv):
+    return parse_args(argv)
 
 
 if __name__ == "__main__":

@@ -34,11 +34,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 sys.path.insert(0, str(ROOT))
 
-import run as run_cli  # noqa: E402  (its parser pieces and config building)
+import run as run_cli  # noqa: E402  (its config building)
+from jxhash import cli  # noqa: E402
 
 
 def parse_args(argv):
-  p = run_cli._Parser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--method", default="dcmh")
   p.add_argument("--preset", default=None, help="the setting the grid changes (default: the method's defaults)")
   p.add_argument("--dataset", default="synthetic")
@@ -48,24 +49,24 @@ def parse_args(argv):
   p.add_argument("--val-option", action="append", default=None, metavar="KEY=VALUE",
                  help="loader option for the search only, which carves its val split "
                       "(default for wikipedia: num_val=200; other datasets have a val split already)")
-  p.add_argument("--split-seed", type=run_cli._int_at_least(0), default=0)
-  p.add_argument("--bits", type=run_cli._int_at_least(1), default=None)
-  p.add_argument("--epochs", type=run_cli._int_at_least(1), default=None)
-  p.add_argument("--batch-size", type=run_cli._int_at_least(1), default=None)
+  p.add_argument("--split-seed", type=cli.int_at_least(0), default=0)
+  p.add_argument("--bits", type=cli.int_at_least(1), default=None)
+  p.add_argument("--epochs", type=cli.int_at_least(1), default=None)
+  p.add_argument("--batch-size", type=cli.int_at_least(1), default=None)
   p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                  help="fixed config override for every setting (repeatable)")
   p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                  help="a config field and its candidate values (repeatable; the grid is their product)")
-  p.add_argument("--random", type=run_cli._int_at_least(1), default=None,
+  p.add_argument("--random", type=cli.int_at_least(1), default=None,
                  help="try this many settings drawn from the grid instead of all of them")
-  p.add_argument("--sample-seed", type=run_cli._int_at_least(0), default=0, help="seed of the --random draw")
-  p.add_argument("--seed", type=run_cli._int_at_least(0), default=0, help="first model seed")
-  p.add_argument("--seeds", type=run_cli._int_at_least(1), default=3, help="model seeds per setting (vmapped)")
-  p.add_argument("--test-seeds", type=run_cli._int_at_least(1), default=None,
+  p.add_argument("--sample-seed", type=cli.int_at_least(0), default=0, help="seed of the --random draw")
+  p.add_argument("--seed", type=cli.int_at_least(0), default=0, help="first model seed")
+  p.add_argument("--seeds", type=cli.int_at_least(1), default=3, help="model seeds per setting (vmapped)")
+  p.add_argument("--test-seeds", type=cli.int_at_least(1), default=None,
                  help="seeds of the final test-protocol run (default: --seeds)")
-  p.add_argument("--eval-every", type=run_cli._int_at_least(0), default=10)
+  p.add_argument("--eval-every", type=cli.int_at_least(0), default=10)
   p.add_argument("--normalize", default="standardize", choices=("standardize", "center", "none"))
-  p.add_argument("--jobs", type=run_cli._int_at_least(1), default=1, help="settings trained at once")
+  p.add_argument("--jobs", type=cli.int_at_least(1), default=1, help="settings trained at once")
   p.add_argument("--no-test", action="store_true", help="stop after the search")
   p.add_argument("--out-dir", required=True, help="where the settings, summary and test results go")
   return p.parse_args(argv)
@@ -205,13 +206,14 @@ def sweep(args) -> dict:
   return res
 
 
+class _Parser:
+  def parse_args(self, argv):
+    return parse_args(argv)
+
+
 def main(argv=None) -> int:
-  from jxhash.errors import exit_code
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  try:
-    return exit_code(lambda: sweep(parse_args(argv)))
-  except SystemExit as e:
-    return e.code if isinstance(e.code, int) else 2
+  return cli.main(sweep, argv, _Parser())
 
 
 if __name__ == "__main__":

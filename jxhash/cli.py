@@ -1,0 +1,63 @@
+"""What every command-line entry point shares: one-line errors with exit code 2.
+
+`ArgumentParser` reports a bad flag as one line (`error: argument --seeds: must be >= 1, got 0
+(see --help)`) instead of argparse's usage block, and `main(fn, argv, parser)` runs a command:
+0 on success, 2 for a user error (one line on stderr), 130 for Ctrl-C, the traceback of
+anything else (a bug).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+from jxhash.errors import exit_code
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse with one-line errors and exit code 2, like every other user error in jxhash."""
+
+  def __init__(self, *args, **kwargs):
+    kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    super().__init__(*args, **kwargs)
+
+  def error(self, message):
+    self.exit(2, f"error: {message} (see --help)\n")
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+  """An argparse type: an integer >= `low`."""
+
+  def parse(text: str) -> int:
+    try:
+      value = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low:
+      raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+    return value
+
+  return parse
+
+
+def float_at_least(low: float) -> Callable[[str], float]:
+  """An argparse type: a finite number >= `low`."""
+
+  def parse(text: str) -> float:
+    try:
+      value = float(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= low or value == float("inf"):
+      raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}, got {text}")
+    return value
+
+  return parse
+
+
+def main(fn: Callable, argv, parser: argparse.ArgumentParser) -> int:
+  """Parse `argv` with `parser` and run `fn(args)`: the exit code (module docstring)."""
+  try:
+    return exit_code(lambda: fn(parser.parse_args(argv)))
+  except SystemExit as e:  # --help (0) or a bad flag (2, its one line already printed)
+    return e.code if isinstance(e.code, int) else 2
