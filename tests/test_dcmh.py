@@ -56,8 +56,8 @@ def test_only_batch_rows_carry_gradient_and_large_logits_are_finite():
   np.testing.assert_allclose(balance_only, np.broadcast_to(2 * full.sum(0), (bs, k)) / (bs * n), rtol=1e-4)
 
 
-@pytest.mark.parametrize("bits", [16, 32, 64])
-def test_epoch_compiles_for_each_code_length(bits):
+@pytest.mark.parametrize("bits", [24])  # a length that is no power of two; 16/32 are in the fingerprint
+def test_epoch_compiles_for_a_code_length(bits):
   ds = data.load("synthetic", num_items=300, num_query=50, num_train=100, num_val=20)
   spec = get_method("dcmh")
   config = spec.Config(bits=bits, epochs=1, batch_size=32, image_hidden=(32,), text_hidden=(32,))
