@@ -224,11 +224,14 @@ def main(argv=None) -> int:
   logger = logging.getLogger("jxhash")
   logger.addHandler(handler)
   logger.setLevel(logging.INFO)
+  # a root handler installed by a dependency (absl, via orbax) would echo them onto stderr
+  propagate, logger.propagate = logger.propagate, False
   from jxhash import cli
   try:
     return cli.main(run, argv, _ConfigAwareParser())
   finally:
     logger.removeHandler(handler)
+    logger.propagate = propagate
 
 
 class _ConfigAwareParser:

@@ -39,7 +39,9 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import pathlib
+import re
 import shutil
 import signal
 import threading
@@ -200,8 +202,11 @@ class CheckpointStore:
     try:
       with _interrupts_held():
         self._managers[name].save(epoch, args=args, force=True)
-    except OSError as e:
-      raise UserError(f"cannot save the {name} checkpoint in {self.directory}: {fileio.describe_os_error(e)}; "
+    except Exception as e:  # noqa: BLE001  (orbax reports a failed write as OSError or ValueError)
+      # let orbax's writer threads end now: left running, they fail again at exit, noisily
+      with contextlib.suppress(Exception):
+        self._managers[name].wait_until_finished()
+      raise UserError(f"cannot save the {name} checkpoint in {self.directory}: {_write_failure(e)}; "
                       "the previous checkpoint is kept") from e
 
   def _restore(self, name, template):
@@ -440,6 +445,14 @@ def _config_from_json(cls, values: dict):
 def _tuples(x):
   """JSON lists back to the tuples frozen configs use, recursively."""
   return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def _write_failure(e: Exception) -> str:
+  """The reason a save failed: the OS's words where orbax's message carries an OS error code."""
+  if isinstance(e, OSError):
+    return fileio.describe_os_error(e)
+  code = re.search(r"os_error_code='?(\d+)", str(e))
+  return os.strerror(int(code.group(1))) if code else _short(e)
 
 
 def _short(e: Exception) -> str:

@@ -3,12 +3,16 @@
 `ArgumentParser` reports a bad flag as one line (`error: argument --seeds: must be >= 1, got 0
 (see --help)`) instead of argparse's usage block, and `main(fn, argv, parser)` runs a command:
 0 on success, 2 for a user error (one line on stderr), 130 for Ctrl-C, the traceback of
-anything else (a bug).
+anything else (a bug). While a command runs, orbax's and asyncio's own log records are not
+shown: when a save fails, orbax's writer threads log every failed write with its traceback
+(hundreds of lines), and jxhash reports the failure itself in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 from typing import Callable
 
 from jxhash.errors import exit_code
@@ -58,6 +62,20 @@ def float_at_least(low: float) -> Callable[[str], float]:
 def main(fn: Callable, argv, parser: argparse.ArgumentParser) -> int:
   """Parse `argv` with `parser` and run `fn(args)`: the exit code (module docstring)."""
   try:
-    return exit_code(lambda: fn(parser.parse_args(argv)))
+    with _quiet_logs("absl", "asyncio"):
+      return exit_code(lambda: fn(parser.parse_args(argv)))
   except SystemExit as e:  # --help (0) or a bad flag (2, its one line already printed)
     return e.code if isinstance(e.code, int) else 2
+
+
+@contextlib.contextmanager
+def _quiet_logs(*names: str):
+  loggers = [logging.getLogger(n) for n in names]
+  levels = [lg.level for lg in loggers]
+  for lg in loggers:
+    lg.setLevel(logging.CRITICAL + 1)
+  try:
+    yield
+  finally:
+    for lg, level in zip(loggers, levels):
+      lg.setLevel(level)

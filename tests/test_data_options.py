@@ -42,8 +42,8 @@ def test_library_values_are_type_and_range_checked():
            ({"noise": -1.0}, r"option noise=-1\.0 is out of range; noise is float >= 0"),
            ({"image_size": 5000}, r"option image_size=5000 is out of range; image_size is int in \[0, 1024\]"),
            ({"num_item": 5}, r"unknown option 'num_item' \(did you mean num_items\?\); valid options: data_seed, "
-                             r"image_dim, image_size, max_labels, noise, num_items, num_labels, num_query, num_train, "
-                             r"num_val, text_dim$"),
+                             r"feature_scale, image_dim, image_size, max_labels, noise, num_items, num_labels, num_query, num_train, "
+                             r"num_val, text_density, text_dim$"),
            ({"max_labels": 11}, r"max_labels=11 exceeds num_labels=10"),
            ({"num_items": 100}, r"num_query=200 \+ num_train=1000 do not fit num_items=100"),
            ({"num_items": 10**9, "num_query": 1, "num_train": 1}, r"dataset 'synthetic': generating 1000000000 items .* "
@@ -96,7 +96,7 @@ def test_parse_options_types():
          ("synthetic", "max_labels=0", r"option max_labels=0 is out of range; max_labels is int >= 1"),
          ("synthetic", "image_dim=0", r"option image_dim=0 is out of range"),
          ("synthetic", "noise=inf", r"option noise=inf is not finite"),
-         ("synthetic", "name=x", r"unknown option 'name'; valid options: data_seed, image_dim"),
+         ("synthetic", "name=x", r"unknown option 'name'; valid options: data_seed, feature_scale, image_dim"),
          ("synthetic", "seed=3", r"'seed' is not a loader option; give it to jxhash\.data\.load as seed="),
          ("synthetic", "num_items", r"data option 'num_items' is not key=value; valid options: data_seed"),
          ("synthetic", "=3", r"data option '=3' is not key=value"),
@@ -157,7 +157,7 @@ def test_data_modules_use_no_private_names_of_other_modules_nor_signatures():
 @pytest.mark.parametrize("pair, message", [
     ("num_items=abc", "option num_items='abc' is not an integer"),
     ("max_labels=0", "option max_labels=0 is out of range"),
-    ("name=x", "unknown option 'name'; valid options: data_seed, image_dim, image_size"),
+    ("name=x", "unknown option 'name'; valid options: data_seed, feature_scale, image_dim, image_size"),
 ])
 def test_run_cli_data_option_errors(tmp_path, capsys, pair, message):
   sys.path.insert(0, str(ROOT / "experiments"))
@@ -208,7 +208,8 @@ def test_row_source_indexing_is_numpy_indexing():
 
 
 SYNTHETIC_CHANGES = {"num_items": 301, "image_dim": 17, "text_dim": 9, "num_labels": 6, "max_labels": 2, "noise": 0.25,
-                     "num_query": 41, "num_train": 97, "num_val": 25, "data_seed": 1, "image_size": 8}
+                     "num_query": 41, "num_train": 97, "num_val": 25, "data_seed": 1, "image_size": 8,
+                     "text_density": 0.5, "feature_scale": 2.0}
 
 
 def test_every_synthetic_option_changes_split_info_and_fingerprint():

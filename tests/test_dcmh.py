@@ -73,10 +73,11 @@ def test_short_run_beats_chance_in_both_directions():
   ds = data.load("synthetic")
   chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])
   spec = get_method("dcmh")
-  # the defaults (fan-in init and lr scaling, clipping, eta 0.1) on 512-wide nets, 60 epochs
-  config = spec.Config(bits=16, epochs=60, batch_size=32, image_hidden=(512,), text_hidden=(512,))
-  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=20))
-  for direction in ("i2t", "t2i"):  # measured: about chance + 0.26 in both directions
+  # every default (widths, fan-in init and lr scaling, clipping, eta 0.1) but a short schedule;
+  # the lr was chosen for the default widths: 512-wide nets need a lower one (lr=20 works)
+  config = spec.Config(bits=16, epochs=20, batch_size=32)
+  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=10))
+  for direction in ("i2t", "t2i"):  # measured: chance + 0.34 and + 0.33
     assert result.final[direction]["map"] > chance + 0.15, (direction, result.final[direction]["map"], chance)
 
 

@@ -191,7 +191,7 @@ def test_phases_share_params_but_keep_separate_optimiser_states():
   def inter(p):
     out, logits = net1.apply_fn({"params": p}, batch["image"])
     return mdch.inter_objective(out, other=state1.outputs["text"], similarity=sim, codes=state1.codes[batch["index"]],
-                                buffer=state1.outputs["image"], index=batch["index"], gamma=1.0, eta=1.0,
+                                buffer=state1.outputs["image"], index=batch["index"], gamma=config.gamma, eta=config.eta,
                                 label_logits=logits, labels=batch["labels"], beta=1.0)
 
   g_inter = jax.grad(inter)(net1.params)
@@ -229,7 +229,7 @@ def test_ablation_flags_remove_their_component():
   out = mdch.encode(state, "image", batch["image"])
   want = losses.dcmh_objective(out, other=state.outputs["text"], similarity=(batch["labels"] @ arrays["labels"].T > 0).astype(jnp.float32),
                         codes=state.codes[batch["index"]], buffer=state.outputs["image"], index=batch["index"],
-                        gamma=1.0, eta=1.0)
+                        gamma=no_mask.gamma, eta=no_mask.eta)
   np.testing.assert_allclose(logs["loss"], want, rtol=1e-6)
 
 

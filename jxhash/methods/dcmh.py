@@ -12,7 +12,9 @@ Follows the authors' MATLAB and TensorFlow releases (jiangqy/DCMH-CVPR2017); `--
   step then no longer grows with its width), clip the gradient's global norm at 1
   (`clip_norm`: no step can blow up), and weigh the balance term by eta = 0.1; the base
   lr = 60 and eta were chosen on validation splits (Wikipedia's, carved from its training
-  items, and synthetic data of widths 10 to 4096, dense and bag-of-words).
+  items, and synthetic data of widths 10 to 4096, dense and bag-of-words). The fan-in scaling
+  covers the input width; the lr was chosen for the default hidden widths (4096 / 8192), and
+  much narrower nets need a lower one (512-wide: lr = 20 trains, lr = 60 stays at chance).
 
 Paper (`--preset paper`):
 - Networks: an image net and a text net, each ending in a linear hash layer with no tanh.
