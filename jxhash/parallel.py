@@ -475,9 +475,7 @@ class ProcessGroup:
   def wait_for_peers(self, seconds: float) -> None:
     """Give the watchdog `seconds` to report a lost peer (it then ends the process itself):
     for an error that may be the consequence of one, such as a failed collective."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-      time.sleep(0.05)
+    time.sleep(seconds)
 
   def _close(self) -> bool:
     with self._lock:
