@@ -15,11 +15,18 @@ continues. Everything the user names is checked before any data is loaded or tra
 prints one line on stderr and exits with code 2; Ctrl-C stops with one line and exit code 130,
 keeping the last checkpoint. `JXHASH_SMOKE=1` in the environment shrinks every run to its
 method's smoke configuration (tests use it to run the README's commands quickly).
+
+Multi-process runs (docs/multiprocess.md): the same command in every process plus --coordinator
+host:port --num-processes N --process-id i (or --distributed on SLURM, Open MPI, Cloud TPU), or
+experiments/launch_local.py on one machine. Only process 0 writes results and run metadata. A
+process that does not join within --init-timeout is named in one line (exit code 2); a process
+that dies or fails stops the others, each with one line naming it (exit code 3).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import logging
 import os
@@ -70,6 +77,9 @@ def parser():
   p.add_argument("--process-id", type=int_at_least(0), default=None, help="multi-process: this process's index")
   p.add_argument("--init-timeout", type=int_at_least(1), default=300,
                  help="multi-process: seconds to wait for every process to join (default 300)")
+  p.add_argument("--distributed", action="store_true",
+                 help="multi-process: take the coordinator, process count and id that the three flags above "
+                      "leave out from the cluster (SLURM, Open MPI, Cloud TPU; docs/multiprocess.md)")
   return p
 
 
@@ -125,20 +135,24 @@ def _flag_value(value) -> str:
 
 
 def _check_processes(args):
-  """Multi-process flags: all three together (or none: a single process, or SLURM/TPU discovery)."""
+  """Multi-process flags: all three together, --distributed (the cluster supplies what is left
+  out), or none (a single process)."""
   from jxhash.errors import UserError
   given = [args.coordinator is not None, args.num_processes is not None, args.process_id is not None]
-  if any(given) and not all(given):
-    raise UserError("multi-process runs need --coordinator host:port, --num-processes N and --process-id i together")
-  if not any(given):
+  if not any(given) and not args.distributed:
     return None
-  host, sep, port = args.coordinator.rpartition(":")
-  if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-    raise UserError(f"--coordinator {args.coordinator!r}: expected host:port with a port in 1..65535")
-  if args.process_id >= args.num_processes:
+  if not all(given) and not args.distributed:
+    raise UserError("multi-process runs need --coordinator host:port, --num-processes N and --process-id i together "
+                    "(or --distributed, where SLURM, Open MPI or Cloud TPU supply them)")
+  if args.coordinator is not None:
+    host, sep, port = args.coordinator.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+      raise UserError(f"--coordinator {args.coordinator!r}: expected host:port with a port in 1..65535")
+  if all(given[1:]) and args.process_id >= args.num_processes:
     raise UserError(f"--process-id {args.process_id} is outside 0..{args.num_processes - 1} "
                     f"(--num-processes {args.num_processes})")
-  return dict(coordinator_address=args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
+  return dict(coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id,
+              detect=args.distributed)
 
 
 def build_config(spec, args):
@@ -181,10 +195,11 @@ def run(args) -> dict:
   from jxhash.data import augment as augment_lib
   augment_lib.parse(options.augment)
 
-  if processes is not None:
-    parallel.initialize_distributed(**processes, timeout=args.init_timeout)
+  group = parallel.start(**processes, timeout=args.init_timeout) if processes is not None else None
   data = data_lib.load(args.dataset, data_dir, split=args.split, seed=args.split_seed, **data_options)
+  parallel.agree_on_data(data)
   ident = identity.run_identity(spec, config, data, options)
+  _check_same_run(ident)
   name = args.name or identity.run_name(ident)
   out = out or results_dir / f"{name}.json"
   results.check_writable(out, ident, overwrite=args.overwrite)
@@ -192,6 +207,8 @@ def run(args) -> dict:
   if checkpoint_root is not None:
     store = checkpoint.CheckpointStore.open(checkpoint_root / name, checkpoint.run_metadata(spec, config, data, options),
                                             resume=args.resume, overwrite=args.overwrite)
+    if group is not None:
+      group.hint = functools.partial(_resume_hint, store.directory)
   try:
     print(f"{name}: {spec.name} on {data.name}, {config.bits} bits, splits {data.sizes()}, "
           f"{options.num_seeds} seed(s), {len(parallel.devices())} device(s)")
@@ -211,8 +228,49 @@ def run(args) -> dict:
   for d, label in (("i2t", "image->text"), ("t2i", "text->image")):
     spread = f" ± {std[d]:.4f}" if std[d] is not None else ""
     print(f"  mAP@all {label}: {res['map'][d]:.4f}{spread}")
-  print(f"  model: {fit.selected}; train time {fit.train_time:.1f} s; results: {out}"
+  written = "" if parallel.is_primary() else " (written by process 0)"
+  print(f"  model: {fit.selected}; train time {fit.train_time:.1f} s; results: {out}{written}"
         + (f"; checkpoint: {store.directory}" if store else ""))
+  return res
+
+
+def _check_same_run(ident: dict) -> None:
+  """Every process of a multi-process run must be asked for the same run (same flags)."""
+  from jxhash import identity, parallel
+  from jxhash.errors import UserError
+  differ = parallel.differing_processes(identity.identity_hash(ident, length=64))
+  if differ:
+    raise UserError(f"process(es) {', '.join(map(str, differ))} were started with other settings than process 0 "
+                    "(method, config, seeds, data options or normalisation); give every process the same arguments")
+
+
+def _resume_hint(directory) -> str:
+  """What a stopped multi-process run leaves behind (read from the disk, not from orbax's state)."""
+  steps = [int(p.name) for p in (pathlib.Path(directory) / "latest").glob("*") if p.name.isdigit()]
+  if not steps:
+    return f"no checkpoint was saved yet in {directory}"
+  return f"the last checkpoint (epoch {max(steps)}) in {directory} is intact: start every process again with --resume"
+
+
+def _run_in_group(args):
+  """`run`, telling the other processes of a multi-process run how this one ended."""
+  from jxhash import parallel
+  from jxhash.errors import TrainingInterrupted, UserError
+  try:
+    res = run(args)
+  except BaseException as e:
+    group = parallel.current_group()
+    if group is not None:
+      if not isinstance(e, (UserError, TrainingInterrupted, KeyboardInterrupt, SystemExit)):
+        # a failed collective is usually the echo of a process that died: let the watchdog
+        # name that process (it ends this one) before reporting this error as the cause
+        group.wait_for_peers(5.0)
+      text = " ".join(str(e).split())
+      group.fail(text if isinstance(e, UserError) else f"{type(e).__name__}: {text}".rstrip(": "))
+    raise
+  group = parallel.current_group()
+  if group is not None:
+    group.finish()
   return res
 
 
@@ -228,10 +286,22 @@ def main(argv=None) -> int:
   propagate, logger.propagate = logger.propagate, False
   from jxhash import cli
   try:
-    return cli.main(run, argv, _ConfigAwareParser())
+    code = cli.main(_run_in_group, argv, _ConfigAwareParser())
   finally:
     logger.removeHandler(handler)
     logger.propagate = propagate
+  from jxhash import parallel
+  group = parallel.current_group()
+  if group is not None and code != 0:
+    # the others have been told; JAX's exit handler would wait minutes for them at its
+    # shutdown barrier (and then abort), so end here unless they all finished already
+    if group.peers_finished():
+      import jax
+      jax.distributed.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+  return code
 
 
 class _ConfigAwareParser:

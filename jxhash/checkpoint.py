@@ -24,6 +24,12 @@ and `inputs`). Integrity:
 - The identity saved in each checkpoint is compared with run.json and with the run asking to
   continue it.
 
+Multi-process runs (docs/multiprocess.md): every process opens the store and takes part in every
+save and restore (orbax coordinates them; the run directory must be one shared path that every
+process sees), but only process 0 takes the lock, checks and writes run.json, moves superseded
+checkpoints and deletes them; the others wait for it at `open`. Every process restores the whole
+state onto its own first device and checks its checksum.
+
 Synopsis:
 
     from jxhash import checkpoint
@@ -51,7 +57,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jxhash import __version__, fileio
+from jxhash import __version__, fileio, parallel
 from jxhash.errors import CheckpointError, UserError
 from jxhash.evaluation import encode as encode_codes
 from jxhash.fileio import to_json
@@ -69,6 +75,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 2
 _KINDS = ("latest", "best")
 _SUPERSEDED = "superseded"
+_OPENED = "jxhash-checkpoint-store-opened"  # barrier: process 0 has prepared the run directory
 
 
 def run_metadata(spec, config, data, options) -> dict:
@@ -115,14 +122,16 @@ class CheckpointStore:
   def __init__(self, directory, meta: dict, *, lock: RunLock | None = None):
     self.directory = fileio.resolve(directory)
     self.meta = meta
+    self.primary = jax.process_index() == 0  # the process that locks and writes run.json
     try:
       self.directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
       raise UserError(f"cannot create checkpoint directory {self.directory}: {fileio.describe_os_error(e)}") from e
-    self._lock = lock or RunLock(self.directory)
+    self._lock = (lock or RunLock(self.directory)) if self.primary else None
     options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
     self._managers = {name: ocp.CheckpointManager(self.directory / name, options=options) for name in _KINDS}
-    fileio.atomic_write_json(self.directory / "run.json", to_json(meta), what="run metadata", sort_keys=True)
+    if self.primary:
+      fileio.atomic_write_json(self.directory / "run.json", to_json(meta), what="run metadata", sort_keys=True)
 
   @classmethod
   def open(cls, directory, meta: dict, *, resume: bool = False, overwrite: bool = False) -> "CheckpointStore":
@@ -132,9 +141,12 @@ class CheckpointStore:
     checkpoints, and anything else starts the run over (the earlier attempt's checkpoints are
     kept in superseded/ until this attempt completes); with another identity the call fails
     unless `overwrite`. The directory is locked first, so a second process is refused before
-    anything changes.
+    anything changes. In a multi-process run process 0 does all of that; the others wait for it.
     """
     directory = fileio.resolve(directory)
+    if jax.process_index() != 0:
+      parallel.barrier(_OPENED)  # process 0 checked, locked and cleared the directory
+      return cls(directory, meta)
     if directory.exists() and not directory.is_dir():
       raise UserError(f"checkpoint directory {directory} is a file")
     try:
@@ -152,6 +164,7 @@ class CheckpointStore:
         keep = saved is not None and not identity_diff(saved, meta) and resume
       if not keep:
         _supersede(directory)
+      parallel.barrier(_OPENED)
       return cls(directory, meta, lock=lock)
     except BaseException:
       lock.release()
@@ -159,7 +172,8 @@ class CheckpointStore:
 
   def close(self) -> None:
     """Release the run directory's lock (the checkpoints stay)."""
-    self._lock.release()
+    if self._lock is not None:
+      self._lock.release()
 
   def __enter__(self):
     return self
@@ -192,7 +206,8 @@ class CheckpointStore:
 
   def complete(self) -> None:
     """The run has finished training: an earlier attempt's superseded checkpoints may go."""
-    shutil.rmtree(self.directory / _SUPERSEDED, ignore_errors=True)
+    if self.primary:
+      shutil.rmtree(self.directory / _SUPERSEDED, ignore_errors=True)
 
   def _save(self, name, state, stats, epoch, extra):
     digest = {"state": tree_digest(state), "inputs": tree_digest(stats)}
@@ -372,7 +387,7 @@ def _read_meta(manager, step, path) -> dict:
 
 
 def _restore_item(manager, step, template, path):
-  device = jax.devices()[0]
+  device = jax.local_devices()[0]  # each process of a multi-process run restores its own copy
   sharding = jax.sharding.SingleDeviceSharding(device)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), template)
   try:

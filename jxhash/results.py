@@ -1,7 +1,9 @@
 """Results files: one JSON per run, written atomically, never silently replacing another run's.
 
 A results file carries its run's identity (`jxhash.identity`) at the top level, besides the
-metrics; a file is only replaced by a run with the same identity (or with `overwrite`).
+metrics; a file is only replaced by a run with the same identity (or with `overwrite`). In a
+multi-process run only process 0 checks and writes results files (the others compute the same
+metrics and write nothing).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def environment() -> dict:
       "jxhash": __version__, "jax": jax.__version__, "flax": flax.__version__,
       "optax": optax.__version__, "orbax": orbax.checkpoint.__version__, "numpy": np.__version__,
       "python": platform.python_version(), "backend": jax.default_backend(),
-      "device": devices[0].device_kind, "num_devices": len(devices),
+      "device": devices[0].device_kind, "num_devices": len(devices), "num_processes": jax.process_count(),
   }
 
 
@@ -95,9 +97,11 @@ def check_writable(path, identity: dict, *, overwrite: bool = False) -> None:
     path: the results file.
     identity: `jxhash.identity.run_identity` of the run about to write it.
     overwrite: replace whatever is there.
+
+  Only process 0 of a multi-process run checks (the only one that writes).
   """
   path = pathlib.Path(path)
-  if overwrite or not path.exists():
+  if overwrite or not path.exists() or jax.process_index() != 0:
     return
   try:
     old = json.loads(path.read_text())
@@ -112,5 +116,10 @@ def check_writable(path, identity: dict, *, overwrite: bool = False) -> None:
 
 
 def write(path, results: dict) -> None:
-  """Write atomically (temp file, fsync, rename): an interrupted write never leaves half a file."""
+  """Write atomically (temp file, fsync, rename): an interrupted write never leaves half a file.
+
+  In a multi-process run only process 0 writes; the call does nothing on the others.
+  """
+  if jax.process_index() != 0:
+    return
   fileio.atomic_write_json(path, to_json(results), what="results file")

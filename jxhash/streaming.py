@@ -6,6 +6,11 @@ reads each batch's image rows (S seeds × bs) on a prefetch thread, places them 
 sharding and runs a jitted step per batch. Text, labels and the methods' buffers stay on the
 device. A CNN step is long enough that per-step dispatch costs nothing, and XLA:CPU runs
 convolutions inside a scanned loop about 7x slower than as separate steps (benchmarks/PIXELS.md).
+
+Multi-process runs: every process computes the same plan, but reads only the rows of each global
+batch that its own devices hold (the batch's data shards; a batch that does not divide over the
+devices is replicated and read whole) and assembles them into the global batch without any
+exchange (`jax.make_array_from_callback`).
 """
 
 from __future__ import annotations
@@ -57,17 +62,29 @@ class StreamedEpoch:
     return jax.jit(run, donate_argnums=0)
 
   def _batches(self, batches: np.ndarray, keys: np.ndarray):
-    """Device (index (S, bs), image (S, bs, ...), key (S, 2)) of every step, read on demand."""
+    """Device (index (S, bs), image (S, bs, ...), key (S, 2)) of every step, read on demand.
+
+    Only the batch rows [lo, hi) that this process's devices hold are read from the images.
+    """
     seeds, steps, bs = batches.shape
     sharded = NamedSharding(self.mesh, P(None, parallel.DATA_AXIS))
     if bs % self.mesh.shape[parallel.DATA_AXIS]:
       sharded = NamedSharding(self.mesh, P())
+    replicated = NamedSharding(self.mesh, P())
+    image_shape = (seeds, bs) + tuple(self.images.shape[1:])
+    spans = [index[1].indices(bs)[:2] for index in sharded.addressable_devices_indices_map((seeds, bs)).values()]
+    lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
     for t in range(steps):
       index = batches[:, t]
-      rows = self.transform(np.asarray(self.images[index.reshape(-1)]))
-      image = rows.reshape((seeds, bs) + rows.shape[1:])
-      yield (jax.device_put(index, sharded), jax.device_put(image, sharded),
-             parallel.replicate(keys[:, t], self.mesh))
+      rows = self.transform(np.asarray(self.images[index[:, lo:hi].reshape(-1)]))
+      rows = rows.reshape((seeds, hi - lo) + rows.shape[1:])
+
+      def piece(where, rows=rows):
+        start, stop, _ = where[1].indices(bs)
+        return rows[(where[0], slice(start - lo, stop - lo)) + tuple(where[2:])]
+
+      yield (parallel.global_array(index, sharded), jax.make_array_from_callback(image_shape, sharded, piece),
+             parallel.global_array(keys[:, t], replicated))
 
   def __call__(self, state: RunState, data: dict) -> tuple[RunState, dict]:
     plan = jax.device_get(self._plan(state.rng, state.epoch))

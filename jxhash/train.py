@@ -13,6 +13,12 @@ the same data split; S = 1 is the ordinary run.
 
 Progress goes to the `jxhash.train` logger (resume and stage messages) and to a tqdm bar.
 
+Multi-process runs (`jxhash.parallel.start` first; docs/multiprocess.md): every process calls
+`fit` with the same arguments and runs the same compiled epochs in the same order. Evaluation
+is local to each process (on its own copy of the replicated state, no collective); model
+selection follows process 0's validation score, so that every process saves the same best
+checkpoint; the returned state is this process's copy.
+
 Synopsis:
 
     from jxhash import data, methods, train
@@ -221,6 +227,7 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
     if selection.epoch != int(state.epoch):
       # after a resume the best state may predate this process: read it back from the store
       state = selection.state if selection.state is not None else store.restore_best(state)
+  state = parallel.local_copy(state)
   per_seed = [evaluate(spec, seed_slice(state.model, i), data, stats, top_k=options.top_k, pn=options.pn)
               for i in range(options.num_seeds)]
   return FitResult(state=state, final=average_over_seeds(per_seed), per_seed=per_seed,
@@ -245,13 +252,17 @@ def _start(spec, config, state: RunState, store, options: TrainOptions, total: i
 
 def _select(spec, state: RunState, data, stats, options: TrainOptions, selection: _Selection, store,
             epoch: int) -> float:
-  """Score every seed on val (mean over seeds); keep the state if it is the best so far."""
-  scores = [mean_map(evaluate(spec, seed_slice(state.model, i), data, stats, queries="val", full=False))
+  """Score every seed on val (mean over seeds); keep the state if it is the best so far.
+
+  With several processes each scores its own copy and all follow process 0's score, so that
+  they agree on every save (a checkpoint save needs all of them)."""
+  model = parallel.local_copy(state.model)
+  scores = [mean_map(evaluate(spec, seed_slice(model, i), data, stats, queries="val", full=False))
             for i in range(options.num_seeds)]
-  score = float(np.mean(scores))
+  score = parallel.broadcast_float(float(np.mean(scores)))
   if score > selection.score:
     selection.score, selection.epoch = score, epoch
-    selection.state = jax.device_get(state)
+    selection.state = jax.device_get(parallel.local_copy(state))
     if store is not None:
       store.save_best(state, stats, epoch)
   return score
