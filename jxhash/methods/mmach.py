@@ -1,7 +1,8 @@
 """MMACH: Multi-label Modality enhanced Attention based self-supervised deep Cross-modal Hashing.
 
-Reference: R. Zou, S. Wu, X. Zhang, E. M. Bakker, Knowledge-Based Systems 239:107927, 2022
-(code SWU-CS-MediaLab/MMACH, which releases only feature preprocessing).
+Reference: X. Zou, S. Wu, N. Zhang, E. M. Bakker, Knowledge-Based Systems 239:107927, 2022
+(authors as in the BibTeX of their repository SWU-CS-MediaLab/MMACH, which releases only
+feature preprocessing).
 
 Fidelity, component by component:
 
@@ -309,7 +310,7 @@ SPEC = MethodSpec(
     fidelity=("skeleton (label/image/text nets, KL self-supervision, quantization, alternation, "
               "schedule) from the authors' sibling MESDCH code; attention module and multi-label "
               "triplet loss reconstructed from the abstract (designed by jxhash)"),
-    reference=("R. Zou, S. Wu, X. Zhang, E. M. Bakker, Multi-label modality enhanced attention based "
+    reference=("X. Zou, S. Wu, N. Zhang, E. M. Bakker, Multi-label modality enhanced attention based "
                "self-supervised deep cross-modal hashing, Knowledge-Based Systems 239, 2022"),
     # eps 1e-2 in the smoke config only: with MESDCH's 1e-5 the KL's gradient in S_h jumps
     # from 0 (S_h = ReLU(cos) = 0) to about -S_lab / eps (cos just above 0), so float
