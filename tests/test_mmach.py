@@ -131,17 +131,130 @@ def test_triplet_loss_hand_made_cases():
   assert float(mmach.triplet_loss(anchor, codes, labels_i, labels[:1].repeat(2, 0), mu=9.0)) == 0.0
 
 
+def _np_cos_dist(a, c):
+  unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
+  return np.maximum(1.0 - unit(a) @ unit(c).T, 0.0)
+
+
+def _np_triplet_all(a, c, la, lc, margin):
+  """SAALDH's TripletAllLoss (cos), transcribed with loops: the sum over (anchor, positive,
+  negative) of the hinge, divided by the number of triplets with a positive loss."""
+  d = _np_cos_dist(a, c)
+  total, active = 0.0, 0
+  for i in range(a.shape[0]):
+    for j, k in itertools.product(range(c.shape[0]), repeat=2):
+      if la[i] @ lc[j] > 0 and la[i] @ lc[k] == 0:
+        loss = max(0.0, d[i, j] - d[i, k] + margin)
+        total += loss
+        active += loss > 1e-16
+  return total / max(active, 1)
+
+
+def _np_triplet_hard(a, c, la, lc, margin):
+  """Batch-hard with cosine distance: farthest positive, nearest negative per anchor; mean over
+  the anchors that have both."""
+  d = _np_cos_dist(a, c)
+  losses_ = []
+  for i in range(a.shape[0]):
+    pos = [d[i, j] for j in range(c.shape[0]) if la[i] @ lc[j] > 0]
+    neg = [d[i, k] for k in range(c.shape[0]) if la[i] @ lc[k] == 0]
+    if pos and neg:
+      losses_.append(max(0.0, max(pos) - min(neg) + margin))
+  return sum(losses_) / max(len(losses_), 1)
+
+
+@pytest.mark.parametrize("form", ["all", "hard"])
+def test_cosine_triplet_forms_match_numpy(form):
+  fn, ref = ((mmach.triplet_all_loss, _np_triplet_all) if form == "all"
+             else (mmach.triplet_hard_loss, _np_triplet_hard))
+  rng = np.random.default_rng(5)
+  for m, n, c in ((5, 7, 4), (16, 16, 6)):
+    a, t = np.tanh(rng.normal(size=(m, 8))), np.tanh(rng.normal(size=(n, 8)))
+    la, lc = _labels(rng, m, c), _labels(rng, n, c)
+    la[0] = 0.0  # an anchor with no label: no positive, so it takes part in no triplet
+    want = ref(a, t, la, lc, 0.3)
+    assert want > 0
+    got = fn(jnp.asarray(a, jnp.float32), jnp.asarray(t, jnp.float32), la, lc, margin=0.3)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_cosine_triplet_forms_hand_made_cases():
+  anchor = jnp.array([[1.0, 0.0]])
+  labels_a = jnp.array([[1.0, 0.0]])
+  labels_t = jnp.array([[1.0, 0.0], [0.0, 1.0]])  # target 0 positive, target 1 negative
+  # positive orthogonal (d = 1), negative identical (d = 0): 1 - 0 + 0.3
+  targets = jnp.array([[0.0, 2.0], [3.0, 0.0]])
+  for fn in (mmach.triplet_all_loss, mmach.triplet_hard_loss):
+    assert float(fn(anchor, targets, labels_a, labels_t, margin=0.3)) == pytest.approx(1.3)
+    # positive identical, negative opposite (d clamps at 2): 0 - 2 + 0.3 < 0, inactive
+    flipped = jnp.array([[5.0, 0.0], [-1.0, 0.0]])
+    assert float(fn(anchor, flipped, labels_a, labels_t, margin=0.3)) == 0.0
+    # no negative among the targets: no triplet, loss 0
+    assert float(fn(anchor, targets, labels_a, jnp.ones((2, 2)), margin=0.3)) == 0.0
+  # batch-hard takes the farthest positive and the nearest negative only
+  labels_t = jnp.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+  targets = jnp.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [1.0, 1.0]])  # d = 0, 1, 2, 1 - 1/√2
+  want = 1.0 - (1.0 - 1.0 / np.sqrt(2.0)) + 0.3
+  assert float(mmach.triplet_hard_loss(anchor, targets, labels_a, labels_t, margin=0.3)) == pytest.approx(want, rel=1e-5)
+
+
 def test_loss_gradients_are_finite_for_large_and_zero_codes():
   from jxhash import losses
   rng = np.random.default_rng(2)
   h = jnp.asarray(rng.normal(size=(4, 16)) * 1e4, jnp.float32).at[0].set(0.0)  # a zero row too
   buf = jnp.asarray(rng.normal(size=(10, 16)) * 1e4, jnp.float32)
   la, lb = _labels(rng, 4, 3), _labels(rng, 10, 3)
+  lb[0] = 0.0  # a target that is every anchor's negative
   sim = losses.cosine_similarity(la, lb)
   g_kl = jax.grad(lambda x: mmach.kl_term(x, buf, sim))(h)
   g_tr = jax.grad(lambda x: mmach.triplet_loss(x, buf, la, lb, mu=16.0))(h)
-  for g in (g_kl, g_tr):
+  g_all = jax.grad(lambda x: mmach.triplet_all_loss(x, buf, la, lb, margin=0.3))(h)
+  g_hard = jax.grad(lambda x: mmach.triplet_hard_loss(x, buf, la, lb, margin=0.3))(h)
+  for g in (g_kl, g_tr, g_all, g_hard):
     assert np.all(np.isfinite(g)) and float(jnp.abs(g).sum()) > 0
+  # targets that are all zero or all equal: finite (zero or not) everywhere
+  for targets in (jnp.zeros((10, 16)), jnp.ones((10, 16)) * 1e4):
+    for fn in (mmach.triplet_all_loss, mmach.triplet_hard_loss):
+      g = jax.grad(lambda x, fn=fn, t=targets: fn(x, t, la, lb, margin=0.3))(h)
+      assert np.all(np.isfinite(g))
+
+
+def test_cosine_triplet_gradients_match_finite_differences():
+  rng = np.random.default_rng(6)
+  a = jnp.asarray(np.tanh(rng.normal(size=(6, 8))), jnp.float32)
+  t = jnp.asarray(np.tanh(rng.normal(size=(9, 8))), jnp.float32)
+  la, lt = _labels(rng, 6, 4), _labels(rng, 9, 4)
+  for fn in (mmach.triplet_all_loss, mmach.triplet_hard_loss):
+    f = lambda x, fn=fn: fn(x, t, la, lt, margin=0.3)
+    grad = np.asarray(jax.grad(f)(a))
+    direction = jnp.asarray(rng.normal(size=a.shape), jnp.float32)
+    eps = 1e-3
+    numeric = (float(f(a + eps * direction)) - float(f(a - eps * direction))) / (2 * eps)
+    np.testing.assert_allclose(float(np.sum(grad * np.asarray(direction))), numeric, rtol=2e-2, atol=1e-4)
+
+
+@pytest.mark.parametrize("field,value", [("triplet", "cosine"), ("triplet_targets", "buffer")])
+def test_bad_triplet_choice_names_the_field(field, value):
+  with pytest.raises(UserError, match=f"{field}={value!r}: choose one of .*('graded'|'random')"):
+    mmach.Config(**{**TINY, field: value})
+
+
+@pytest.mark.parametrize("form", ["graded", "all", "hard"])
+def test_batch_targets_are_the_other_buffers_rows_of_the_batch(form):
+  config = mmach.Config(**{**TINY, "triplet": form, "triplet_targets": "batch"})
+  rng = np.random.default_rng(7)
+  state = mmach.init(jax.random.PRNGKey(0), config, DIMS, 20)
+  labels = _labels(rng, 20, DIMS.num_labels)
+  arrays = {"image": rng.normal(size=(20, 12)).astype(np.float32),
+            "text": rng.normal(size=(20, 7)).astype(np.float32), "labels": labels}
+  index = jnp.asarray([3, 17, 0, 9, 12, 5, 1, 8])
+  batch = dict({k: v[np.asarray(index)] for k, v in arrays.items()}, index=index)
+  phases = {p.name: p for p in mmach.stages(config, 20)[0].phases}
+  for modality, other in (("image", "text"), ("text", "image")):
+    new, logs = jax.jit(phases[modality].step)(state, batch, arrays, jax.random.PRNGKey(1))
+    out = new.outputs[modality][index]  # the batch outputs the loss saw
+    want = mmach.cross_modal_triplet(config, out, state.outputs[other][index], batch["labels"], batch["labels"])
+    np.testing.assert_allclose(logs["triplet"], want, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- label input

@@ -54,11 +54,12 @@ def test_mie_loss_matches_numpy():
   assert abs(want - _np_mie_loss(c, t, 0.0, 0.4, 0.8)) > 1e-3
 
 
-def _np_hashing_loss(f, g, fbuf, gbuf, s, u, index, intra, quant):
+def _np_hashing_loss(f, g, fbuf, gbuf, s, u, index, intra, quant, w=None):
   full_f, full_g = fbuf.astype(np.float64).copy(), gbuf.astype(np.float64).copy()
   full_f[index], full_g[index] = f, g
-  pairs = (np.sum((_np_cos(f, full_g) - s) ** 2) + np.sum((_np_cos(g, full_f) - s) ** 2)
-           + intra * (np.sum((_np_cos(f, full_f) - s) ** 2) + np.sum((_np_cos(g, full_g) - s) ** 2)))
+  w = np.ones_like(s) if w is None else w
+  pairs = (np.sum(w * (_np_cos(f, full_g) - s) ** 2) + np.sum(w * (_np_cos(g, full_f) - s) ** 2)
+           + intra * (np.sum(w * (_np_cos(f, full_f) - s) ** 2) + np.sum(w * (_np_cos(g, full_g) - s) ** 2)))
   q = np.sum((u - f) ** 2) + np.sum((u - g) ** 2)
   bs, k = f.shape
   return pairs / (bs * fbuf.shape[0]) + quant * q / (bs * k)
@@ -75,6 +76,129 @@ def test_hashing_loss_matches_numpy():
   got = uchm.hashing_loss(f, g, image_buffer=fbuf, text_buffer=gbuf, similarity=s, unified=u, index=index,
                           intra_weight=0.1, quant_weight=0.3)
   np.testing.assert_allclose(got, _np_hashing_loss(f, g, fbuf, gbuf, s, u, index, 0.1, 0.3), rtol=1e-5)
+  # per-pair weights (the correction's down-weighting) scale each squared error
+  w = rng.uniform(0, 1, size=(bs, n)).astype(np.float32)
+  got = uchm.hashing_loss(f, g, image_buffer=fbuf, text_buffer=gbuf, similarity=s, unified=u, index=index,
+                          intra_weight=0.1, quant_weight=0.3, weight=w)
+  np.testing.assert_allclose(got, _np_hashing_loss(f, g, fbuf, gbuf, s, u, index, 0.1, 0.3, w), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- UCHTIM correction
+
+
+def _np_uchtim_correction(code_sim, s0, gamma, keep):
+  """train_div.py's rule, transcribed: select_pos = |code_sim - S0| > gamma;
+  S = (1 - select) S0 + select sign(code_sim - S0); weight = (1 - |S0|) select + 1 - select
+  (entries in `keep` are left alone, as UCHTIM resets its diagonal)."""
+  select = (np.abs(code_sim - s0) > gamma) & ~keep
+  target = np.where(select, np.sign(code_sim - s0), s0)
+  weight = np.where(select, 1.0 - np.abs(s0), 1.0)
+  return target, weight
+
+
+def test_corrected_similarity_matches_uchtim_rule():
+  rng = np.random.default_rng(8)
+  code_sim = rng.uniform(-1, 1, size=(6, 11)).astype(np.float32)
+  s0 = rng.uniform(-1, 1, size=(6, 11)).astype(np.float32)
+  keep = np.zeros((6, 11), bool)
+  keep[np.arange(6), [2, 0, 7, 10, 4, 4]] = True
+  keep[0, 2] = True
+  s0[0, 2], code_sim[0, 2] = 1.0, -0.9  # disagree by 1.9 but kept
+  target, weight = uchm.corrected_similarity(code_sim, s0, threshold=0.8, keep=jnp.asarray(keep))
+  want_t, want_w = _np_uchtim_correction(code_sim, s0, 0.8, keep)
+  np.testing.assert_allclose(target, want_t, atol=1e-6)
+  np.testing.assert_allclose(weight, want_w, atol=1e-6)
+  select = want_w != 1.0
+  assert 0 < select.sum() < select.size  # some entries corrected, some not
+  assert set(np.unique(np.asarray(target)[(np.abs(code_sim - s0) > 0.8) & ~keep])) <= {-1.0, 1.0}
+  # hand-made: S = 0.5, codes say -0.5 (gap -1 > 0.8): target -1, weight 0.5; S = -0.2, codes
+  # 0.5 (gap 0.7): unchanged
+  t, w = uchm.corrected_similarity(jnp.array([[-0.5, 0.5]]), jnp.array([[0.5, -0.2]]), threshold=0.8)
+  np.testing.assert_allclose(t, [[-1.0, -0.2]])
+  np.testing.assert_allclose(w, [[0.5, 1.0]])
+
+
+def test_code_similarity_matches_numpy():
+  rng = np.random.default_rng(9)
+  n, bs, k = 14, 5, 8
+  index = rng.permutation(n)[:bs]
+  f, g = np.tanh(rng.normal(size=(2, bs, k))).astype(np.float32)
+  fbuf, gbuf = rng.uniform(-1, 1, size=(2, n, k)).astype(np.float32)
+  full_f, full_g = fbuf.astype(np.float64).copy(), gbuf.astype(np.float64).copy()
+  full_f[index], full_g[index] = f, g
+  want = (_np_cos(f, full_g) + _np_cos(f, full_f) + _np_cos(g, full_g)) / 3
+  got = uchm.code_similarity(f, g, image_buffer=fbuf, text_buffer=gbuf, index=index)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_corrected_loss_gradients_are_finite_and_the_target_is_constant():
+  rng = np.random.default_rng(10)
+  n, bs, k = 16, 4, 32
+  index = jnp.arange(bs)
+  s0 = jnp.asarray(rng.uniform(-1, 1, size=(bs, n)), jnp.float32)
+  fbuf = jnp.asarray(rng.normal(size=(n, k)) * 1e3, jnp.float32)
+  gbuf = jnp.asarray(rng.normal(size=(n, k)) * 1e3, jnp.float32)
+  own = jnp.arange(n)[None, :] == index[:, None]
+
+  def corrected_loss(f, g):
+    target, weight = uchm.corrected_similarity(
+        uchm.code_similarity(f, g, image_buffer=fbuf, text_buffer=gbuf, index=index), s0, threshold=0.8, keep=own)
+    return uchm.hashing_loss(f, g, image_buffer=fbuf, text_buffer=gbuf, similarity=target,
+                             unified=losses.binarize(f), index=index, intra_weight=0.1, quant_weight=0.1,
+                             weight=weight)
+
+  for scale in (1.0, 1e3):
+    f = jnp.asarray(rng.normal(size=(bs, k)) * scale, jnp.float32)
+    g = jnp.asarray(rng.normal(size=(bs, k)) * scale, jnp.float32).at[0].set(0.0)  # a zero row too
+    for gr in jax.jit(jax.grad(corrected_loss, argnums=(0, 1)))(f, g):
+      assert np.all(np.isfinite(gr)) and np.abs(gr).sum() > 0
+  # the corrected target and its weights carry no gradient back into the code similarity
+  c = jnp.asarray(rng.uniform(-1, 1, size=(bs, n)), jnp.float32)
+  grad_c = jax.grad(lambda c: jnp.sum(sum(uchm.corrected_similarity(c, s0, threshold=0.3))))(c)
+  np.testing.assert_array_equal(grad_c, 0.0)
+  # finite differences agree with the gradient of the weighted loss (target held fixed)
+  f = jnp.asarray(np.tanh(rng.normal(size=(bs, k))), jnp.float32)
+  g = jnp.asarray(np.tanh(rng.normal(size=(bs, k))), jnp.float32)
+  target, weight = uchm.corrected_similarity(
+      uchm.code_similarity(f, g, image_buffer=fbuf, text_buffer=gbuf, index=index), s0, threshold=0.8, keep=own)
+  fixed = lambda f: uchm.hashing_loss(f, g, image_buffer=fbuf, text_buffer=gbuf, similarity=target,  # noqa: E731
+                                      unified=losses.binarize(g), index=index, intra_weight=0.1, quant_weight=0.1,
+                                      weight=weight)
+  direction = jnp.asarray(rng.normal(size=f.shape), jnp.float32)
+  eps = 1e-2
+  numeric = (float(fixed(f + eps * direction)) - float(fixed(f - eps * direction))) / (2 * eps)
+  analytic = float(jnp.sum(jax.grad(fixed)(f) * direction))
+  np.testing.assert_allclose(analytic, numeric, rtol=2e-2, atol=1e-5)
+
+
+def test_correction_stage_follows_the_plain_one():
+  config = uchm.Config(correction="codes", correction_epochs=7, epochs=30)
+  stages = uchm.stages(config, 10)
+  assert [(s.name, s.epochs) for s in stages] == [("mie", config.mie_epochs), ("hash", 23), ("correct", 7)]
+  assert [s.phases[0].name for s in stages[1:]] == ["hash", "hash"]
+  assert all(s.end_of_epoch is not None for s in stages[1:])
+  plain = uchm.stages(uchm.Config(correction="none", epochs=30), 10)
+  assert [(s.name, s.epochs) for s in plain] == [("mie", config.mie_epochs), ("hash", 30)]
+  unimodal = uchm.stages(dataclasses.replace(config, similarity="unimodal"), 10)
+  assert [(s.name, s.epochs) for s in unimodal] == [("hash", 23), ("correct", 7)]
+
+
+def test_correction_with_nothing_to_correct_is_the_plain_step(small_state):
+  state, arrays, config = small_state
+  index = jnp.arange(8)
+  batch = dict({k: v[:8] for k, v in arrays.items()}, index=index)
+  plain = uchm._hash_step(config)
+  quiet = uchm._hash_step(dataclasses.replace(config, correction="codes", correction_threshold=3.0), correct=True)
+  loud = uchm._hash_step(dataclasses.replace(config, correction="codes", correction_threshold=0.0), correct=True)
+  key = jax.random.PRNGKey(0)
+  a, logs_a = jax.jit(plain)(state, batch, arrays, key)
+  b, logs_b = jax.jit(quiet)(state, batch, arrays, key)
+  c, logs_c = jax.jit(loud)(state, batch, arrays, key)
+  assert float(logs_b["corrected_fraction"]) == 0.0 and float(logs_c["corrected_fraction"]) > 0.5
+  np.testing.assert_allclose(logs_a["loss"], logs_b["loss"], rtol=1e-6)
+  for x, y in zip(jax.tree.leaves(a.nets), jax.tree.leaves(b.nets)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+  assert abs(float(logs_c["loss"]) - float(logs_a["loss"])) > 1e-4
 
 
 def test_gradients_finite_for_large_inputs_and_only_batch_rows_of_buffers():
@@ -245,4 +369,9 @@ def test_config_validation():
     uchm.stages(uchm.Config(bit_selection="sum"), 10)
   with pytest.raises(ValueError, match="mie_epochs"):
     uchm.stages(uchm.Config(mie_epochs=0), 10)
-  assert len(uchm.stages(uchm.Config(similarity="unimodal", mie_epochs=0), 10)) == 1
+  assert len(uchm.stages(uchm.Config(similarity="unimodal", mie_epochs=0, correction="none"), 10)) == 1
+  with pytest.raises(ValueError, match="correction='labels': choose one of 'none', 'codes'"):
+    uchm.stages(uchm.Config(correction="labels"), 10)
+  for epochs in (0, 100, 120):
+    with pytest.raises(ValueError, match="correction_epochs"):
+      uchm.init(jax.random.PRNGKey(0), uchm.Config(correction="codes", correction_epochs=epochs), dims, 10)

@@ -89,7 +89,7 @@ class Config(BaseConfig):
   """
 
   CHOICES = {"similarity": ("mie", "unimodal"), "fusion": ("cross_attention", "bilinear"),
-             "bit_selection": ("gate", "item", "bit")}
+             "bit_selection": ("gate", "item", "bit"), "correction": ("none", "codes")}
   RANGES = {"mie_epochs": (0, "similarity='unimodal' trains no generator")}
 
   epochs: int = 100  # hashing epochs (DJSRH: 80; UCHTIM, Tu's sibling code: 100)
@@ -123,6 +123,10 @@ class Config(BaseConfig):
   lr_schedule: str = "constant"
   momentum: float = 0.9  # DJSRH
   weight_decay: float = 5e-4  # DJSRH
+  # --- hash-similarity correction of the target (after UCHTIM, Tu's sibling code, train_div.py)
+  correction: str = "none"  # "none" or "codes": code similarity overrides the target where they disagree
+  correction_epochs: int = 5  # last hashing epochs that use it; UCHTIM: 5 "denoise" epochs after 40 plain ones
+  correction_threshold: float = 0.8  # |code sim - S| above this is a disagreement (UCHTIM gamma = 0.8)
   # --- bit selection
   bit_selection: str = "gate"  # learned; "item" = larger |value| (equals sign(F + G)); "bit" per column
   gate_lr: float = 1e-2  # Adam on the 1 + K gate parameters (s, b_k)
@@ -133,6 +137,10 @@ class Config(BaseConfig):
     if self.fusion == "cross_attention" and self.mie_hidden % (self.mie_tokens * self.mie_heads):
       raise UserError(f"uchm config: mie_hidden={self.mie_hidden} must be divisible by mie_tokens * mie_heads "
                       f"= {self.mie_tokens * self.mie_heads}")
+    if self.correction == "codes" and not 0 < self.correction_epochs < self.epochs:
+      raise UserError(f"uchm config: correction='codes' needs 0 < correction_epochs < epochs (got "
+                      f"correction_epochs={self.correction_epochs}, epochs={self.epochs}): the codes must be "
+                      "trained before they can correct the target")
 
 
 @flax.struct.dataclass
@@ -204,12 +212,13 @@ def mie_loss(embedding_similarity: jax.Array, target: jax.Array, *, saturation_w
 
 def hashing_loss(image_codes: jax.Array, text_codes: jax.Array, *, image_buffer: jax.Array,
                  text_buffer: jax.Array, similarity: jax.Array, unified: jax.Array, index: jax.Array,
-                 intra_weight: float, quant_weight: float) -> jax.Array:
+                 intra_weight: float, quant_weight: float, weight: jax.Array | None = None) -> jax.Array:
   """Joint loss of both hashing nets on one batch (designed by jxhash after DJSRH).
 
-  With F~, G~ the buffers whose batch rows are the live outputs f, g and S the batch rows:
-      [ ||cos(f, G~) - S||^2 + ||cos(g, F~) - S||^2
-        + intra (||cos(f, F~) - S||^2 + ||cos(g, G~) - S||^2) ] / (bs n)
+  With F~, G~ the buffers whose batch rows are the live outputs f, g, S the batch rows and W
+  the optional per-pair weights (all ones when absent):
+      [ ||W * (cos(f, G~) - S)^2||_1 + ||W * (cos(g, F~) - S)^2||_1
+        + intra (||W * (cos(f, F~) - S)^2||_1 + ||W * (cos(g, G~) - S)^2||_1) ] / (bs n)
       + quant (||U - f||^2 + ||U - g||^2) / (bs K).
 
   Args:
@@ -219,6 +228,7 @@ def hashing_loss(image_codes: jax.Array, text_codes: jax.Array, *, image_buffer:
     unified: (bs, K) unified codes U of the batch in {-1, +1}.
     index: (bs,) the batch rows' positions.
     intra_weight, quant_weight: weights.
+    weight: optional (bs, n) W >= 0 (`corrected_similarity`'s down-weighting).
 
   Returns:
     scalar.
@@ -226,11 +236,62 @@ def hashing_loss(image_codes: jax.Array, text_codes: jax.Array, *, image_buffer:
   bs, bits = image_codes.shape
   full_f = jnp.asarray(image_buffer).at[index].set(image_codes)
   full_g = jnp.asarray(text_buffer).at[index].set(text_codes)
-  reg = lambda a, b: losses.similarity_regression(losses.cosine_similarity(a, b), similarity)  # noqa: E731
+  reg = lambda a, b: losses.similarity_regression(losses.cosine_similarity(a, b), similarity, weight)  # noqa: E731
   pairs = (reg(image_codes, full_g) + reg(text_codes, full_f)
            + intra_weight * (reg(image_codes, full_f) + reg(text_codes, full_g)))
   quant = losses.quantization(unified, image_codes) + losses.quantization(unified, text_codes)
   return pairs / (bs * image_buffer.shape[0]) + quant_weight * quant / (bs * bits)
+
+
+def code_similarity(image_codes: jax.Array, text_codes: jax.Array, *, image_buffer: jax.Array,
+                    text_buffer: jax.Array, index: jax.Array) -> jax.Array:
+  """The codes' own similarity of the batch rows to every item, as UCHTIM's correction reads it.
+
+  (cos(f, G~) + cos(f, F~) + cos(g, G~)) / 3 with F~, G~ the buffers holding the batch rows
+  f, g: UCHTIM's (B_I B_T^T + B_I B_I^T + B_T B_T^T) / 3 of L2-normalised codes, taken here
+  over the batch rows against the whole training set instead of the batch against itself.
+
+  Args:
+    image_codes, text_codes: (bs, K) f, g.
+    image_buffer, text_buffer: (n, K) F, G.
+    index: (bs,) the batch rows' positions.
+
+  Returns:
+    (bs, n) in [-1, 1].
+  """
+  full_f = jnp.asarray(image_buffer).at[index].set(image_codes)
+  full_g = jnp.asarray(text_buffer).at[index].set(text_codes)
+  cos = losses.cosine_similarity
+  return (cos(image_codes, full_g) + cos(image_codes, full_f) + cos(text_codes, full_g)) / 3.0
+
+
+def corrected_similarity(code_sim: jax.Array, similarity: jax.Array, *, threshold: float,
+                         keep: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """UCHTIM's "denoise" rule: the codes' similarity corrects the generated one.
+
+  Where |c_ij - S_ij| > threshold the target becomes sign(c_ij - S_ij) (+-1, the side the codes
+  pull towards) with weight 1 - |S_ij| (a confident generated value keeps most of its say by
+  muting the overridden pair); elsewhere the target stays S_ij with weight 1. Exactly
+  `train_div.py`'s select_pos / S / weight_s.
+
+  Args:
+    code_sim: (m, n) c, the codes' similarity (treated as a constant).
+    similarity: (m, n) S, the generated similarity in [-1, 1].
+    threshold: UCHTIM's gamma (0.8).
+    keep: optional (m, n) bool of entries never corrected (an item against itself: UCHTIM
+      resets its diagonal to 1).
+
+  Returns:
+    (target, weight), each (m, n).
+  """
+  code_sim = jax.lax.stop_gradient(code_sim)
+  gap = code_sim - similarity
+  select = jnp.abs(gap) > threshold
+  if keep is not None:
+    select = select & ~keep
+  target = jnp.where(select, jnp.sign(gap), similarity)
+  weight = jnp.where(select, 1.0 - jnp.abs(similarity), 1.0)
+  return target, weight
 
 
 def select_bits(image_codes: jax.Array, text_codes: jax.Array, *, per: str = "item") -> jax.Array:
@@ -364,34 +425,45 @@ def store_embedding(state: State, data: dict) -> State:
   return state.replace(embedding=embed(state, data))
 
 
-def _hash_step(config: Config):
+def _hash_step(config: Config, *, correct: bool = False):
+  """One joint step of the hashing nets (and the gate); `correct`: UCHTIM's correction of S."""
 
   def step(state: State, batch: dict, data: dict, key: jax.Array):
     del key
     index = batch["index"]
-    similarity = similarity_rows(state, data, index, config)
+    generated = similarity_rows(state, data, index, config)
     nets = state.nets
+    buffers = dict(image_buffer=state.outputs["image"], text_buffer=state.outputs["text"])
 
     def loss_fn(params):
       f = nets["image"].apply_fn({"params": params["image"]}, batch["image"])
       g = nets["text"].apply_fn({"params": params["text"]}, batch["text"])
-      loss = hashing_loss(f, g, image_buffer=state.outputs["image"], text_buffer=state.outputs["text"],
-                          similarity=similarity, unified=state.codes[index], index=index,
-                          intra_weight=config.intra_weight, quant_weight=config.quant_weight)
-      return loss, (f, g)
+      similarity, weight = generated, None
+      if correct:  # from this step's own codes, as UCHTIM: refreshed every step, never stored
+        own = jnp.arange(generated.shape[1])[None, :] == index[:, None]
+        similarity, weight = corrected_similarity(code_similarity(f, g, index=index, **buffers), generated,
+                                                  threshold=config.correction_threshold, keep=own)
+      loss = hashing_loss(f, g, **buffers, similarity=similarity, unified=state.codes[index], index=index,
+                          intra_weight=config.intra_weight, quant_weight=config.quant_weight, weight=weight)
+      return loss, (f, g, similarity, weight)
 
-    (loss, (f, g)), grads = jax.value_and_grad(loss_fn, has_aux=True)({m: nets[m].params for m in MODALITIES})
+    (loss, (f, g, similarity, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        {m: nets[m].params for m in MODALITIES})
     new_nets = {m: nets[m].apply_gradients(grads=grads[m]) for m in MODALITIES}
     outputs = {"image": state.outputs["image"].at[index].set(f), "text": state.outputs["text"].at[index].set(g)}
     metrics = {"loss": loss}
+    if correct:
+      metrics["corrected_fraction"] = jnp.mean((weight != 1.0) | (similarity != generated))
     gate = state.gate
     if config.bit_selection == "gate":
       f, g = jax.lax.stop_gradient(f), jax.lax.stop_gradient(g)
-      block = similarity[:, index]  # (bs, bs) pairs inside the batch
+      block = similarity[:, index]  # (bs, bs) pairs inside the batch (the corrected target if correcting)
+      block_weight = None if weight is None else weight[:, index]
 
       def gate_loss(params):
         u = gated_bits(gate.apply_fn({"params": params}, f, g), f, g)
-        return jnp.mean(jnp.square(losses.cosine_similarity(u, u) - block)), None
+        err = jnp.square(losses.cosine_similarity(u, u) - block)
+        return jnp.mean(err if block_weight is None else block_weight * err), None
 
       gate, metrics["gate_loss"], _ = toolkit.apply_gradients(gate, gate_loss)
     return state.replace(nets=new_nets, outputs=outputs, gate=gate), metrics
@@ -414,13 +486,18 @@ def stages(config: Config, num_train: int) -> tuple[Stage, ...]:
     del data
     return state.replace(codes=unify(state, config))
 
-  hashing = Stage("hash", config.epochs, (Phase("hash", _hash_step(config), config.batch_size),),
-                  end_of_epoch=refresh_codes)
+  plain = config.epochs - (config.correction_epochs if config.correction == "codes" else 0)
+  hashing = (Stage("hash", plain, (Phase("hash", _hash_step(config), config.batch_size),),
+                   end_of_epoch=refresh_codes),)
+  if config.correction == "codes":  # UCHTIM: a short corrected stage after the plain one
+    hashing += (Stage("correct", config.correction_epochs,
+                      (Phase("hash", _hash_step(config, correct=True), config.batch_size),),
+                      end_of_epoch=refresh_codes),)
   if config.similarity == "unimodal":
-    return (hashing,)
+    return hashing
   generator = Stage("mie", config.mie_epochs, (Phase("mie", _mie_step(config), config.mie_batch_size),),
                     finish=store_embedding, evaluate=False)
-  return generator, hashing
+  return (generator,) + hashing
 
 
 def report(state: State) -> dict:
@@ -439,13 +516,14 @@ def report(state: State) -> dict:
 
 
 SPEC = MethodSpec(
-    name="uchm", Config=Config, init=init, stages=stages, encode=toolkit.encode,
-    fidelity=("reconstruction from the abstract: MIE similarity generator (cross-attention fusion, "
-              "hash-similarity-friendly loss), DJSRH-style hashing loss and learned bit-selection gate "
-              "all designed by jxhash; no author code; no labels in training"),
+    name="uchm", Config=Config, init=init, stages=stages, encode=toolkit.encode, report=report,
+    supervised=False,
+    needs_image_matrix="UCHM's unimodal similarity and MIE embeddings use every training image feature",
     reference=("R.-C. Tu, X. Jiang, Q. Lin, X. Cai, M. Tian, H. Wang, W. Liu, Unsupervised Cross-Modal "
                "Hashing with Modality-Interaction, IEEE TCSVT 2023 (doi 10.1109/TCSVT.2023.3251395)"),
-    supervised=False, report=report,
-    needs_image_matrix="UCHM's unimodal similarity and MIE embeddings use every training image feature",
+    fidelity=("reconstruction from the abstract: MIE similarity generator (cross-attention fusion, "
+              "hash-similarity-friendly loss), DJSRH-style hashing loss and learned bit-selection gate "
+              "all designed by jxhash; optional correction of the target by the codes' similarity from the "
+              "first author's UCHTIM code (same-author code); no UCHM code; no labels in training"),
     smoke={"epochs": 2, "mie_epochs": 2, "batch_size": 32, "mie_batch_size": 32, "image_hidden": (32,),
            "text_hidden": (32,), "mie_hidden": 32, "mie_tokens": 2, "mie_heads": 2, "mie_rank": 16})
