@@ -125,7 +125,8 @@ def main(argv=None) -> int:
   rows = report.load_results([str(p) for p in every])
   # each config file states the rows of its own runs, exactly as the README table shows them
   lines = report.table(rows).splitlines()[2:]
-  command = f"python experiments/reproduce.py configs/{folder.name} --seeds {args.seeds}"
+  bits = ",".join(map(str, args.bits))
+  command = f"python experiments/reproduce.py configs/{folder.name} --bits {bits} --seeds {args.seeds}"
   for path in config_files(folder, args.only):
     mine = [line for r, line in zip(rows, lines) if pathlib.Path(r["_path"]).stem.rsplit("-", 1)[0] == path.stem]
     if mine:
