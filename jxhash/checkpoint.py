@@ -35,6 +35,10 @@ Synopsis:
     from jxhash import checkpoint
     enc = checkpoint.restore("checkpoints/dcmh-wikipedia-32bits-seed0-3f9a1c2e")
     codes = enc.encode("image", features)        # (N, 32) int8 in {-1, +1}
+
+Length (over 400 lines): saving and restoring share the format version, the checksums and
+the identity checks; keeping them in one file keeps what is written and what is verified in
+one place.
 """
 
 from __future__ import annotations

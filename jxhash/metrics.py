@@ -43,6 +43,10 @@ spinning worker threads.
 
 All functions accept numpy or jax arrays and return numpy values / Python floats. Bad inputs
 raise `jxhash.errors.UserError` (a `ValueError`) naming the argument and its shape.
+
+Length (over 400 lines): every metric's formula, tie rule and reference is written in its
+docstring; the input checks and the per-chunk reduction already live in _metric_inputs.py
+and _tie_average.py.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ process's devices and the mesh spans them. Host values become global arrays with
 collective (`replicate`, `global_array`: each process places the pieces its own devices hold,
 from a value every process computed identically); `local_copy` turns a replicated global array
 back into this process's copy, for work that is not collective (evaluation, results).
+
+Length (over 400 lines): the mesh, the single-process sharding helpers and the multi-process
+group (rendezvous with a bounded wait, the watchdog, agreement checks) share the process and
+device bookkeeping; splitting the group out would make both halves import each other.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ genuine one before inflating it (MIRFlickr's 222 MB tag matrix compresses 480:1)
 compressed member of 2 GB is refused only where the budget is below 2 GB.
 
 Every refusal is a `DataError` naming the file (and key) and the sizes involved.
+
+Length (over 400 lines): the memory budget and one header check per container format (npy,
+npz members, HDF5 datasets, and a MAT v5 parser that walks variable headers without
+inflating them), each checking declared sizes before anything is allocated.
 """
 
 from __future__ import annotations

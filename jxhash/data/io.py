@@ -18,6 +18,10 @@ unreadable or truncated file, a non-numeric array. What a file declares (shapes,
 stored bytes) is checked against the file and the memory budget before anything is allocated
 (`jxhash.data.bounds`), and running out of memory while reading becomes a `DataError` naming the
 file too.
+
+Length (over 400 lines): the readers of the release formats (npy/npz, MAT v5, HDF5 and
+MAT v7.3), row streaming for pixels, and the shape/label checks every loader shares, behind
+`read_matrix` / `open_rows`.
 """
 
 from __future__ import annotations

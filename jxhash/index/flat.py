@@ -20,6 +20,9 @@ ranking, so results never depend on the engine, the batch size or the thread cou
 
 Saved indexes are one `.npz` file (no pickle; `persist`), or FAISS's binary index format
 (`faiss_io`) for serving stacks built on FAISS.
+
+Length (over 400 lines): storage, validation, exact search dispatch and the atomic
+save/load of `HashIndex`; ids and multi-index hashing live in ids.py and mih.py.
 """
 
 from __future__ import annotations

@@ -82,6 +82,9 @@ about 0.02-0.03 mAP lower on Wikipedia at 32 bits (docs/dcph_proxy.md).
 
 No similarity between datapoints is built anywhere: labels meet codes only through the
 (bs, C) logits h P^T.
+
+Length (over 400 lines): DCPH keeps its earlier proxy objectives selectable beside PSLDH's
+(an ablation, not a loss), and each objective's formula and source are documented here.
 """
 
 from __future__ import annotations

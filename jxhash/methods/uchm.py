@@ -58,6 +58,10 @@ features with BoW tags. For MIRFlickr-25K (NUS-WIDE: --dataset=nuswide, same opt
 standardises both modalities with training-split statistics, so the cosines above are of
 centred features and span [-1, 1]; DJSRH took cos of raw non-negative features and mapped it
 with 2 cos - 1 (`cos_rescale=True` with `--normalize none` reproduces that).
+
+Length (over 400 lines): UCHM has two stages (generator, hashing), three ablation switches
+and the UCHTIM correction option, each with its loss written out and documented here; the
+network modules themselves live in jxhash/nets/.
 """
 
 from __future__ import annotations
