@@ -99,18 +99,3 @@ def test_missing_data_file_from_the_shell_is_one_line(tmp_path):
   assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
   assert str(tmp_path) in proc.stderr
 
-
-@pytest.mark.slow
-def test_a_seed_loop_then_more_seeds_write_their_own_files(tmp_path, monkeypatch):
-  # the default output places (results/, checkpoints/ under the repository root), moved to tmp
-  monkeypatch.setattr(run_cli, "ROOT", tmp_path)
-  tiny = [*TINY, "--epochs", "1", "--eval-every", "0"]
-  for seed in range(5):
-    assert run_cli.main(["--method", "dcmh", "--bits", "16", "--seed", str(seed), *tiny]) == 0
-  assert run_cli.main(["--method", "dcmh", "--bits", "16", "--seeds", "3", *tiny]) == 0
-  files = sorted((tmp_path / "results").glob("*.json"))
-  assert len(files) == 6, files
-  runs = [json.loads(f.read_text()) for f in files]
-  assert sorted((r["seed"], r["num_seeds"]) for r in runs) == [(0, 1), (0, 3), (1, 1), (2, 1), (3, 1), (4, 1)]
-  assert len({r["run_name"] for r in runs}) == 6
-  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(r["run_name"] for r in runs)
