@@ -10,7 +10,7 @@ repository root); pass --data-dir to read it from elsewhere.
 
 Expected results (mean ± std over the seeds; rows as in the README's table):
 <!-- expected:start -->
-Produced by: python experiments/reproduce.py configs/wikipedia --seeds 5
+Produced by: python experiments/reproduce.py configs/wikipedia --bits 32 --seeds 5
 | wikipedia | dcmh | 32 | 0.2378 ± 0.0106 | 0.5548 ± 0.0085 | 5 | last | defaults | 1131.57 |
 <!-- expected:end -->
 """

@@ -10,7 +10,7 @@ repository root); pass --data-dir to read it from elsewhere.
 
 Expected results (mean ± std over the seeds; rows as in the README's table):
 <!-- expected:start -->
-Produced by: python experiments/reproduce.py configs/wikipedia --seeds 5
+Produced by: python experiments/reproduce.py configs/wikipedia --bits 32 --seeds 5
 | wikipedia | mdch | 32 | 0.2554 ± 0.0059 | 0.6481 ± 0.0071 | 5 | last | defaults | 3245.84 |
 <!-- expected:end -->
 """
