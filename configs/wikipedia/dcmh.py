@@ -2,11 +2,7 @@
 
     python experiments/run.py --config configs/wikipedia/dcmh.py --bits 32 --seeds 5
 
-Wikipedia's official protocol: the 693 test items query the 2173 training items, which are
-also the retrieval set. There is no val split in it, so the last epoch is evaluated (the
-defaults were chosen on a val split carved from the training items: docs/defaults.md).
-The data is read from ../shared/data/wikipedia (relative paths in a config file start at the
-repository root); pass --data-dir to read it from elsewhere.
+Protocol and data: configs/wikipedia/README.md.
 
 Expected results (mean ± std over the seeds; rows as in the README's table):
 <!-- expected:start -->
