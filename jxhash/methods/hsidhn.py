@@ -117,10 +117,6 @@ def _module(config: Config, modality: str) -> HierarchicalEncoder:
 
 def _check(config: Config, dims: Dims) -> None:
   toolkit.require_features("HSIDHN", dims, "no pixel network is built for it")
-  if config.soft_off not in ("hard", "drop"):
-    raise UserError(f"unknown soft_off {config.soft_off!r}; choose 'hard' or 'drop'")
-  if config.code_similarity not in ("affine", "inner"):
-    raise UserError(f"unknown code_similarity {config.code_similarity!r}; choose 'affine' or 'inner'")
   if any(int(k) < 1 for k in config.scales) or not config.scales:
     raise UserError(f"scales must be positive pooling kernels, got {config.scales!r}")
 
