@@ -4,7 +4,7 @@ A run directory (by default `checkpoints/<run name>/`, the name from `jxhash.ide
 holds
 
     latest/<epoch>/   the RunState after the last checkpointed epoch (resume from here)
-    best/<epoch>/     the RunState with the best validation mAP
+    best/<epoch>/     the RunState with the best validation mAP (the last two kept: see below)
     run.json          what the run is: its identity (`jxhash.identity`) and the jxhash version
     .lock             held while a process trains here (`jxhash.runlock`)
     superseded/       a previous attempt's checkpoints, kept until this attempt completes
@@ -18,6 +18,10 @@ and `inputs`). Integrity:
   checkpoint intact.
 - The checksum is recomputed at every restore and resume: a damaged file is reported, never
   restored silently.
+- In an epoch that improves on val, best/ is saved before latest/, so latest/ never names a
+  best epoch that was not saved. A process killed between the two saves leaves a best/ step
+  newer than latest/: resuming discards it (that epoch is trained again), and the best/ step
+  that latest/ names is still there because best/ keeps its last two steps.
 - Re-running a run from scratch moves the earlier attempt's checkpoints to `superseded/` and
   deletes them only when the new attempt completes; another run's checkpoints are never touched
   (unless `overwrite`).
@@ -78,6 +82,9 @@ logger = logging.getLogger(__name__)
 # failing inside orbax (format 1: jxhash 0.1, whose method states named their buffers `codes`)
 CHECKPOINT_FORMAT = 2
 _KINDS = ("latest", "best")
+# best/ keeps one step more than latest/ needs: the one the latest checkpoint names survives a
+# kill between an epoch's best and latest saves (see the module docstring)
+_KEEP = {"latest": 1, "best": 2}
 _SUPERSEDED = "superseded"
 _OPENED = "jxhash-checkpoint-store-opened"  # barrier: process 0 has prepared the run directory
 
@@ -132,8 +139,8 @@ class CheckpointStore:
     except OSError as e:
       raise UserError(f"cannot create checkpoint directory {self.directory}: {fileio.describe_os_error(e)}") from e
     self._lock = (lock or RunLock(self.directory)) if self.primary else None
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
-    self._managers = {name: ocp.CheckpointManager(self.directory / name, options=options) for name in _KINDS}
+    self._managers = {name: ocp.CheckpointManager(self.directory / name, options=ocp.CheckpointManagerOptions(
+        max_to_keep=_KEEP[name], create=True, enable_async_checkpointing=False)) for name in _KINDS}
     if self.primary:
       fileio.atomic_write_json(self.directory / "run.json", to_json(meta), what="run metadata", sort_keys=True)
 
@@ -198,11 +205,22 @@ class CheckpointStore:
     self._save("best", state, stats, epoch, {})
 
   def restore_latest(self, template) -> tuple[Any, dict]:
-    """The latest RunState (shaped like `template`) and the trainer's bookkeeping."""
-    return self._restore("latest", template)
+    """The latest RunState (shaped like `template`) and the trainer's bookkeeping.
 
-  def restore_best(self, template):
-    return self._restore("best", template)[0]
+    Best checkpoints newer than it belong to an epoch that will be trained again (a process
+    killed between that epoch's best and latest saves): they are discarded here, since saving
+    that epoch again would otherwise collide with them."""
+    state, extra = self._restore("latest", template)
+    best = self._managers["best"]
+    for step in best.all_steps():
+      if step > int(state.epoch):
+        logger.info("discarding best checkpoint %d: newer than the latest checkpoint (%d)", step, int(state.epoch))
+        best.delete(step)
+    return state, extra
+
+  def restore_best(self, template, epoch: int | None = None):
+    """The best RunState: the one saved at `epoch`, or the newest best checkpoint."""
+    return self._restore("best", template, epoch)[0]
 
   def wait(self) -> None:
     for m in self._managers.values():
@@ -228,10 +246,12 @@ class CheckpointStore:
       raise UserError(f"cannot save the {name} checkpoint in {self.directory}: {_write_failure(e)}; "
                       "the previous checkpoint is kept") from e
 
-  def _restore(self, name, template):
+  def _restore(self, name, template, step=None):
     manager = self._managers[name]
-    step = manager.latest_step()
     where = self.directory / name
+    if step is not None and step not in manager.all_steps():
+      raise CheckpointError(f"no checkpoint of epoch {step} in {where} (it holds {list(manager.all_steps())})")
+    step = manager.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f"no checkpoint in {where}")
     saved = _read_meta(manager, step, where)

@@ -226,7 +226,7 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
     selected = f"best-val@{selection.epoch}"
     if selection.epoch != int(state.epoch):
       # after a resume the best state may predate this process: read it back from the store
-      state = selection.state if selection.state is not None else store.restore_best(state)
+      state = selection.state if selection.state is not None else store.restore_best(state, selection.epoch)
   state = parallel.local_copy(state)
   per_seed = [evaluate(spec, seed_slice(state.model, i), data, stats, top_k=options.top_k, pn=options.pn)
               for i in range(options.num_seeds)]

@@ -35,6 +35,11 @@ def _latest_epoch(run_dir: pathlib.Path) -> int:
   return max(steps, default=0)
 
 
+def _run_ok(args):
+  proc = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+
+
 def _final_codes(run_dir):
   enc = checkpoint.restore(run_dir, which="latest")
   ds = data.load("synthetic", **SMALL)
@@ -43,8 +48,7 @@ def _final_codes(run_dir):
 
 def test_repeated_sigkills_then_resume_end_with_the_same_codes(tmp_path):
   full, cut = tmp_path / "full", tmp_path / "cut"
-  subprocess.run(RUN + ["--checkpoint-dir", str(full), "--out", str(tmp_path / "full.json")], env=ENV,
-                 check=True, capture_output=True, timeout=600)
+  _run_ok(RUN + ["--checkpoint-dir", str(full), "--out", str(tmp_path / "full.json")])
   run_dir = cut / "fault"
   rng = random.Random(0)
   kills = []
@@ -63,8 +67,7 @@ def test_repeated_sigkills_then_resume_end_with_the_same_codes(tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     kills.append(_latest_epoch(run_dir))
   assert 0 < kills[0] < kills[-1] < 60, kills
-  subprocess.run(RUN + ["--checkpoint-dir", str(cut), "--out", str(tmp_path / "cut.json"), "--resume"],
-                 env=ENV, check=True, capture_output=True, timeout=600)
+  _run_ok(RUN + ["--checkpoint-dir", str(cut), "--out", str(tmp_path / "cut.json"), "--resume"])
   epoch_a, image_a, text_a = _final_codes(full / "fault")
   epoch_b, image_b, text_b = _final_codes(run_dir)
   assert epoch_a == epoch_b == 60
@@ -158,7 +161,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def test_a_full_disk_leaves_the_previous_files_intact(what, tmp_path):
   out = tmp_path / "r.json"
   args = RUN[1:] + ["--epochs", "2", "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(out)]
-  subprocess.run([sys.executable, *args], env=ENV, check=True, capture_output=True, timeout=600)
+  _run_ok([sys.executable, *args])
   before_results = out.read_bytes()
   before_checkpoint = checkpoint.restore(tmp_path / "ck" / "fault", which="latest")
   # a results file is a few kB and so is a checkpoint's largest file: 600 bytes stops either

@@ -79,6 +79,44 @@ def test_resume_continues_exactly(tmp_path):
   assert resumed.final == full.final
 
 
+class _Killed(BaseException):
+  """Stands in for SIGKILL: nothing in the trainer catches it."""
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_between_the_best_and_the_latest_save(tmp_path):
+  # an epoch that improves on val saves best/ then latest/; killed in between, the run has a best
+  # checkpoint newer than its latest one, and resuming trains that epoch (and saves it) again
+  ds, _, full = _fit(epochs=6, eval_every=1)
+  spec, config = _small_config(epochs=6)
+  options = train.TrainOptions(progress=False, eval_every=1)
+  meta = checkpoint.run_metadata(spec, config, ds, options)
+  store_dir = tmp_path / "killed"
+
+  class KilledAfterBest(checkpoint.CheckpointStore):
+    best_epoch = None
+
+    def save_best(self, state, stats, epoch):
+      super().save_best(state, stats, epoch)
+      self.best_epoch = epoch
+
+    def save_latest(self, state, stats, epoch, extra=None):
+      if epoch >= 2 and epoch == self.best_epoch:
+        raise _Killed(epoch)
+      super().save_latest(state, stats, epoch, extra)
+
+  with pytest.raises(_Killed) as killed:
+    train.fit(spec, config, ds, options, store=KilledAfterBest(store_dir, meta))
+  epoch = killed.value.args[0]
+  assert checkpoint.CheckpointStore.open(store_dir, meta, resume=True).latest_epoch() == epoch - 1
+  resumed = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=1, resume=True),
+                      store=checkpoint.CheckpointStore.open(store_dir, meta, resume=True))
+  assert resumed.selected == full.selected
+  assert resumed.final == full.final
+  best = checkpoint.restore(store_dir, which="best")
+  assert f"best-val@{best.epoch}" == full.selected
+
+
 def test_checkpoint_of_another_run_is_refused(tmp_path):
   _fit(tmp_path, epochs=2)
   ds = data.load("synthetic", **SMALL)
