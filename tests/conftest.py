@@ -1,4 +1,4 @@
-"""Test configuration: strict JAX promotion, CPU only, and access to ../shared/data.
+"""Test configuration: strict JAX promotion, CPU only, quick compiles, and access to ../shared/data.
 
 Rank promotion raises everywhere (a (n,) + (n, 1) broadcast is almost always a bug). Strict dtype
 promotion (no implicit int -> float or bfloat16 -> float32 promotion between arrays) is the
@@ -12,6 +12,12 @@ import os
 import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Test programs are tiny, so on a CPU their time goes to compiling them: LLVM's backend
+# optimisations cost more than they save (tests/test_mmach.py's quick tests: 64 s -> 35 s).
+# Codes stay bit-identical to the recorded fingerprints (tests/test_fingerprint.py passes under
+# it). Subprocesses started by the tests inherit the flag.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

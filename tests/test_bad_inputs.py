@@ -154,6 +154,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(case, argv, message
   assert {pathlib.Path(p).name for p in changed} <= {".lock"}, sorted(changed)
 
 
+@pytest.mark.slow  # a subprocess holds the lock
 def test_a_run_directory_in_use_by_another_process_is_refused(tmp_path, capsys):
   run_dir = tmp_path / "ck" / "busy"
   run_dir.mkdir(parents=True)
@@ -277,12 +278,14 @@ def test_a_checkpoint_of_an_older_layout_names_the_version(trained, tmp_path):
     checkpoint.restore(copy)
 
 
+@pytest.mark.slow  # a whole CLI run
 def test_resume_with_nothing_to_resume_says_so(tmp_path, capsys):
   assert run_cli.main(["--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "r.json"), "--resume",
                        *TINY]) == 0
   assert "nothing to resume in" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a whole CLI run
 def test_relative_and_home_paths_for_outputs(tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
   monkeypatch.setenv("HOME", str(tmp_path))

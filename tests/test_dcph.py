@@ -202,6 +202,7 @@ SMALL_CONFIG = dcph.Config(bits=32, image_hidden=(8,), text_hidden=(8,), proxy_h
 SMALL_DIMS = Dims(image_shape=(4,), text_dim=3, num_labels=10)
 
 
+@pytest.mark.slow  # trains the proxies
 @pytest.mark.parametrize("variant", ["psldh", "reconstruction"])
 def test_proxy_stage_gives_distant_binary_proxies(variant):
   c, k = 10, 32

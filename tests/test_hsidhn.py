@@ -209,6 +209,7 @@ def test_gradients_finite_for_large_codes():
     assert np.isfinite(value) and np.all(np.isfinite(grad)) and float(jnp.abs(grad).sum()) > 0
 
 
+@pytest.mark.slow  # an optimiser step
 def test_layer_heads_step_and_report():
   rng = np.random.default_rng(7)
   n = 12

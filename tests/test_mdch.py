@@ -160,6 +160,7 @@ def _trees_equal(a, b):
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow  # optimiser steps of both phases
 def test_phases_share_params_but_keep_separate_optimiser_states():
   arrays, batch, dims = _toy()
   config = mdch.Config(bits=8, epochs=3, batch_size=4, image_hidden=(10,), text_hidden=(10,), init="fan_in",
@@ -225,7 +226,7 @@ def test_ablation_flags_remove_their_component():
   state = mdch.init(jax.random.PRNGKey(0), no_mask, dims, 16)
   assert set(state.nets["image"].params) == {"hidden0", "hash"}
   # without the mask the image phase's loss is exactly DCMH's (no label term)
-  _, logs = mdch.stages(no_mask, 16)[0].phases[1].step(state, batch, arrays, jax.random.PRNGKey(1))
+  _, logs = jax.jit(mdch.stages(no_mask, 16)[0].phases[1].step)(state, batch, arrays, jax.random.PRNGKey(1))
   out = mdch.encode(state, "image", batch["image"])
   want = losses.dcmh_objective(out, other=state.outputs["text"], similarity=(batch["labels"] @ arrays["labels"].T > 0).astype(jnp.float32),
                         codes=state.codes[batch["index"]], buffer=state.outputs["image"], index=batch["index"],

@@ -239,6 +239,7 @@ def test_bad_triplet_choice_names_the_field(field, value):
     mmach.Config(**{**TINY, field: value})
 
 
+@pytest.mark.slow  # an optimiser step per form and modality
 @pytest.mark.parametrize("form", ["graded", "all", "hard"])
 def test_batch_targets_are_the_other_buffers_rows_of_the_batch(form):
   config = mmach.Config(**{**TINY, "triplet": form, "triplet_targets": "batch"})

@@ -11,7 +11,8 @@ experiments/run.py and experiments/launch_local.py (docs/multiprocess.md).
   its own rows of each batch; the launcher's prefixes and stop-the-rest; SLURM-style discovery
   (--distributed) with a faked environment.
 
-One 2-process run is in the quick tier; the rest is slow.
+Every test that starts processes is in the slow tier; the quick tier checks the flags, the
+launcher's commands and prefixes, and what only process 0 does, within one process.
 """
 
 import json
@@ -111,9 +112,10 @@ def _lines(text):
   return [line for line in text.splitlines() if not line.startswith(("[Gloo]", "[0] [Gloo]", "[1] [Gloo]"))]
 
 
-# --------------------------------------------------------------------------- the quick-tier run
+# --------------------------------------------------------------------------- two processes like one
 
 
+@pytest.mark.slow  # subprocesses
 def test_two_processes_train_like_one_with_the_same_devices(tmp_path):
   args = [*DCMH, "--epochs", "3", "--eval-every", "1"]
   two = _launch(2, 2, [*args, "--out", str(tmp_path / "two.json"), "--checkpoint-dir", str(tmp_path / "ck2")])

@@ -2,6 +2,7 @@
 
 Multi-device and multi-seed equality are tested for the registered methods in test_methods.py."""
 
+import shutil
 
 import numpy as np
 import pytest
@@ -117,8 +118,16 @@ def test_resume_after_a_kill_between_the_best_and_the_latest_save(tmp_path):
   assert f"best-val@{best.epoch}" == full.selected
 
 
-def test_checkpoint_of_another_run_is_refused(tmp_path):
-  _fit(tmp_path, epochs=2)
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory):
+  """The run directory of a 2-epoch run; tests change copies of it."""
+  run_dir = tmp_path_factory.mktemp("two-epochs") / "run"
+  _fit(run_dir, epochs=2)
+  return run_dir
+
+
+def test_checkpoint_of_another_run_is_refused(two_epoch_run, tmp_path):
+  shutil.copytree(two_epoch_run, tmp_path, dirs_exist_ok=True)
   ds = data.load("synthetic", **SMALL)
   spec, config = _small_config(epochs=3)
   meta = checkpoint.run_metadata(spec, config, ds, train.TrainOptions())
@@ -126,8 +135,9 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
     checkpoint.CheckpointStore.open(tmp_path, meta, resume=True)
 
 
-def test_corrupt_checkpoint_is_reported(tmp_path):
-  _fit(tmp_path, epochs=2)
+def test_corrupt_checkpoint_is_reported(two_epoch_run, tmp_path):
+  shutil.copytree(two_epoch_run, tmp_path, dirs_exist_ok=True)
+  assert checkpoint.restore(tmp_path).epoch in (1, 2)  # intact before the damage
   for f in (tmp_path / "best").rglob("*"):
     if f.is_file() and f.stat().st_size > 0 and "state" in str(f):
       f.write_bytes(b"garbage")

@@ -183,6 +183,7 @@ def test_correction_stage_follows_the_plain_one():
   assert [(s.name, s.epochs) for s in unimodal] == [("hash", 23), ("correct", 7)]
 
 
+@pytest.mark.slow  # optimiser steps
 def test_correction_with_nothing_to_correct_is_the_plain_step(small_state):
   state, arrays, config = small_state
   index = jnp.arange(8)
@@ -336,6 +337,7 @@ def trained():
   return ds, seen, result
 
 
+@pytest.mark.slow  # trains 55 epochs (the fixture it shares with the next test)
 def test_training_never_sees_labels(trained):
   ds, seen, _ = trained
   assert uchm.SPEC.supervised is False and ds.labels is not None
