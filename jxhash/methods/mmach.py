@@ -97,7 +97,8 @@ class Config(BaseConfig):
   label_embedding: str = ""
   triplet_weight: float = 1.0  # jxhash: paper value unknown; 1 beat 0 on synthetic data (.80 vs .76 at 10 epochs)
   # "graded" (designed by jxhash: margin grows with the gap in shared labels), "all" or "hard"
-  # (same-lab code: SAALDH's all-triplets / batch-hard cosine triplet losses)
+  # (same-lab code: SAALDH's all-triplets / batch-hard cosine triplet losses). Chosen on val
+  # (docs/mmach_triplet.md, 5 seeds): "all" with batch targets tied with it, "hard" lost
   triplet: str = "graded"
   # whose rows are the positives/negatives: "random" (designed by jxhash: `triplet_samples`
   # random rows of the other modality's buffer) or "batch" (same-lab code: SAALDH's targets are
