@@ -254,7 +254,9 @@ def test_flipped_bytes_in_a_checkpoint_are_reported_as_damage(trained, tmp_path)
   for target in ("state", "inputs"):
     copy = tmp_path / target
     shutil.copytree(run_dir, copy)
-    files = sorted((p for p in (copy / "best").rglob("*") if p.is_file() and f"/{target}/" in str(p)
+    # the newest best step is the one restore reads (best/ keeps two)
+    newest = max((p for p in (copy / "best").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    files = sorted((p for p in newest.rglob("*") if p.is_file() and f"/{target}/" in str(p)
                     and p.stat().st_size > 64), key=lambda p: -p.stat().st_size)
     assert files, f"no {target} data files"
     blob = bytearray(files[0].read_bytes())
