@@ -125,12 +125,14 @@ def main(argv=None) -> int:
   rows = report.load_results([str(p) for p in every])
   # each config file states the rows of its own runs, exactly as the README table shows them
   lines = report.table(rows).splitlines()[2:]
-  bits = ",".join(map(str, args.bits))
-  command = f"python experiments/reproduce.py configs/{folder.name} --bits {bits} --seeds {args.seeds}"
   for path in config_files(folder, args.only):
-    mine = [line for r, line in zip(rows, lines) if pathlib.Path(r["_path"]).stem.rsplit("-", 1)[0] == path.stem]
+    mine = [(r, line) for r, line in zip(rows, lines) if pathlib.Path(r["_path"]).stem.rsplit("-", 1)[0] == path.stem]
     if mine:
-      write_expected(path, mine, command)
+      # the command that gives all of the file's rows, which earlier invocations may have added to
+      bits = ",".join(str(b) for b in sorted({int(r["bits"]) for r, _ in mine}))
+      command = (f"python experiments/reproduce.py configs/{folder.name} --only {path.stem} --bits {bits} "
+                 f"--seeds {args.seeds}")
+      write_expected(path, [line for _, line in mine], command)
   if not args.no_readme:
     report.main([*map(str, every), "--readme", args.readme, "--section", folder.name])
   return 1 if failed else 0

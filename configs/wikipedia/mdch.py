@@ -6,7 +6,7 @@ Protocol and data: configs/wikipedia/README.md.
 
 Expected results (mean ± std over the seeds; rows as in the README's table):
 <!-- expected:start -->
-Produced by: python experiments/reproduce.py configs/wikipedia --bits 32 --seeds 5
+Produced by: python experiments/reproduce.py configs/wikipedia --only mdch --bits 32 --seeds 5
 | wikipedia | mdch | 32 | 0.2554 ± 0.0059 | 0.6481 ± 0.0071 | 5 | last | defaults | 3245.84 |
 <!-- expected:end -->
 """

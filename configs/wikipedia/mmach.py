@@ -6,7 +6,7 @@ Protocol and data: configs/wikipedia/README.md.
 
 Expected results (mean ± std over the seeds; rows as in the README's table):
 <!-- expected:start -->
-Produced by: python experiments/reproduce.py configs/wikipedia --bits 32 --seeds 5
+Produced by: python experiments/reproduce.py configs/wikipedia --only mmach --bits 32 --seeds 5
 | wikipedia | mmach | 32 | 0.2951 ± 0.0028 | 0.7322 ± 0.0029 | 5 | last | defaults | 1859.05 |
 <!-- expected:end -->
 """
