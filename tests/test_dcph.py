@@ -370,7 +370,7 @@ def test_default_proxies_on_mirflickr_labels_resemble_the_shipped_ones(mirflickr
 
 
 def test_b_is_sign_of_image_plus_text_buffers():
-  state = dcph.init(jax.random.PRNGKey(1), SMALL_CONFIG, SMALL_DIMS, 20)
+  state = jax.jit(dcph.init, static_argnums=(1, 2, 3))(jax.random.PRNGKey(1), SMALL_CONFIG, SMALL_DIMS, 20)
   new = dcph.stages(SMALL_CONFIG, 20)[1].end_of_epoch(state, None)
   np.testing.assert_array_equal(new.codes, losses.binarize(state.outputs["image"] + state.outputs["text"]))
   assert not np.array_equal(state.codes, new.codes)  # B starts from an independent draw (port)

@@ -64,6 +64,9 @@ def test_smoke_run_stays_finite_and_restores_identical_codes(name, registered, t
   assert [h["epoch"] for h in result.history] == list(range(1, epochs + 1))
   logged = [v for h in result.history for k, v in h.items() if k not in ("epoch", "stage")]
   assert logged and np.all(np.isfinite(logged))
+  # selection: the first epoch with the best val mAP (each method's smoke run evaluates on val)
+  scored = [(h["val_map"], -h["epoch"]) for h in result.history if "val_map" in h]
+  assert scored and result.selected == f"best-val@{-max(scored)[1]}"
   for direction in ("i2t", "t2i"):
     assert result.final[direction]["num_queries"] == ds.query.size
   enc = checkpoint.restore(tmp_path)

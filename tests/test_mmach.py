@@ -261,18 +261,29 @@ def test_batch_targets_are_the_other_buffers_rows_of_the_batch(form):
 # --------------------------------------------------------------------------- label input
 
 
-def test_label_embedding_file_feeds_the_mean_embedding(tmp_path):
-  rng = np.random.default_rng(3)
+def _embedding_file(tmp_path, rng):
   emb = rng.normal(size=(DIMS.num_labels, 6)).astype(np.float32)
   path = tmp_path / "emb.npy"
   np.save(path, emb)
-  config = mmach.Config(label_embedding=str(path), **TINY)
-  state = mmach.init(jax.random.PRNGKey(0), config, DIMS, 20)
+  return emb, mmach.Config(label_embedding=str(path), **TINY)
+
+
+def test_label_embedding_file_feeds_the_mean_embedding(tmp_path):
+  rng = np.random.default_rng(3)
+  emb, config = _embedding_file(tmp_path, rng)
+  state = jax.eval_shape(lambda key: mmach.init(key, config, DIMS, 20), jax.random.PRNGKey(0))
   assert state.nets["label"].params["hidden0"]["kernel"].shape == (6, 8)  # E -> first label width
   labels = _labels(rng, 20, DIMS.num_labels)
   want = labels @ emb / labels.sum(1, keepdims=True)
   np.testing.assert_allclose(mmach.label_input(labels, jnp.asarray(emb)), want, rtol=1e-5, atol=1e-6)
-  # one label phase step reads the file and trains on the embedded labels
+
+
+@pytest.mark.slow  # an optimiser step
+def test_a_label_phase_step_reads_the_embedding_file(tmp_path):
+  rng = np.random.default_rng(3)
+  _, config = _embedding_file(tmp_path, rng)
+  state = mmach.init(jax.random.PRNGKey(0), config, DIMS, 20)
+  labels = _labels(rng, 20, DIMS.num_labels)
   phase = mmach.stages(config, 20)[0].phases[0]
   assert phase.name == "label"
   arrays = {"image": rng.normal(size=(20, 12)).astype(np.float32),
@@ -306,7 +317,7 @@ def test_bad_label_embedding_file_names_the_file(tmp_path, content):
 
 def test_encode_never_uses_the_label_net():
   config = mmach.Config(**TINY)
-  state = mmach.init(jax.random.PRNGKey(0), config, DIMS, 20)
+  state = jax.jit(mmach.init, static_argnums=(1, 2, 3))(jax.random.PRNGKey(0), config, DIMS, 20)
   broken = state.replace(nets=dict(state.nets, label=state.nets["label"].replace(
       params=jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), state.nets["label"].params))))
   zeroed = state.replace(nets=dict(state.nets, label=state.nets["label"].replace(

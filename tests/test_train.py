@@ -48,6 +48,7 @@ def test_same_seed_same_codes_and_restored_checkpoint_encodes_identically(tmp_pa
     np.testing.assert_array_equal(enc.encode(m, getattr(ds, m)), evaluation.encode(spec, model_a, m, x))
 
 
+@pytest.mark.slow  # a training run; test_methods.py's smoke runs check selection in the quick tier
 def test_selection_uses_val_and_history_is_recorded():
   _, _, result = _fit(epochs=6, eval_every=2)
   vals = [h["val_map"] for h in result.history if "val_map" in h]

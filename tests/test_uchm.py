@@ -274,7 +274,9 @@ def small_state():
   arrays = {"image": jnp.asarray(rng.normal(size=(n, 12)), jnp.float32),
             "text": jnp.asarray(rng.normal(size=(n, 7)), jnp.float32)}
   config = uchm.Config(bits=16, **{k: v for k, v in uchm.SPEC.smoke.items() if k != "epochs"})
-  state = uchm.init(jax.random.PRNGKey(1), config, Dims(image_shape=(12,), text_dim=7, num_labels=3), n)
+  # one compiled program: initialising op by op compiles every small op separately
+  init = jax.jit(uchm.init, static_argnums=(1, 2, 3))
+  state = init(jax.random.PRNGKey(1), config, Dims(image_shape=(12,), text_dim=7, num_labels=3), n)
   return jax.jit(uchm.store_embedding)(state, arrays), arrays, config
 
 
