@@ -43,16 +43,16 @@ def test_only_batch_rows_carry_gradient_and_large_logits_are_finite():
   assert float(jnp.abs(0.5 * h @ other.T).max()) > 500
   s = jnp.asarray(rng.random((bs, n)) < 0.5, jnp.float32)
   kwargs = dict(other=other, similarity=s, codes=losses.binarize(h), index=index, gamma=1.0, eta=1.0)
-  grad_h, grad_buf = jax.grad(lambda h, buf: losses.dcmh_objective(h, buffer=buf, **kwargs), argnums=(0, 1))(
-      h, jnp.zeros((n, k)))
+  grad_h, grad_buf = jax.jit(jax.grad(lambda h, buf: losses.dcmh_objective(h, buffer=buf, **kwargs),
+                                      argnums=(0, 1)))(h, jnp.zeros((n, k)))
   assert np.all(np.isfinite(grad_h)) and np.abs(grad_h).sum() > 0
   # the batch overwrites its rows of the stale buffer, so those rows have no influence ...
   np.testing.assert_array_equal(grad_buf[:bs], 0.0)
   # ... while the balance term sees the whole buffer: d/dh_i of ||colsum(full)||^2 = 2 colsum(full)
   full = np.concatenate([np.asarray(h), np.zeros((n - bs, k))])
-  balance_only = jax.grad(lambda h: losses.dcmh_objective(h, buffer=jnp.zeros((n, k)), **dict(
+  balance_only = jax.jit(jax.grad(lambda h: losses.dcmh_objective(h, buffer=jnp.zeros((n, k)), **dict(
       kwargs, similarity=jnp.zeros((bs, n)), gamma=0.0)) - losses.pairwise_likelihood(
-          0.5 * h @ other.T, jnp.zeros((bs, n))) / (bs * n))(h)
+          0.5 * h @ other.T, jnp.zeros((bs, n))) / (bs * n)))(h)
   np.testing.assert_allclose(balance_only, np.broadcast_to(2 * full.sum(0), (bs, k)) / (bs * n), rtol=1e-4)
 
 

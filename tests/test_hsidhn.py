@@ -111,8 +111,8 @@ def test_encoder_output_depends_on_both_directions_and_heads():
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(6, 20)), jnp.float32)
   enc = multiscale.HierarchicalEncoder(bits=16, hidden=(24, 12), rank=4, interaction_features=8, layer_heads=True)
-  params = enc.init(jax.random.PRNGKey(3), x, heads=True)["params"]
-  codes, heads = enc.apply({"params": params}, x, heads=True)
+  params = jax.jit(lambda key: enc.init(key, x, heads=True))(jax.random.PRNGKey(3))["params"]
+  codes, heads = jax.jit(lambda p: enc.apply({"params": p}, x, heads=True))(params)
   assert codes.shape == (6, 16) and heads.shape == (2, 6, 16)
   assert float(jnp.abs(codes).max()) < 1.0
   apply = jax.jit(lambda p: enc.apply({"params": p}, x))

@@ -206,16 +206,16 @@ def test_loss_gradients_are_finite_for_large_and_zero_codes():
   la, lb = _labels(rng, 4, 3), _labels(rng, 10, 3)
   lb[0] = 0.0  # a target that is every anchor's negative
   sim = losses.cosine_similarity(la, lb)
-  g_kl = jax.grad(lambda x: mmach.kl_term(x, buf, sim))(h)
-  g_tr = jax.grad(lambda x: mmach.triplet_loss(x, buf, la, lb, mu=16.0))(h)
-  g_all = jax.grad(lambda x: mmach.triplet_all_loss(x, buf, la, lb, margin=0.3))(h)
-  g_hard = jax.grad(lambda x: mmach.triplet_hard_loss(x, buf, la, lb, margin=0.3))(h)
+  g_kl = jax.jit(jax.grad(lambda x: mmach.kl_term(x, buf, sim)))(h)
+  g_tr = jax.jit(jax.grad(lambda x: mmach.triplet_loss(x, buf, la, lb, mu=16.0)))(h)
+  g_all = jax.jit(jax.grad(lambda x: mmach.triplet_all_loss(x, buf, la, lb, margin=0.3)))(h)
+  g_hard = jax.jit(jax.grad(lambda x: mmach.triplet_hard_loss(x, buf, la, lb, margin=0.3)))(h)
   for g in (g_kl, g_tr, g_all, g_hard):
     assert np.all(np.isfinite(g)) and float(jnp.abs(g).sum()) > 0
   # targets that are all zero or all equal: finite (zero or not) everywhere
   for targets in (jnp.zeros((10, 16)), jnp.ones((10, 16)) * 1e4):
     for fn in (mmach.triplet_all_loss, mmach.triplet_hard_loss):
-      g = jax.grad(lambda x, fn=fn, t=targets: fn(x, t, la, lb, margin=0.3))(h)
+      g = jax.jit(jax.grad(lambda x, fn=fn, t=targets: fn(x, t, la, lb, margin=0.3)))(h)
       assert np.all(np.isfinite(g))
 
 
@@ -225,8 +225,8 @@ def test_cosine_triplet_gradients_match_finite_differences():
   t = jnp.asarray(np.tanh(rng.normal(size=(9, 8))), jnp.float32)
   la, lt = _labels(rng, 6, 4), _labels(rng, 9, 4)
   for fn in (mmach.triplet_all_loss, mmach.triplet_hard_loss):
-    f = lambda x, fn=fn: fn(x, t, la, lt, margin=0.3)
-    grad = np.asarray(jax.grad(f)(a))
+    f = jax.jit(lambda x, fn=fn: fn(x, t, la, lt, margin=0.3))
+    grad = np.asarray(jax.jit(jax.grad(f))(a))
     direction = jnp.asarray(rng.normal(size=a.shape), jnp.float32)
     eps = 1e-3
     numeric = (float(f(a + eps * direction)) - float(f(a - eps * direction))) / (2 * eps)

@@ -154,20 +154,20 @@ def test_corrected_loss_gradients_are_finite_and_the_target_is_constant():
       assert np.all(np.isfinite(gr)) and np.abs(gr).sum() > 0
   # the corrected target and its weights carry no gradient back into the code similarity
   c = jnp.asarray(rng.uniform(-1, 1, size=(bs, n)), jnp.float32)
-  grad_c = jax.grad(lambda c: jnp.sum(sum(uchm.corrected_similarity(c, s0, threshold=0.3))))(c)
+  grad_c = jax.jit(jax.grad(lambda c: jnp.sum(sum(uchm.corrected_similarity(c, s0, threshold=0.3)))))(c)
   np.testing.assert_array_equal(grad_c, 0.0)
   # finite differences agree with the gradient of the weighted loss (target held fixed)
   f = jnp.asarray(np.tanh(rng.normal(size=(bs, k))), jnp.float32)
   g = jnp.asarray(np.tanh(rng.normal(size=(bs, k))), jnp.float32)
   target, weight = uchm.corrected_similarity(
       uchm.code_similarity(f, g, image_buffer=fbuf, text_buffer=gbuf, index=index), s0, threshold=0.8, keep=own)
-  fixed = lambda f: uchm.hashing_loss(f, g, image_buffer=fbuf, text_buffer=gbuf, similarity=target,  # noqa: E731
-                                      unified=losses.binarize(g), index=index, intra_weight=0.1, quant_weight=0.1,
-                                      weight=weight)
+  fixed = jax.jit(lambda f: uchm.hashing_loss(f, g, image_buffer=fbuf, text_buffer=gbuf, similarity=target,
+                                              unified=losses.binarize(g), index=index, intra_weight=0.1,
+                                              quant_weight=0.1, weight=weight))
   direction = jnp.asarray(rng.normal(size=f.shape), jnp.float32)
   eps = 1e-2
   numeric = (float(fixed(f + eps * direction)) - float(fixed(f - eps * direction))) / (2 * eps)
-  analytic = float(jnp.sum(jax.grad(fixed)(f) * direction))
+  analytic = float(jnp.sum(jax.jit(jax.grad(fixed))(f) * direction))
   np.testing.assert_allclose(analytic, numeric, rtol=2e-2, atol=1e-5)
 
 
