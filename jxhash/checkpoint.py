@@ -218,8 +218,8 @@ class CheckpointStore:
         best.delete(step)
     return state, extra
 
-  def restore_best(self, template, epoch: int | None = None):
-    """The best RunState: the one saved at `epoch`, or the newest best checkpoint."""
+  def restore_best(self, template, epoch: int):
+    """The best RunState saved at `epoch` (the trainer's selected epoch)."""
     return self._restore("best", template, epoch)[0]
 
   def wait(self) -> None:
@@ -247,13 +247,15 @@ class CheckpointStore:
                       "the previous checkpoint is kept") from e
 
   def _restore(self, name, template, step=None):
+    """The checkpoint of epoch `step` (default: the newest) and its trainer bookkeeping."""
     manager = self._managers[name]
     where = self.directory / name
-    if step is not None and step not in manager.all_steps():
-      raise CheckpointError(f"no checkpoint of epoch {step} in {where} (it holds {list(manager.all_steps())})")
-    step = manager.latest_step() if step is None else step
     if step is None:
-      raise CheckpointError(f"no checkpoint in {where}")
+      step = manager.latest_step()
+      if step is None:
+        raise CheckpointError(f"no checkpoint in {where}")
+    elif step not in (steps := list(manager.all_steps())):
+      raise CheckpointError(f"no checkpoint of epoch {step} in {where} (it holds {steps})")
     saved = _read_meta(manager, step, where)
     _check_format(saved, where, step)
     _check_identity(saved, self.meta, where)
