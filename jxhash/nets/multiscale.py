@@ -1,20 +1,27 @@
-"""Multi-scale fusion and bidirectional bilinear interaction blocks, and HSIDHN's encoder.
+"""Multi-scale fusion and bidirectional bilinear interaction blocks, and HSIDHN's first encoder.
 
 HSIDHN (Chen, Wu & Wang, PeerJ Comput. Sci. 7:e552, 2021) names, in its abstract, three
 network ideas: multi-scale and fusion operations on every layer, a Bidirectional Bi-linear
-Interaction (BBI) between layers, and a hash layer built from them. Only the abstract is
-known here, so every block below is a reconstruction designed by jxhash:
+Interaction (BBI) between layers, and a hash layer built from them. The blocks below are
+jxhash's first reconstruction of them, written from the abstract alone; HSIDHN's default
+network is now the same authors' SCAHN / SAALDH template (`jxhash.nets.layerwise`), and
+`HierarchicalEncoder` stays selectable (`network="multiscale_mlp"`):
 
-- `MultiScaleFusion`: average pooling along the feature axis with several kernels (the
-  kernels 1, 2, 3, 6, 10 are those of the SWU group's MESDCH text net, the closest public
-  code), each view repeated back to full width, fused by a learned 1x1 projection.
+- `MultiScaleFusion` (designed by jxhash): average pooling along the feature axis with
+  kernel = stride for kernels 1, 2, 3, 6, 10, each view repeated back to full width, fused by a
+  learned 1x1 projection. The kernels echo the pools of MESDCH's text net (SWU-CS-MediaLab/MESDCH
+  `models/txt_module.py`), but MESDCH differs: its kernel-6 pool has stride 5 and it brings the
+  views back by interpolation. SCAHN / SAALDH, the same authors' code, pool with kernels
+  50, 30, 15, 10, 5 instead (`jxhash.nets.layerwise`).
 - `BilinearInteraction`: the low-rank bilinear form z = P^T (U^T a * V^T b) (Kim et al.'s
-  low-rank bilinear pooling, ICLR 2017).
+  low-rank bilinear pooling, ICLR 2017; the factorised form of Hierarchical Bilinear Pooling,
+  Yu et al., ECCV 2018).
 - `BidirectionalBilinear`: that interaction between consecutive layers, bottom-up and
-  top-down, optionally cascaded so that the direction matters (see its docstring).
+  top-down, optionally cascaded so that the direction matters (see its docstring). Used by
+  both encoders.
 - `HierarchicalEncoder`: Dense -> ReLU -> MultiScaleFusion per hidden layer, BBI over the
-  hidden layers, tanh hash layer over [last layer, interaction vectors], optional per-layer
-  hash heads.
+  hidden layers (`bbi`), tanh hash layer over [last layer, interaction vectors], optional
+  per-layer hash heads.
 """
 
 from __future__ import annotations
@@ -68,8 +75,8 @@ class MultiScaleFusion(nn.Module):
   With `scales=(1,)` it is the plain scalar projection y = w x + b.
 
   Attributes:
-    scales: pooling kernels; defaults are MESDCH's text-net kernels (the template named in
-      the module docstring).
+    scales: pooling kernels (kernel = stride); the defaults echo MESDCH's text-net pools (see
+      the module docstring for how MESDCH differs).
     dtype: computation dtype.
   """
 
@@ -180,10 +187,10 @@ class BidirectionalBilinear(nn.Module):
 
 
 class HierarchicalEncoder(nn.Module):
-  """HSIDHN's modality network (reconstruction): multi-scale layers, BBI, tanh hash layer.
+  """HSIDHN's first modality network (reconstruction): multi-scale layers, BBI, tanh hash layer.
 
       h_l = MultiScaleFusion(ReLU(Dense(h_{l-1})))          l = 1..L, h_0 = x
-      z   = BBI(h_1, .., h_L)                                (batch, 2 (L-1) F)
+      z   = BBI(h_1, .., h_L)                                (batch, 2 (L-1) F); empty if not bbi
       out = tanh(Dense_K([h_L, z]))                          (batch, K)
       heads_l = tanh(Dense_K(h_l))                           optional hierarchical codes
 
@@ -192,6 +199,7 @@ class HierarchicalEncoder(nn.Module):
     hidden: hidden widths (at least two for an interaction).
     scales: multi-scale pooling kernels (`MultiScaleFusion`).
     rank, interaction_features, cascade: of `BidirectionalBilinear`.
+    bbi: compute the interaction (False: the hash layer reads h_L alone).
     layer_heads: create a hash head on every hidden layer (returned with `heads=True`).
     init_scheme: "normal0.01" or "fan_in" for the Dense layers (`jxhash.nets.kernel_init`).
     dtype: computation dtype (params stay float32).
@@ -203,6 +211,7 @@ class HierarchicalEncoder(nn.Module):
   rank: int = 128
   interaction_features: int = 128
   cascade: bool = True
+  bbi: bool = True
   layer_heads: bool = False
   init_scheme: str = "fan_in"
   dtype: jnp.dtype = jnp.float32
@@ -224,8 +233,10 @@ class HierarchicalEncoder(nn.Module):
       x = nn.relu(self._dense(width, f"hidden{i}")(x))
       x = MultiScaleFusion(tuple(self.scales), self.dtype, name=f"multiscale{i}")(x)
       layers.append(x)
-    z = BidirectionalBilinear(self.rank, self.interaction_features, self.cascade, self.dtype, name="bbi")(layers)
-    codes = jnp.tanh(self._dense(self.bits, "hash")(jnp.concatenate([x, z], axis=-1)).astype(jnp.float32))
+    if self.bbi:
+      z = BidirectionalBilinear(self.rank, self.interaction_features, self.cascade, self.dtype, name="bbi")(layers)
+      x = jnp.concatenate([x, z], axis=-1)
+    codes = jnp.tanh(self._dense(self.bits, "hash")(x).astype(jnp.float32))
     if not heads:
       return codes
     head_codes = [jnp.tanh(self._dense(self.bits, f"head{i}")(h).astype(jnp.float32)) for i, h in enumerate(layers)]
