@@ -594,3 +594,20 @@ def test_lab_preset_short_run_beats_chance_in_both_directions():
   result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
   got = {d: result.final[d]["map"] for d in ("i2t", "t2i")}
   assert all(v > chance + 0.03 for v in got.values()), (got, chance)  # measured 0.426 / 0.416 (+0.06 / +0.05)
+
+
+def test_ablation_script_names_every_variant_from_its_config(monkeypatch):
+  # the val files' table labels rows by matching configs; a variant that matched another's
+  # settings would be mislabelled in docs/hsidhn_lab_template.md
+  import importlib.util
+  import pathlib
+  import sys
+
+  monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts experiments/ on the path
+  path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "hsidhn_lab_template.py"
+  module_spec = importlib.util.spec_from_file_location("hsidhn_lab_template", path)
+  script = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(script)
+  for name, settings in script.VARIANTS.items():
+    assert script.variant_of(dataclasses.asdict(hsidhn.Config(bits=32, **settings))) == name
+  assert script.variant_of(dataclasses.asdict(hsidhn.Config(bits=32, lr=0.01))) == "other"
