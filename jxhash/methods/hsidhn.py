@@ -20,13 +20,14 @@ template with its source (docs/methods/hsidhn.md has the table):
 
 - Network, `network="scahn"` (same-lab code, SCAHN/SAALDH; `jxhash.nets.layerwise`). Text:
   multi-scale average pooling with kernel = stride = 5 x level, levels 10, 6, 3, 2, 1, each
-  followed by a 1x1 conv, ReLU and interpolation back to the text length, stacked with the
-  input as 6 columns, then four residual blocks (SCAHN: 64, 128, 256, 512 channels; halved by
-  default for the CPU budget, `text_channels`), each with a hash head (conv, ReLU, LRN, 1x1 conv to K, tanh). A kernel wider than the text (Wikipedia's 10-d
-  LDA) is clipped to the text width (designed by jxhash). Image: on feature vectors the
-  ResNet-34 becomes four residual Dense stages (64, 128, 256, 512; designed by jxhash), each
-  with SCAHN's image head (norm, Linear, tanh). Final code tanh(sum_l w_l * h_l) with learned
-  (4 x K) weights from N(0.25, 1/K^2) (same-lab code). BatchNorm as in SCAHN (`norm`).
+  followed by a 1x1 conv, ReLU and interpolation back to the text length, stacked with the input
+  as 6 columns, then four residual blocks (SCAHN: 64, 128, 256, 512 channels; halved by default
+  for the CPU budget, `text_channels`), each with a hash head (conv, ReLU, LRN, 1x1 conv to K,
+  tanh). A kernel wider than the text (Wikipedia's 10-d LDA) is clipped to the text width
+  (designed by jxhash). Image: on feature vectors the ResNet-34 becomes four residual Dense
+  stages (64, 128, 256, 512; designed by jxhash), each with SCAHN's image head (norm, Linear,
+  tanh). Final code tanh(sum_l w_l * h_l) with learned (4 x K) weights from N(0.25, 1/K^2)
+  (same-lab code). BatchNorm as in SCAHN (`norm`).
 - BBI, `bbi=True` (designed by jxhash; the factorised bilinear form of Hierarchical Bilinear
   Pooling, low confidence that it is HSIDHN's): z = P^T (U^T a * V^T b) between adjacent
   layers, bottom-up and top-down, cascaded; each layer's head also reads the vectors that
@@ -47,9 +48,20 @@ template with its source (docs/methods/hsidhn.md has the table):
   (`soft_target="cosine"`) or the same lab's MLSPH target 2 |l_i & l_j| / |l_i | l_j|
   (`"jaccard2"`); code similarity c = (h.o/K + 1)/2 (`code_similarity="affine"`), h.o/K
   (`"inner"`) or cos(h, o) (`"cosine"`, MLSPH's).
-- The default (designed by jxhash): Dense -> ReLU -> MultiScaleFusion (kernels 1, 2, 3, 6, 10,
-  stride = kernel) per hidden layer, BBI over the hidden layers, tanh hash layer; DCMH's loss
-  (theta = <f, g>/2, gamma ||B - F||^2, eta ||F^T 1||^2, / (bs n)) with the dual similarity.
+- The default's network (designed by jxhash; `jxhash.nets.multiscale.HierarchicalEncoder`):
+  each hidden layer's ReLU output is average-pooled along the feature axis with kernels 1, 2,
+  3, 6, 10 (stride = kernel; the kernels of MESDCH's text net, same SWU group), repeated back
+  to full width and fused by a learned 1x1 projection that starts as the identity
+  (`MultiScaleFusion`). BBI runs between consecutive hidden layers, bottom-up and top-down,
+  each direction with its own U, V, P, cascaded; the last hidden layer and all interaction
+  vectors feed the tanh hash layer. With the default two hidden layers there is one pair, so
+  the cascade is idle and the two directions together are one bilinear form of rank 2r.
+  Optional per-layer hash heads (`layer_heads`) get the same pair loss against the other
+  modality's buffer of final codes.
+- The default's loss (designed by jxhash on DCMH, Jiang & Li, CVPR 2017): the dual similarity
+  with theta_ij = <f_i, g_j> / 2 on hard pairs, quantization gamma ||B - F||^2 and balance
+  eta ||F^T 1||^2 over the whole buffer, / (bs n); per epoch an image phase against the text
+  buffer G, a text phase against the image buffer F, then B = sign(F + G).
 
 Networks: tanh codes (not DCMH's linear outputs), fan-in init (DCMH's N(0, 0.01²) leaves
 this deeper net's outputs near 0), hidden widths (1024, 512) for both modalities.
@@ -105,15 +117,15 @@ class Config(BaseConfig):
   and eta chosen on val); the lab template's fields carry SCAHN's values (same-lab code) where
   SCAHN has the knob, otherwise a jxhash choice.
 
-  Lab template CPU budget: 100 epochs (SCAHN: 500), text blocks at half SCAHN's widths (32, 64, 128, 256;
-  head 128) and one residual Dense block per image stage (ResNet-34: 3, 4, 6, 3), so that the
-  default CLI run on the synthetic data (2000 items, 128-d image, 64-d text) stays within a few
-  minutes on a 2-core CPU. Measured on Wikipedia's shapes (batch 128, n = 2173), CPU time per
+  Lab template CPU budget: 100 epochs (SCAHN: 500), text blocks at half SCAHN's widths (32,
+  64, 128, 256; head 128) and one residual Dense block per image stage (ResNet-34: 3, 4, 6,
+  3), so that a `--preset lab` CLI run on the synthetic data (2000 items, 128-d image, 64-d
+  text) stays within a few minutes on a 2-core CPU. Measured on Wikipedia's shapes (batch 128, n = 2173), CPU time per
   text step: 0.31 s at SCAHN's widths, 0.16 s at half (the default network: 0.04 s); the text
   net's first block costs length x width^2 x 6 multiply-adds per item, so MIRFlickr's 1386-d
-  BoW wants a GPU. SCAHN-sized run on a GPU: `--epochs 500 --set text_channels=64,128,256,512
-  --set text_head_width=256 --set image_blocks=3,4,6,3` (lr_end is already where SCAHN's
-  geometric decay ends after 500 epochs).
+  BoW wants a GPU. SCAHN-sized run on a GPU: `--preset lab --epochs 500 --set
+  text_channels=64,128,256,512 --set text_head_width=256 --set image_blocks=3,4,6,3` (the
+  preset's lr_end is already where SCAHN's geometric decay ends after 500 epochs).
   The lab template with the lab's optimiser is `--preset lab` (`LAB_PRESET`).
 
   Default network budget: a first hidden layer of 1024 (CNN-F's fc7 width, 4096, would be the
@@ -133,20 +145,24 @@ class Config(BaseConfig):
   }
 
   epochs: int = 100  # see the class docstring (SCAHN: 500)
-  network: str = "multiscale_mlp"  # "multiscale_mlp": first reconstruction (designed by jxhash); "scahn": SCAHN/SAALDH layer-wise template (same-lab code)
-  objective: str = "dcmh"  # "scahn": per-layer inter + intra + pair likelihood (same-lab code, SCAHN); "dcmh": DCMH's loss (the default)
+  network: str = "multiscale_mlp"  # first reconstruction (jxhash); "scahn": SCAHN/SAALDH template (same-lab code)
+  objective: str = "dcmh"  # DCMH's loss; "scahn": per-layer inter + intra + pair likelihood (same-lab code)
   bbi: bool = True  # bidirectional bilinear interaction between adjacent layers (designed by jxhash)
   theta_divisor: str = "2"  # theta = <h, o> / divisor: "K/32" (same-lab code, SCAHN) or "2" (DCMH)
   intra_weight: float = 1.0  # objective=scahn: intra-modal likelihood weight (same-lab code, SCAHN lambda)
   pair_weight: float = 0.01  # objective=scahn: two-batch pairwise likelihood weight (same-lab code, SCAHN gamma)
-  quant_weight: float = 2.0  # objective=scahn: quantization (quant_weight/K) mean ||b - f||^2 (same-lab code, SCAHN beta)
+  quant_weight: float = 2.0  # objective=scahn: (quant_weight/K) mean ||b - f||^2 (same-lab code, SCAHN beta)
   gamma: float = 1.0  # objective=dcmh: quantization weight (DCMH)
   eta: float = 0.1  # objective=dcmh: bit-balance weight; chosen on val (module docstring, "Defaults"); DCMH 1
-  soft_weight: float = 1.0  # soft term weight x K/2; K/2 makes a soft pair's gradient comparable with a hard pair's (designed by jxhash)
-  soft_term: bool = True  # the dual-similarity regression on partial-overlap pairs (designed by jxhash; ablation switch)
+  soft_weight: float = 1.0  # soft term weight x K/2: a soft pair's gradient comparable with a hard pair's (jxhash)
+  soft_term: bool = True  # the regression on partial-overlap pairs (designed by jxhash; ablation switch)
   soft_off: str = "hard"  # with soft_term=False, partial pairs get the likelihood with S=1 ("hard") or nothing ("drop")
-  soft_target: str = "cosine"  # soft pairs' target: label cosine (designed by jxhash) or "jaccard2" = 2|l_i & l_j|/|l_i | l_j| (same-lab code, MLSPH)
-  code_similarity: str = "affine"  # soft term compares (h.o/K + 1)/2 ("affine"), h.o/K ("inner") (designed by jxhash) or cos(h, o) ("cosine", same-lab code, MLSPH)
+  # soft pairs' target: label cosine (designed by jxhash) or "jaccard2" = 2|l_i & l_j| / |l_i | l_j|
+  # (same-lab code, MLSPH)
+  soft_target: str = "cosine"
+  # the soft term compares (h.o/K + 1)/2 ("affine"), h.o/K ("inner") (designed by jxhash) or
+  # cos(h, o) ("cosine", same-lab code, MLSPH)
+  code_similarity: str = "affine"
   lr: float = 0.3  # first epoch's lr; chosen on val (module docstring); DCMH 10^-1.5, SCAHN 10^-1.1
   lr_end: float = 1e-6  # last epoch's lr (DCMH TF code); SCAHN 10^-5.6 after its 500 epochs
   lr_schedule: str = "linear"  # "linear" (DCMH TF) or "logspace" (geometric per-epoch decay: DCMH MATLAB, SCAHN)
@@ -154,7 +170,7 @@ class Config(BaseConfig):
   clip_norm: float = 1.0  # clip the gradient's global norm (bounds every step); DCMH and SCAHN 0 (none)
   norm: str = "batch"  # network=scahn: BatchNorm (same-lab code) or "layer" (LayerNorm, no running statistics)
   text_levels: tuple = SCAHN_LEVELS  # network=scahn: text pooling kernel = stride = 5 x level (same-lab code, SCAHN)
-  text_channels: tuple = (32, 64, 128, 256)  # network=scahn: the four residual text blocks; SCAHN's (64, 128, 256, 512) halved for the CPU budget
+  text_channels: tuple = (32, 64, 128, 256)  # network=scahn: the 4 residual text blocks; SCAHN's halved (CPU budget)
   text_head_width: int = 128  # network=scahn: text hash heads' hidden width; SCAHN's 256 halved for the CPU budget
   image_stages: tuple = (64, 128, 256, 512)  # network=scahn: residual Dense stage widths (ResNet-34's, same-lab code)
   image_blocks: tuple = (1, 1, 1, 1)  # network=scahn: residual Dense blocks per stage (ResNet-34: 3,4,6,3; CPU budget)
