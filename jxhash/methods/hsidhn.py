@@ -449,7 +449,7 @@ def _dual_options(config: Config) -> dict:
 
 
 def _objective(config: Config, modality: str):
-  """The previous default's step objective (network multiscale_mlp, objective dcmh)."""
+  """The step objective of objective="dcmh" (the default's loss), on either network."""
   other = "text" if modality == "image" else "image"
 
   def loss(out, heads, state: State, batch: dict, similarities):
@@ -487,6 +487,7 @@ def _layerwise_step(config: Config, modality: str):
   """One update of `modality`'s network for every variant but the previous default."""
   other = "text" if modality == "image" else "image"
   target = dict(soft_target=config.soft_target)
+  dcmh_loss = _objective(config, modality)
 
   def step(state: State, batch: dict, data: dict, key: jax.Array):
     net = state.nets[modality]
@@ -502,11 +503,7 @@ def _layerwise_step(config: Config, modality: str):
     def loss_fn(params):
       out, layers, new_stats = _forward(config, net, params, stats, batch[modality])
       if config.objective == "dcmh":
-        hard, soft, hard_mask = sims
-        loss, parts = objective(out, other=state.outputs[other], hard=hard, soft=soft, hard_mask=hard_mask,
-                                codes=state.codes[index], buffer=state.outputs[modality], index=index,
-                                gamma=config.gamma, eta=config.eta, head_outputs=layers,
-                                head_weight=config.head_weight, **_dual_options(config))
+        loss, parts = dcmh_loss(out, layers, state, batch, sims)
         return loss, (out, None, new_stats, parts)
       out_b, layers_b, new_stats = _forward(config, net, params, new_stats, data[modality][index_b])
       codes = [out[None] if layers is None else jnp.concatenate([layers, out[None]]),
@@ -546,8 +543,7 @@ def stages(config: Config, num_train: int) -> tuple[Stage, ...]:
   del num_train
   if config.network == "multiscale_mlp" and config.objective == "dcmh":  # the previous default, unchanged
     def forward(net, params, x):  # (final outputs, per-layer head outputs or None)
-      out = net.apply_fn({"params": params}, x, heads=config.layer_heads)
-      return out if config.layer_heads else (out, None)
+      return _forward(config, net, params, None, x)[:2]
 
     steps = {m: toolkit.network_step(m, _objective(config, m), context=_similarities(config), forward=forward)
              for m in MODALITIES}

@@ -3,9 +3,9 @@
 HSIDHN (Chen, Wu & Wang, PeerJ Comput. Sci. 7:e552, 2021) names, in its abstract, three
 network ideas: multi-scale and fusion operations on every layer, a Bidirectional Bi-linear
 Interaction (BBI) between layers, and a hash layer built from them. The blocks below are
-jxhash's first reconstruction of them, written from the abstract alone; HSIDHN's default
-network is now the same authors' SCAHN / SAALDH template (`jxhash.nets.layerwise`), and
-`HierarchicalEncoder` stays selectable (`network="multiscale_mlp"`):
+jxhash's first reconstruction of them, written from the abstract alone. `HierarchicalEncoder`
+is HSIDHN's default network (`network="multiscale_mlp"`); the same authors' SCAHN / SAALDH
+template (`jxhash.nets.layerwise`, `network="scahn"`) is the other choice:
 
 - `MultiScaleFusion` (designed by jxhash): average pooling along the feature axis with
   kernel = stride for kernels 1, 2, 3, 6, 10, each view repeated back to full width, fused by a
