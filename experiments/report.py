@@ -247,14 +247,18 @@ def run_labels(group: list[dict]) -> list[str]:
   The label is the method, followed in parentheses by each facet (seeds, a config value, the
   split, the augmentation) whose value differs between this method's runs in the group, so a
   1-seed and a 3-seed run read "dcmh (seed 0)" and "dcmh (3 seeds from 0)", and a method with
-  one run is just its name. Runs these facets cannot tell apart (reruns) get the results file's
+  one run is just its name. A config field missing from some of the method's files (they
+  predate it) is left out. Runs these facets cannot tell apart (reruns) get the results file's
   run name (`run_name`, else `name`) appended, or the file name when they have none.
   """
   facets = [_facets(r) for r in group]
   labels = []
   for r, mine in zip(group, facets):
     peers = [f for o, f in zip(group, facets) if o["method"] == r["method"]]
-    names = sorted(set().union(*peers), key=lambda k: (k != "seeds", k != "settings", k))
+    # a config field that some results files predate (written before the field existed) is not a
+    # setting that tells runs apart; other facets missing from a file show as "unset"
+    names = sorted(k for k in set().union(*peers) if not k.startswith("config.") or all(k in f for f in peers))
+    names.sort(key=lambda k: (k != "seeds", k != "settings", k))
     shown = [mine.get(k, f"{k.split('.')[-1]} unset") for k in names
              if len({f.get(k) for f in peers}) > 1]
     labels.append(r["method"] + (f" ({', '.join(shown)})" if shown else ""))
@@ -302,12 +306,14 @@ def _cell(r, d):
 
 def table(rows: list[dict]) -> str:
   labels = labelled(rows)
-  lines = ["| dataset | method | bits | mAP I→T | mAP T→I | seeds | model | settings (--set) | train s |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  lines = ["| dataset | method | bits | mAP I→T | mAP T→I | seeds | model | settings (--set) | train s | on |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     train_s = r.get("train_time_s")
+    # times from different machines are not comparable: the row says where it ran
+    device = (r.get("environment") or {}).get("device", "")
     cells = [r["dataset"], labels[id(r)], r["bits"], _cell(r, "i2t"), _cell(r, "t2i"), r.get("num_seeds", 1),
-             r.get("selected", ""), changed_settings(r) or "defaults", "" if train_s is None else train_s]
+             r.get("selected", ""), changed_settings(r) or "defaults", "" if train_s is None else train_s, device]
     lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
   return "\n".join(lines)
 

@@ -315,6 +315,18 @@ def test_labels_name_only_what_differs(tmp_path):
   assert _labels(rows) == ["dcmh", "dcmh"]
 
 
+def test_a_config_field_older_files_lack_does_not_label_runs(tmp_path):
+  # a results file written before a Config field existed has no value for it: that is not a
+  # setting that differs, so only epochs tells these runs apart
+  rows = _rows(tmp_path, result(config={"bits": 16, "lr": 0.01, "epochs": 100}),
+               result(config={"bits": 16, "lr": 0.01, "epochs": 300, "network": "mlp"}))
+  assert _labels(rows) == ["dcmh (epochs=100)", "dcmh (epochs=300)"]
+  # and runs that then look alike are still told apart, by run name
+  rows = _rows(tmp_path, result(run_name="a", config={"bits": 16, "lr": 0.01}),
+               result(run_name="b", config={"bits": 16, "lr": 0.01, "network": "mlp"}))
+  assert _labels(rows) == ["dcmh [a]", "dcmh [b]"]
+
+
 def test_reruns_get_their_run_name_or_file_name(tmp_path):
   rows = _rows(tmp_path, result(run_name="dcmh-a"), result(run_name="dcmh-b"))
   assert _labels(rows) == ["dcmh [dcmh-a]", "dcmh [dcmh-b]"]
@@ -325,7 +337,15 @@ def test_reruns_get_their_run_name_or_file_name(tmp_path):
 def test_table_cells_cannot_break_the_markdown_row(tmp_path):
   rows = _rows(tmp_path, result(method="a|b", settings="x\ny", train_time_s=None))
   row = report.table(rows).splitlines()[2]
-  assert row == "| synthetic | a\\|b | 16 | 0.5000 | 0.2500 | 1 | last | x y |  |"
+  assert row == "| synthetic | a\\|b | 16 | 0.5000 | 0.2500 | 1 | last | x y |  |  |"
+
+
+def test_table_says_where_each_row_ran(tmp_path):
+  rows = _rows(tmp_path, result(environment={"backend": "cpu", "device": "cpu"}),
+               result(method="dcph", train_time_s=7.5, environment={"backend": "gpu", "device": "NVIDIA H100"}))
+  lines = report.table(rows).splitlines()
+  assert lines[0].endswith("| train s | on |")
+  assert lines[3].endswith("| 7.5 | NVIDIA H100 |") and lines[2].endswith("| cpu |")
 
 
 def test_same_file_twice_is_one_row(tmp_path, monkeypatch):
