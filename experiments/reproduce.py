@@ -52,9 +52,11 @@ def jobs(args, folder: pathlib.Path, out_dir: pathlib.Path) -> list[tuple[str, i
       cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "--config", str(path), "--bits", str(bits),
              "--seeds", str(args.seeds), "--no-checkpoint", "--no-progress", "--overwrite", "--out", str(result)]
       out.append((path.stem, bits, cmd, result))
-  data_dir = None
-  for path in config_files(folder):
-    data_dir = data_dir or _load(path).get("data_dir")
+  data_dir, data_options = None, {}
+  for path in config_files(folder):  # the baselines read the data the way the configs do
+    values = _load(path)
+    data_dir = data_dir or values.get("data_dir")
+    data_options = data_options or values.get("data_options", {})
   for name in BASELINES:
     if args.only and name not in args.only:
       continue
@@ -64,6 +66,8 @@ def jobs(args, folder: pathlib.Path, out_dir: pathlib.Path) -> list[tuple[str, i
              "--bits", str(bits), "--seeds", str(args.seeds), "--out", str(result)]
       if data_dir:
         cmd += ["--data-dir", str(data_dir if pathlib.Path(data_dir).is_absolute() else ROOT / data_dir)]
+      for key, value in data_options.items():
+        cmd += ["--data-option", f"{key}={value}"]
       out.append((name, bits, cmd, result))
   return out
 

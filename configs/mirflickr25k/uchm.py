@@ -1,0 +1,15 @@
+"""UCHM on the MIRFlickr-25K tags→labels sanity protocol with its defaults (no overrides).
+
+    python experiments/run.py --config configs/mirflickr25k/uchm.py --bits 32 --seeds 5
+
+Protocol and data: configs/mirflickr25k/README.md.
+
+Expected results (mean ± std over the seeds; rows as in the README's table):
+<!-- expected:start -->
+<!-- expected:end -->
+"""
+
+
+def get_config():
+  return {"method": "uchm", "dataset": "mirflickr25k", "data_dir": "../shared/data/mirflickr25k",
+          "data_options": {"image": "tags"}}
