@@ -13,7 +13,10 @@ items) with `--test-seeds` seeds, and evaluated once on the query set.
 
 Writes, under --out-dir: settings/<run name>.json (one results file per setting, with its val
 score), summary.md and summary.json (the table, best first), and test.json (the chosen
-setting's test-protocol results, with the sweep recorded). Resumable: a setting whose results
+setting's test-protocol results, with the sweep recorded). `--write-config PATH` also writes a
+config file that runs the chosen setting (the fields that differ from the defaults, the fixed
+`--set` values and the data flags), with the sweep's command and table in its docstring and
+empty expected-results markers for `experiments/reproduce.py` to fill. Resumable: a setting whose results
 file exists for the same run identity is not trained again. `--jobs N` trains N settings at
 once in separate processes (for machines with many cores or an accelerator with room to share).
 """
@@ -28,13 +31,16 @@ import multiprocessing
 import os
 import pathlib
 import random
+import shlex
 import sys
+import textwrap
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 sys.path.insert(0, str(ROOT))
 
 import run as run_cli  # noqa: E402  (its config building)
+from reproduce import END, START  # noqa: E402  (the expected-results markers it fills)
 from jxhash import cli  # noqa: E402
 
 
@@ -69,7 +75,11 @@ def parse_args(argv):
   p.add_argument("--jobs", type=cli.int_at_least(1), default=1, help="settings trained at once")
   p.add_argument("--no-test", action="store_true", help="stop after the search")
   p.add_argument("--out-dir", required=True, help="where the settings, summary and test results go")
-  return p.parse_args(argv)
+  p.add_argument("--write-config", default=None, metavar="PATH",
+                 help="write a config file (configs/<dataset>/<method>-tuned.py) that runs the chosen setting")
+  args = p.parse_args(argv)
+  args.argv = list(sys.argv[1:] if argv is None else argv)  # the command a written config file records
+  return args
 
 
 def _grid(specs) -> list[dict]:
@@ -156,10 +166,71 @@ def summary_table(rows: list[dict], fields: list[str]) -> str:
   return "\n".join(lines)
 
 
+def _python_value(value):
+  """A config field's value as a config file writes it (tuples as the `--set` text "64,32")."""
+  if isinstance(value, (list, tuple)):
+    return ",".join(str(v) for v in value)
+  return value
+
+
+def tuned_config(args, best: dict, table: str) -> str | None:
+  """The text of a config file that runs `best["setting"]`; None when that is the defaults.
+
+  `set` holds the fixed `--set` values and the grid fields whose chosen value differs from the
+  defaults (after `--preset`); the data flags of the search (not its val carve) come along.
+  """
+  spec, base = _configured(args, {})
+  _, chosen = _configured(args, best["setting"])
+  fixed = [item.split("=", 1)[0].strip() for item in args.overrides]
+  picked = [k for k in best["setting"] if getattr(chosen, k) != getattr(base, k)]
+  values = {k: _python_value(getattr(chosen, k)) for k in dict.fromkeys([*fixed, *picked])}
+  extra = {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size,
+           "split_seed": args.split_seed or None,
+           "normalize": None if args.normalize == "standardize" else args.normalize}
+  extra = {k: v for k, v in extra.items() if v is not None}
+  if not values and not extra:
+    return None
+  config = {"method": args.method, "dataset": args.dataset}
+  if args.data_dir:  # a config file's relative paths start at the repository root, not the cwd
+    given = pathlib.Path(args.data_dir).expanduser()
+    config["data_dir"] = str(given) if given.is_absolute() else os.path.relpath(given.resolve(), ROOT)
+  if args.data_option:
+    config["data_options"] = dict(item.split("=", 1) for item in args.data_option)
+  config.update(extra)
+  if values:
+    config["set"] = values
+  chose = ", ".join(f"{k}={getattr(chosen, k)}" for k in picked) or "the defaults"
+  defaults = ", ".join(f"{k}={getattr(base, k)}" for k in picked)
+  command = "python experiments/sweep.py " + " ".join(shlex.quote(a) for a in args.argv)
+  body = textwrap.indent(table, "    ")
+  return (f'''"""{args.method.upper()} on {args.dataset} with the setting its validation sweep chose: {chose}'''
+          + (f" (defaults: {defaults})" if defaults else "") + f'''.
+
+    python experiments/run.py --config {args.write_config} --seeds 5
+
+Written by the validation sweep (val score: {best["val_score"]:.4f}; the test queries never looked at):
+
+    {command}
+
+{body}
+
+Expected results (mean ± std over the seeds; rows as in the README's table):
+{START}
+{END}
+"""
+
+
+def get_config():
+  return {config!r}
+''')
+
+
 def sweep(args) -> dict:
   from jxhash import fileio, identity, results, train
   from jxhash.errors import UserError
   out_dir = fileio.require_writable_dir(args.out_dir, what="--out-dir")
+  if args.write_config:
+    fileio.require_writable_file(args.write_config, what="--write-config")
   settings = _grid(args.grid)
   for s in settings:  # every setting must make a valid config before anything trains
     _configured(args, s)
@@ -186,6 +257,13 @@ def sweep(args) -> dict:
   best = rows[0]
   if best.get("val_score") is None:
     raise UserError("no setting produced a val score")
+  if args.write_config:
+    text = tuned_config(args, best, table)
+    if text is None:
+      print(f"the sweep chose the defaults: {args.write_config} not written")
+    else:
+      fileio.atomic_write(fileio.resolve(args.write_config), text, what="config file")
+      print(f"wrote {args.write_config}")
   if args.no_test:
     return {"best": best["setting"]}
   spec, config = _configured(args, best["setting"])

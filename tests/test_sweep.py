@@ -35,7 +35,7 @@ def test_sweep_scores_on_val_resumes_and_tests_the_best_once(tmp_path, monkeypat
     return original(spec, config, ds, options, **kw)
 
   monkeypatch.setattr(train, "fit", counting_fit)
-  assert sweep.main(argv) == 0
+  assert sweep.main([*argv, "--write-config", str(tmp_path / "dcmh-tuned.py")]) == 0
   summary = json.loads((tmp_path / "sw" / "summary.json").read_text())
   assert len(summary) == 4 and len(calls) == 5  # 4 settings on val, then the best once on the test protocol
   assert all(c[2] == 24 for c in calls[:4])  # the search always ranks the val items
@@ -45,11 +45,61 @@ def test_sweep_scores_on_val_resumes_and_tests_the_best_once(tmp_path, monkeypat
   best = summary[0]["setting"]
   assert test["sweep"]["chosen"] == best and test["config"]["lr"] == float(best["lr"])
   assert test["num_seeds"] == 2 and "map_std" in test
+  # the written config file runs the chosen setting
+  config = run_cli.build_config(_dcmh(),
+                                run_cli.parse_args(["--config", str(tmp_path / "dcmh-tuned.py")]))
+  assert (config.lr, config.eta) == (float(best["lr"]), float(best["eta"]))
   # resumable: the finished settings are read back, only the test run trains again
   calls.clear()
   assert sweep.main(argv) == 0
   assert len(calls) == 1
   assert "chosen on val" in capsys.readouterr().out
+
+
+def _dcmh():
+  from jxhash.methods import get_method
+  return get_method("dcmh")
+
+
+def _written(tmp_path, *flags, setting, name="tuned.py"):
+  """The config file text `--write-config` gives for a search that chose `setting`, and the
+  config its file builds (None, None when it writes nothing)."""
+  path = tmp_path / name
+  args = sweep.parse_args(["--method", "dcmh", "--dataset", "wikipedia", "--data-dir", "../shared/data/wikipedia",
+                           "--grid", "lr=30,60", "--grid", "eta=0.1,1", *flags, "--out-dir", str(tmp_path / "sw"),
+                           "--write-config", str(path)])
+  text = sweep.tuned_config(args, {"setting": setting, "val_score": 0.4321}, "| rank | lr |\n|---|---|")
+  if text is None:
+    return None, None
+  path.write_text(text)
+  return text, run_cli.build_config(_dcmh(), run_cli.parse_args(["--config", str(path)]))
+
+
+def test_write_config_states_only_what_the_sweep_changed(tmp_path):
+  defaults = _dcmh().Config()
+  text, config = _written(tmp_path, setting={"lr": "30", "eta": str(defaults.eta)})
+  assert config.lr == 30.0 and config.eta == defaults.eta and config.epochs == defaults.epochs
+  assert "'set': {'lr': 30.0}" in text and "chose: lr=30.0 (defaults: lr=60.0)" in text
+  assert "val score: 0.4321" in text and "--grid lr=30,60 --grid eta=0.1,1" in text
+  assert "<!-- expected:start -->\n<!-- expected:end -->" in text
+  values = run_cli.load_config_file(tmp_path / "tuned.py")
+  assert values["data_dir"] == "../shared/data/wikipedia" and values["dataset"] == "wikipedia"
+  # the defaults chosen: nothing to write
+  assert _written(tmp_path, setting={"lr": str(defaults.lr), "eta": str(defaults.eta)}) == (None, None)
+  # fixed --set values and --epochs are part of the setting that was searched, so they are kept
+  text, config = _written(tmp_path, "--set", "clip_norm=0.5", "--epochs", "7", "--data-option", "num_val=0",
+                          setting={"lr": str(defaults.lr), "eta": str(defaults.eta)})
+  assert (config.clip_norm, config.epochs, config.lr) == (0.5, 7, defaults.lr)
+  assert run_cli.load_config_file(tmp_path / "tuned.py")["data_options"] == {"num_val": "0"}
+
+
+def test_write_config_is_checked_before_the_search(tmp_path, capsys):
+  (tmp_path / "folder").mkdir()
+  assert sweep.main(["--method", "dcmh", "--grid", "lr=30,60", "--out-dir", str(tmp_path / "sw"),
+                     "--write-config", str(tmp_path / "folder")]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "--write-config" in err, err
+  assert not (tmp_path / "sw" / "settings").exists()
 
 
 def test_sweep_refuses_bad_grids_before_training(tmp_path, capsys):
