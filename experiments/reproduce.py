@@ -13,8 +13,8 @@ there for the same run is reused (--force runs it again). Then it writes:
   `experiments/report.py` from the same results files.
 Nothing is typed by hand: tests/test_configs.py checks that every row a config file states is
 in the README table. With `JXHASH_SMOKE=1` in the environment (as the README test sets it)
-every run shrinks to its method's smoke configuration, and only the first code length runs,
-with 2 seeds.
+every run shrinks to its method's smoke configuration (and to a small split where the
+dataset's split sizes are options), and only the first code length runs, with 2 seeds.
 """
 
 from __future__ import annotations
@@ -37,6 +37,23 @@ def config_files(folder: pathlib.Path, only=None) -> list[pathlib.Path]:
   return files
 
 
+# Smoke mode (the README test) checks the plumbing, not the numbers: on datasets whose split
+# sizes are options, it also shrinks the split, since a smoke run's small batches over
+# MIRFlickr's 10000 training items would take a minute each.
+SMOKE_SPLIT = {"num_query": 100, "num_train": 300, "num_val": 50, "num_retrieval": 1000}
+
+
+def smoke_options(dataset: str) -> list[str]:
+  """--data-option flags that shrink `dataset`'s split in smoke mode (none if it is fixed)."""
+  from jxhash import data
+  if os.environ.get("JXHASH_SMOKE") != "1":
+    return []
+  names = data.schema(dataset).names
+  if "num_train" not in names:  # a fixed split (Wikipedia's official one) stays as it is
+    return []
+  return [f for key, value in SMOKE_SPLIT.items() if key in names for f in ("--data-option", f"{key}={value}")]
+
+
 def _run(command: list[str], log: pathlib.Path) -> int:
   with open(log, "w") as f:
     return subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=os.environ).returncode
@@ -45,12 +62,14 @@ def _run(command: list[str], log: pathlib.Path) -> int:
 def jobs(args, folder: pathlib.Path, out_dir: pathlib.Path) -> list[tuple[str, int, list[str], pathlib.Path]]:
   """(name, bits, command, results path) of every run, configs then baselines."""
   dataset = folder.name
+  smoke = smoke_options(dataset)
   out = []
   for path in config_files(folder, args.only):
     for bits in args.bits:
       result = out_dir / f"{path.stem}-{bits}bits.json"
       cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "--config", str(path), "--bits", str(bits),
-             "--seeds", str(args.seeds), "--no-checkpoint", "--no-progress", "--overwrite", "--out", str(result)]
+             "--seeds", str(args.seeds), "--no-checkpoint", "--no-progress", "--overwrite", "--out", str(result),
+             *smoke]
       out.append((path.stem, bits, cmd, result))
   data_dir, data_options = None, {}
   for path in config_files(folder):  # the baselines read the data the way the configs do
@@ -68,6 +87,7 @@ def jobs(args, folder: pathlib.Path, out_dir: pathlib.Path) -> list[tuple[str, i
         cmd += ["--data-dir", str(data_dir if pathlib.Path(data_dir).is_absolute() else ROOT / data_dir)]
       for key, value in data_options.items():
         cmd += ["--data-option", f"{key}={value}"]
+      cmd += smoke
       out.append((name, bits, cmd, result))
   return out
 

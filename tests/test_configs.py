@@ -86,3 +86,13 @@ def _row_config(row: str) -> str:
 def _not_yet_run(section: str) -> str:
   text = (ROOT / "README.md").read_text()
   return text.split(f"<!-- results:{section}:end -->", 1)[1].split("\n\n", 2)[1]
+
+
+def test_smoke_mode_shrinks_only_splits_that_are_options(monkeypatch):
+  monkeypatch.delenv("JXHASH_SMOKE", raising=False)
+  assert reproduce.smoke_options("mirflickr25k") == []
+  monkeypatch.setenv("JXHASH_SMOKE", "1")
+  flags = reproduce.smoke_options("mirflickr25k")
+  assert flags[::2] == ["--data-option"] * 4 and "num_train=300" in flags
+  assert data.parse_options("mirflickr25k", flags[1::2])["num_retrieval"] == 1000
+  assert reproduce.smoke_options("wikipedia") == []  # the official split is not an option to shrink
