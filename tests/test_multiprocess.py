@@ -152,7 +152,9 @@ def test_two_processes_train_like_one_with_the_same_devices(tmp_path):
 @pytest.mark.parametrize("name", ["dcmh", "mmach", "uchm", "pixels"])
 def test_final_codes_equal_a_single_process_with_the_same_devices(name, tmp_path):
   args = [*case_args(name), "--epochs", "2", "--eval-every", "0"]
-  layouts = {(1, 4): None, (2, 2): None, (4, 1): None}
+  # four processes on the 2-core CI machine cost a minute per case: the 4 x 1 layout runs for
+  # DCMH only; what differs between the methods (stages, buffers, streaming) shows in 2 x 2
+  layouts = {(1, 4): None, (2, 2): None, **({(4, 1): None} if name == "dcmh" else {})}
   ds = data.load("synthetic", **CASE_DATA[name])
   for n, k in layouts:
     tag = f"{n}x{k}"
