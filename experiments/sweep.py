@@ -166,24 +166,19 @@ def summary_table(rows: list[dict], fields: list[str]) -> str:
   return "\n".join(lines)
 
 
-def _python_value(value):
-  """A config field's value as a config file writes it (tuples as the `--set` text "64,32")."""
-  if isinstance(value, (list, tuple)):
-    return ",".join(str(v) for v in value)
-  return value
-
-
 def tuned_config(args, best: dict, table: str) -> str | None:
   """The text of a config file that runs `best["setting"]`; None when that is the defaults.
 
   `set` holds the fixed `--set` values and the grid fields whose chosen value differs from the
   defaults (after `--preset`); the data flags of the search (not its val carve) come along.
   """
-  spec, base = _configured(args, {})
+  _, base = _configured(args, {})
   _, chosen = _configured(args, best["setting"])
   fixed = [item.split("=", 1)[0].strip() for item in args.overrides]
   picked = [k for k in best["setting"] if getattr(chosen, k) != getattr(base, k)]
-  values = {k: _python_value(getattr(chosen, k)) for k in dict.fromkeys([*fixed, *picked])}
+  values = {k: getattr(chosen, k) for k in dict.fromkeys([*fixed, *picked])}
+  # numbers stay numbers in the file; tuples become the `--set` text "64,32"
+  values = {k: run_cli._flag_value(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
   extra = {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size,
            "split_seed": args.split_seed or None,
            "normalize": None if args.normalize == "standardize" else args.normalize}

@@ -87,9 +87,9 @@ def test_write_config_states_only_what_the_sweep_changed(tmp_path):
   # the defaults chosen: nothing to write
   assert _written(tmp_path, setting={"lr": str(defaults.lr), "eta": str(defaults.eta)}) == (None, None)
   # fixed --set values and --epochs are part of the setting that was searched, so they are kept
-  text, config = _written(tmp_path, "--set", "clip_norm=0.5", "--epochs", "7", "--data-option", "num_val=0",
-                          setting={"lr": str(defaults.lr), "eta": str(defaults.eta)})
-  assert (config.clip_norm, config.epochs, config.lr) == (0.5, 7, defaults.lr)
+  text, config = _written(tmp_path, "--set", "clip_norm=0.5", "--set", "image_hidden=64,32", "--epochs", "7",
+                          "--data-option", "num_val=0", setting={"lr": str(defaults.lr), "eta": str(defaults.eta)})
+  assert (config.clip_norm, config.epochs, config.lr, config.image_hidden) == (0.5, 7, defaults.lr, (64, 32))
   assert run_cli.load_config_file(tmp_path / "tuned.py")["data_options"] == {"num_val": "0"}
 
 
