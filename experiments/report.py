@@ -257,8 +257,8 @@ def run_labels(group: list[dict]) -> list[str]:
     peers = [f for o, f in zip(group, facets) if o["method"] == r["method"]]
     # a config field that some results files predate (written before the field existed) is not a
     # setting that tells runs apart; other facets missing from a file show as "unset"
-    names = sorted(k for k in set().union(*peers) if not k.startswith("config.") or all(k in f for f in peers))
-    names.sort(key=lambda k: (k != "seeds", k != "settings", k))
+    names = sorted((k for k in set().union(*peers) if not k.startswith("config.") or all(k in f for f in peers)),
+                   key=lambda k: (k != "seeds", k != "settings", k))
     shown = [mine.get(k, f"{k.split('.')[-1]} unset") for k in names
              if len({f.get(k) for f in peers}) > 1]
     labels.append(r["method"] + (f" ({', '.join(shown)})" if shown else ""))

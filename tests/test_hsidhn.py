@@ -253,14 +253,17 @@ def test_layer_heads_step_and_report():
 
 
 @pytest.mark.slow
-def test_default_short_run_beats_chance_in_both_directions():
+@pytest.mark.parametrize("settings,margin", [
+    ({"epochs": 40}, 0.08),  # 40 of the default's 100 epochs
+    ({**LAB, "epochs": 20}, 0.03),  # the lab template: measured 0.426 / 0.416 (+0.06 / +0.05)
+], ids=["default", "lab"])
+def test_short_run_beats_chance_in_both_directions(settings, margin):
   ds = data.load("synthetic")
   chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])  # 0.363
   spec = get_method("hsidhn")
-  config = spec.Config(bits=32, epochs=40)  # 40 of the default's 100 epochs
-  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
+  result = train.fit(spec, spec.Config(bits=32, **settings), ds, train.TrainOptions(progress=False, eval_every=0))
   for direction in ("i2t", "t2i"):
-    assert result.final[direction]["map"] > chance + 0.08, (direction, result.final[direction]["map"], chance)
+    assert result.final[direction]["map"] > chance + margin, (direction, result.final[direction]["map"], chance)
 
 
 # --------------------------------------------------------------------------- the SCAHN/SAALDH template
@@ -583,17 +586,6 @@ def test_report_gives_the_mean_fusion_weight_of_each_layer():
   facts = hsidhn.report(state)
   assert set(facts) == {"image_layer_weights", "text_layer_weights"}
   assert len(facts["image_layer_weights"]) == 4 and all(abs(w - 0.25) < 0.2 for w in facts["image_layer_weights"])
-
-
-@pytest.mark.slow
-def test_lab_preset_short_run_beats_chance_in_both_directions():
-  ds = data.load("synthetic")
-  chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])  # 0.363
-  spec = get_method("hsidhn")
-  config = spec.Config(bits=32, epochs=20, **LAB)
-  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
-  got = {d: result.final[d]["map"] for d in ("i2t", "t2i")}
-  assert all(v > chance + 0.03 for v in got.values()), (got, chance)  # measured 0.426 / 0.416 (+0.06 / +0.05)
 
 
 def test_ablation_script_names_every_variant_from_its_config(monkeypatch):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jxhash import data, metrics
+from jxhash.methods import get_method
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -46,7 +47,7 @@ def test_sweep_scores_on_val_resumes_and_tests_the_best_once(tmp_path, monkeypat
   assert test["sweep"]["chosen"] == best and test["config"]["lr"] == float(best["lr"])
   assert test["num_seeds"] == 2 and "map_std" in test
   # the written config file runs the chosen setting
-  config = run_cli.build_config(_dcmh(),
+  config = run_cli.build_config(get_method("dcmh"),
                                 run_cli.parse_args(["--config", str(tmp_path / "dcmh-tuned.py")]))
   assert (config.lr, config.eta) == (float(best["lr"]), float(best["eta"]))
   # resumable: the finished settings are read back, only the test run trains again
@@ -54,11 +55,6 @@ def test_sweep_scores_on_val_resumes_and_tests_the_best_once(tmp_path, monkeypat
   assert sweep.main(argv) == 0
   assert len(calls) == 1
   assert "chosen on val" in capsys.readouterr().out
-
-
-def _dcmh():
-  from jxhash.methods import get_method
-  return get_method("dcmh")
 
 
 def _written(tmp_path, *flags, setting, name="tuned.py"):
@@ -72,11 +68,11 @@ def _written(tmp_path, *flags, setting, name="tuned.py"):
   if text is None:
     return None, None
   path.write_text(text)
-  return text, run_cli.build_config(_dcmh(), run_cli.parse_args(["--config", str(path)]))
+  return text, run_cli.build_config(get_method("dcmh"), run_cli.parse_args(["--config", str(path)]))
 
 
 def test_write_config_states_only_what_the_sweep_changed(tmp_path):
-  defaults = _dcmh().Config()
+  defaults = get_method("dcmh").Config()
   text, config = _written(tmp_path, setting={"lr": "30", "eta": str(defaults.eta)})
   assert config.lr == 30.0 and config.eta == defaults.eta and config.epochs == defaults.epochs
   assert "'set': {'lr': 30.0}" in text and "chose: lr=30.0 (defaults: lr=60.0)" in text

@@ -90,14 +90,12 @@ Length (over 400 lines): DCPH keeps its earlier proxy objectives selectable besi
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax.training import train_state
 
 from jxhash import losses
 from jxhash.codes import binarize
@@ -176,15 +174,9 @@ class Config(BaseConfig):
   proxy_steps: int = 50  # full-batch updates per proxy epoch
 
 
-class ProxyTrainState(train_state.TrainState):
-  """TrainState of the proxy network plus its BatchNorm running statistics."""
-
-  batch_stats: Any
-
-
 @flax.struct.dataclass
 class State:
-  proxy_net: ProxyTrainState
+  proxy_net: toolkit.NormState
   proxies: jax.Array  # (C, K) P in {-1, +1}, fixed after the proxy stage
   nets: dict  # modality -> TrainState
   outputs: dict  # modality -> (n, K) buffer of the latest tanh outputs (B_img, B_txt)
@@ -361,16 +353,12 @@ def proxy_learning_rate(config: Config):
   return lambda count: decay(count + 1)
 
 
-def _relaxed_proxies(net: ProxyTrainState, params, num_labels: int, *, train: bool):
+def _relaxed_proxies(net: toolkit.NormState, params, num_labels: int, *, train: bool):
   """P~ = label_net(I_C), and in training mode the updated BatchNorm statistics ({} without BN)."""
-  variables = {"params": params, "batch_stats": net.batch_stats} if net.batch_stats else {"params": params}
-  if not train:
-    return net.apply_fn(variables, jnp.eye(num_labels), train=False), net.batch_stats
-  relaxed, updates = net.apply_fn(variables, jnp.eye(num_labels), train=True, mutable=["batch_stats"])
-  return relaxed, updates.get("batch_stats", net.batch_stats)
+  return toolkit.apply_norm(net, params, net.batch_stats, jnp.eye(num_labels), train=train)
 
 
-def _proxy_codes(net: ProxyTrainState, num_labels: int) -> jax.Array:
+def _proxy_codes(net: toolkit.NormState, num_labels: int) -> jax.Array:
   """sign(P~) with BatchNorm (if any) in inference mode (running statistics)."""
   return binarize(_relaxed_proxies(net, net.params, num_labels, train=False)[0])
 
@@ -383,10 +371,9 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
                                 txs={m: toolkit.sgd(lrs[m], weight_decay=config.weight_decay) for m in MODALITIES})
   proxy_module = _proxy_module(config)
   variables = proxy_module.init(keys["proxy"], jnp.eye(dims.num_labels), train=False)
-  proxy_net = ProxyTrainState.create(
-      apply_fn=proxy_module.apply, params=variables["params"], batch_stats=variables.get("batch_stats", {}),
-      tx=toolkit.sgd(proxy_learning_rate(config), weight_decay=config.proxy_weight_decay,
-                     momentum=config.proxy_momentum or None))
+  proxy_net = toolkit.norm_state(proxy_module, variables,
+                                 toolkit.sgd(proxy_learning_rate(config), weight_decay=config.proxy_weight_decay,
+                                             momentum=config.proxy_momentum or None))
   outputs = toolkit.random_buffers(keys["buffers"], MODALITIES, num_train=num_train, bits=config.bits,
                                    kind=config.buffer_init)
   # the port draws B independently of the buffers
@@ -402,7 +389,7 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
 
 
 def _proxy_step(config: Config):
-  def update(net: ProxyTrainState, num_labels: int):
+  def update(net: toolkit.NormState, num_labels: int):
     def loss_fn(params):
       relaxed, stats = _relaxed_proxies(net, params, num_labels, train=True)
       loss, parts = proxy_objective(relaxed, kind=config.proxy_loss, beta=config.proxy_beta,

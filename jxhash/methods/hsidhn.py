@@ -91,12 +91,10 @@ Wikipedia is single-label: every pair is hard and the soft term never acts there
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.training import train_state
 
 from jxhash import losses
 from jxhash.errors import UserError
@@ -186,12 +184,6 @@ class Config(BaseConfig):
   buffer_init: str = "normal"  # F, G start N(0, 1) (SCAHN, DCMH TF) or "zeros"
 
 
-class LayerwiseState(train_state.TrainState):
-  """TrainState of a `LayerwiseEncoder` plus its BatchNorm running statistics ({} with norm="layer")."""
-
-  batch_stats: Any
-
-
 State = toolkit.BufferedState  # nets: image/text network states; outputs: F, G (fused codes); codes: B
 
 
@@ -233,10 +225,6 @@ def theta_scale(config: Config) -> float:
   return 0.5 if config.theta_divisor == "2" else 32.0 / config.bits
 
 
-def _variables(params, stats) -> dict:
-  return {"params": params, "batch_stats": stats} if stats else {"params": params}
-
-
 def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   _check(config, dims)
   keys = toolkit.split_keys(key, MODALITIES + ("buffers",))
@@ -244,11 +232,8 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
                    clip_norm=config.clip_norm)
   modules = {m: _module(config, m) for m in MODALITIES}
   if config.network == "scahn":
-    nets = {}
-    for m, module in modules.items():
-      variables = module.init(keys[m], toolkit.zero_batch(dims, m))
-      nets[m] = LayerwiseState.create(apply_fn=module.apply, params=variables["params"], tx=tx,
-                                      batch_stats=variables.get("batch_stats", {}))
+    nets = {m: toolkit.norm_state(module, module.init(keys[m], toolkit.zero_batch(dims, m)), tx)
+            for m, module in modules.items()}
   else:
     nets = toolkit.network_states(keys, modules, dims, tx, heads=config.layer_heads)
   outputs = toolkit.random_buffers(keys["buffers"], MODALITIES, num_train=num_train, bits=config.bits,
@@ -259,8 +244,8 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
 def encode(state: State, modality: str, x: jax.Array) -> jax.Array:
   """The fused code (tanh of the weighted layer codes; BatchNorm on running statistics)."""
   net = state.nets[modality]
-  if isinstance(net, LayerwiseState):
-    return net.apply_fn(_variables(net.params, net.batch_stats), x, train=False)[0]
+  if isinstance(net, toolkit.NormState):
+    return toolkit.apply_norm(net, net.params, net.batch_stats, x, train=False)[0][0]
   return toolkit.encode(state, modality, x)
 
 
@@ -464,9 +449,9 @@ def _objective(config: Config, modality: str):
 
 def _forward(config: Config, net, params, stats, x):
   """Training-mode forward: (final (bs, K), layer codes (L, bs, K) or None, new batch stats)."""
-  if isinstance(net, LayerwiseState):
-    (final, layers), updates = net.apply_fn(_variables(params, stats), x, train=True, mutable=["batch_stats"])
-    return final, layers, updates.get("batch_stats", stats)
+  if isinstance(net, toolkit.NormState):
+    (final, layers), stats = toolkit.apply_norm(net, params, stats, x, train=True)
+    return final, layers, stats
   out = net.apply_fn({"params": params}, x, heads=config.layer_heads)
   final, layers = out if config.layer_heads else (out, None)
   return final, layers, stats
@@ -517,8 +502,7 @@ def _layerwise_step(config: Config, modality: str):
                                         quant_weight=config.quant_weight, **_dual_options(config))
       return loss, (out, out_b, new_stats, parts)
 
-    (loss, (out, out_b, new_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    net = net.apply_gradients(grads=grads)
+    net, loss, (out, out_b, new_stats, parts) = toolkit.apply_gradients(net, loss_fn)
     if stats is not None:
       net = net.replace(batch_stats=new_stats)
     buffer = state.outputs[modality].at[index].set(out)

@@ -179,6 +179,28 @@ def make_state(module, params, tx: optax.GradientTransformation) -> train_state.
   return train_state.TrainState.create(apply_fn=module.apply, params=params, tx=tx)
 
 
+class NormState(train_state.TrainState):
+  """TrainState of a network with BatchNorm: its running statistics ({} when it has none)."""
+
+  batch_stats: Any
+
+
+def norm_state(module, variables: dict, tx: optax.GradientTransformation) -> NormState:
+  """A NormState from `module.init`'s variables."""
+  return NormState.create(apply_fn=module.apply, params=variables["params"], tx=tx,
+                          batch_stats=variables.get("batch_stats", {}))
+
+
+def apply_norm(net: NormState, params, stats, *args, train: bool, **kwargs):
+  """(net's output on `args`, the running statistics after it): in training mode BatchNorm
+  normalises by the batch and updates `stats`; otherwise it reads them and they stay."""
+  variables = {"params": params, "batch_stats": stats} if stats else {"params": params}
+  if not train:
+    return net.apply_fn(variables, *args, train=False, **kwargs), stats
+  out, updates = net.apply_fn(variables, *args, train=True, mutable=["batch_stats"], **kwargs)
+  return out, updates.get("batch_stats", stats)
+
+
 def network_states(keys: Mapping[str, jax.Array], modules: Mapping[str, Any], dims: Dims, tx=None, *,
                    txs: Mapping[str, Any] | None = None, create: Callable = make_state, **init_kwargs) -> dict:
   """A TrainState per modality network, each initialised on a zero row of its input.
