@@ -91,8 +91,12 @@ _OPENED = "jxhash-checkpoint-store-opened"  # barrier: process 0 has prepared th
 
 def run_metadata(spec, config, data, options) -> dict:
   """The JSON description of a run (its identity, `jxhash.identity`), saved with every checkpoint."""
-  return {**run_identity(spec, config, data, options), "jxhash_version": __version__,
-          "checkpoint_format": CHECKPOINT_FORMAT}
+  return metadata(run_identity(spec, config, data, options))
+
+
+def metadata(identity: dict) -> dict:
+  """`run_metadata` of a run whose identity is already computed."""
+  return {**identity, "jxhash_version": __version__, "checkpoint_format": CHECKPOINT_FORMAT}
 
 
 def tree_digest(tree) -> str:
@@ -105,6 +109,12 @@ def tree_digest(tree) -> str:
     h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
     h.update(a.tobytes())
   return h.hexdigest()
+
+
+def json_digest(obj) -> str:
+  """A checksum (blake2b, hex) of `obj`'s canonical JSON (sorted keys)."""
+  text = json.dumps(to_json(obj), sort_keys=True, separators=(",", ":"))
+  return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
 @contextlib.contextmanager
@@ -232,7 +242,7 @@ class CheckpointStore:
       shutil.rmtree(self.directory / _SUPERSEDED, ignore_errors=True)
 
   def _save(self, name, state, stats, epoch, extra):
-    digest = {"state": tree_digest(state), "inputs": tree_digest(stats)}
+    digest = {"state": tree_digest(state), "inputs": tree_digest(stats), "trainer": json_digest(extra)}
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               inputs=ocp.args.StandardSave(stats),
                               meta=ocp.args.JsonSave(to_json({**self.meta, "trainer": extra, "digest": digest})))
@@ -261,7 +271,12 @@ class CheckpointStore:
     _check_identity(saved, self.meta, where)
     state = _restore_item(manager, step, template, where)
     _check_digest(saved, "state", state, where, step)
-    return state, saved.get("trainer", {})
+    trainer = saved.get("trainer", {})
+    # the trainer's bookkeeping (best epoch, history) goes into the results: it is checksummed too
+    if json_digest(trainer) != saved.get("digest", {}).get("trainer"):
+      raise CheckpointError(f"checkpoint {where}/{step} is damaged: its trainer record does not match the checksum "
+                            "recorded when it was saved; restore another checkpoint or retrain")
+    return state, trainer
 
 
 def _read_run_json(path: pathlib.Path, overwrite: bool) -> dict | None:

@@ -25,6 +25,13 @@ def _syntax(default) -> str:
   return f"a {type(default).__name__}, e.g. {default!r}"
 
 
+def flag_text(value) -> str:
+  """A value as the command line writes it: tuples comma-separated, bools lower-case."""
+  if isinstance(value, (list, tuple)):
+    return ",".join(flag_text(v) for v in value)
+  return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def parse_value(text: str, default, field: str):
   """`text` parsed to the type of the field's default value (module docstring); UserError if not."""
   try:
@@ -66,11 +73,39 @@ def apply_overrides(config, overrides: typing.Iterable[str]):
   return dataclasses.replace(config, **changes)
 
 
+def apply_values(config, values: dict):
+  """A copy of `config` with `values` ({field: value}) applied: strings are parsed by the field's
+  type (`parse_value`), lists become tuples, and the Config's own checks judge the rest."""
+  fields = {f.name for f in dataclasses.fields(config)}
+  changes = {}
+  for key, value in values.items():
+    key = str(key).strip().replace("-", "_")
+    if key not in fields:
+      raise UserError(f"--set {key}: no such field in {type(config).__module__.rsplit('.', 1)[-1]}'s config; "
+                      f"valid: {', '.join(sorted(fields))}")
+    default = getattr(config, key)
+    if isinstance(value, str) and not isinstance(default, str) and default is not None:
+      value = parse_value(value, default, key)
+    elif isinstance(value, list):
+      value = tuple(value)
+    changes[key] = value
+  try:
+    return dataclasses.replace(config, **changes)
+  except TypeError as e:  # a config check comparing a value of the wrong type
+    raise UserError(f"--set: a value has the wrong type ({e})") from None
+
+
+def presets(spec) -> dict:
+  """{name: {field: value}}: the method's presets, plus `smoke` (tiny and fast, for every method)."""
+  return {**spec.presets, "smoke": dict(spec.smoke)}
+
+
 def apply_preset(spec, name: str | None):
-  """`spec.Config()` with the named preset's values (`MethodSpec.presets`); None: the defaults."""
+  """`spec.Config()` with the named preset's values (`presets`); None or "default": the defaults."""
   if name is None or name == "default":
     return spec.Config()
-  if name not in spec.presets:
-    valid = ", ".join(["default", *sorted(spec.presets)])
+  available = presets(spec)
+  if name not in available:
+    valid = ", ".join(["default", *sorted(available)])
     raise UserError(f"--preset {name!r}: {spec.name} has the presets {valid}")
-  return dataclasses.replace(spec.Config(), **spec.presets[name])
+  return dataclasses.replace(spec.Config(), **available[name])

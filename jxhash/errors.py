@@ -17,6 +17,14 @@ class CheckpointError(UserError):
   """A checkpoint is missing, corrupt, or was written for another method/dataset/config."""
 
 
+class TrainingDiverged(RuntimeError):
+  """A loss became NaN or inf; the message names the stage, phase and epoch."""
+
+
+# exit code of a run that diverged (2 is a user error, 3 a failed peer process, 130 Ctrl-C)
+DIVERGED_EXIT = 4
+
+
 class TrainingInterrupted(Exception):
   """Training stopped by Ctrl-C; the message says where, and that `--resume` continues it."""
 
@@ -33,6 +41,9 @@ def exit_code(fn, *args) -> int:
   except UserError as e:
     print(f"error: {_one_line(e)}", file=sys.stderr)
     return 2
+  except TrainingDiverged as e:
+    print(f"diverged: {_one_line(e)}; try a smaller learning rate (--set lr=...)", file=sys.stderr)
+    return DIVERGED_EXIT
   except TrainingInterrupted as e:
     print(f"interrupted: {_one_line(e)}", file=sys.stderr)
     return 130

@@ -35,11 +35,15 @@ def environment() -> dict:
   }
 
 
-def build(spec, config, data, options, fit_result, *, extra: dict | None = None) -> dict:
-  """The results dict of a finished `train.fit` run (see the README for its keys)."""
+def build(spec, config, data, options, fit_result, *, extra: dict | None = None,
+          identity: dict | None = None) -> dict:
+  """The results dict of a finished `train.fit` run (see the README for its keys).
+
+  `identity`: the run's `jxhash.identity.run_identity`, when the caller computed it already.
+  """
   final = fit_result.final
   out = {
-      **run_identity(spec, config, data, options),
+      **(identity if identity is not None else run_identity(spec, config, data, options)),
       "bits": config.bits,
       "map": {d: final[d]["map"] for d in ("i2t", "t2i")},
       "metrics": final,

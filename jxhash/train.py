@@ -45,7 +45,7 @@ from jxhash.data import CrossModalData
 from jxhash.data import augment as augment_lib
 from jxhash.data.core import take_rows
 from jxhash.epochs import compile_epoch, compile_finish, stage_bounds
-from jxhash.errors import TrainingInterrupted, UserError
+from jxhash.errors import TrainingDiverged, TrainingInterrupted, UserError
 from jxhash.evaluation import average_over_seeds, evaluate, mean_map
 from jxhash.inputs import fit_normalizer, normalize, training_arrays
 from jxhash.runstate import RunState, init_state, seed_slice
@@ -53,10 +53,6 @@ from jxhash.spec import Dims, MethodSpec
 from jxhash.streaming import StreamedEpoch
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-  """A loss became NaN or inf; the message names the stage, phase and epoch."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +206,7 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
                                                           "history": selection.history})
   except KeyboardInterrupt:
     saved = store.latest_epoch() if store is not None else None
-    where = (f"the last checkpoint (epoch {saved}) is in {store.directory}: continue with --resume"
+    where = (f"the last checkpoint (epoch {saved}) is in {store.directory}: run the same command again to continue"
              if saved is not None else "no checkpoint was saved")
     raise TrainingInterrupted(f"{spec.name} stopped after {done} of {total} epochs; {where}") from None
   finally:
@@ -242,9 +238,6 @@ def _start(spec, config, state: RunState, store, options: TrainOptions, total: i
     logger.info("resumed %s from epoch %d of %d", spec.name, int(state.epoch), total)
     return state, _Selection(score=extra.get("best_score", -math.inf), epoch=extra.get("best_epoch"),
                              history=extra.get("history", []))
-  if options.resume:
-    where = f"in {store.directory}" if store is not None else "(no checkpoints are kept)"
-    logger.info("nothing to resume %s: %s starts from epoch 0", where, spec.name)
   if spec.warm_start is not None:
     state = state.replace(model=spec.warm_start(state.model, config))
   return state, _Selection()

@@ -1,28 +1,18 @@
-"""Config files (configs/<dataset>/<name>.py): each builds a valid run, flags override it, and the
-results each states are exactly the README table's rows (both written by experiments/reproduce.py)."""
+"""Config files (configs/<dataset>/<name>.py): each builds valid settings, flags override it, they hold
+config only, and the README table has the rows of each one's settings (results live in results files)."""
 
 import pathlib
-import re
-import sys
 
 import pytest
 
-from jxhash import data
+from jxhash import data, settings
+from jxhash.commands import flags
+from jxhash.commands import reproduce
+from jxhash.commands import train as run_cli
 from jxhash.methods import get_method
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-
-import reproduce  # noqa: E402
-import run as run_cli  # noqa: E402
-
 CONFIGS = sorted((ROOT / "configs").glob("*/*.py"))
-
-
-def expected_rows(path: pathlib.Path) -> list[str]:
-  text = path.read_text()
-  block = text.split(reproduce.START, 1)[1].split(reproduce.END, 1)[0]
-  return [line.strip() for line in block.splitlines() if line.strip().startswith("|")]
 
 
 def readme_rows(section: str) -> list[str]:
@@ -39,15 +29,14 @@ def test_there_are_config_files_for_every_method_on_wikipedia():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
 def test_a_config_file_builds_a_valid_run(path):
-  values = run_cli.load_config_file(path)
-  assert values["dataset"] == path.parent.name
-  args = run_cli.parse_args(["--config", str(path)])
-  spec = get_method(args.method)
-  config = run_cli.build_config(spec, args)
-  assert isinstance(config, spec.Config)
-  data.parse_options(args.dataset, args.data_option)
+  s = flags.config_file_settings(path)
+  assert s.data.name == path.parent.name
+  spec = get_method(s.method.name)
+  assert isinstance(settings.method_config(spec, s), spec.Config)
+  data.schema(s.data.name).check({k: v for k, v in s.data.options.items() if not isinstance(v, str)})
   text = path.read_text()
-  assert f"python experiments/run.py --config configs/{path.parent.name}/{path.name}" in text
+  assert f"--config configs/{path.parent.name}/{path.name}" in text
+  assert "<!-- expected" not in text and "| wikipedia |" not in text  # config only: no results in source
 
 
 def test_flags_override_a_config_file(tmp_path):
@@ -55,25 +44,44 @@ def test_flags_override_a_config_file(tmp_path):
   path.write_text("def get_config():\n  return {'method': 'dcmh', 'dataset': 'synthetic', 'bits': 16, "
                   "'set': {'lr': 5.0, 'eta': 0.5}, 'data_options': {'num_items': 400, 'noise': 0.1}}\n")
   args = run_cli.parse_args(["--config", str(path), "--set", "lr=7", "--data-option", "noise=0.2"])
-  config = run_cli.build_config(get_method(args.method), args)
+  config = run_cli.build_config(get_method("dcmh"), args)
   assert (config.bits, config.lr, config.eta) == (16, 7.0, 0.5)
-  assert data.parse_options("synthetic", args.data_option) == {"num_items": 400, "noise": 0.2}
+  s = run_cli.settings_of(args)
+  assert s.data.options == {"num_items": 400, "noise": "0.2"}
   assert run_cli.build_config(get_method("dcmh"), run_cli.parse_args(["--config", str(path), "--bits", "64"])).bits == 64
+  dotted = run_cli.parse_args(["--config", str(path), "--config.method.lr=30", "--config.train.seeds", "2"])
+  assert run_cli.build_config(get_method("dcmh"), dotted).lr == 30.0
+  assert run_cli.settings_of(dotted).train.seeds == 2
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
-def test_the_results_a_config_file_states_are_the_readme_table(path):
-  rows = expected_rows(path)
-  table = readme_rows(path.parent.name)
-  if not rows:
-    # not run yet: then the README may not show results for it either, and says which are missing
-    assert not [r for r in table if _row_config(r) == path.stem], f"{path} states no results but the README does"
-    assert f"`{path.stem}`" in _not_yet_run(path.parent.name), f"the README does not list {path.stem} as not yet run"
-    return
-  missing = [r for r in rows if r not in table]
-  assert not missing, f"{path}: rows not in the README table: {missing}"
-  assert not [r for r in table if _row_config(r) == path.stem and r not in rows], f"{path} misses README rows"
-  assert re.search(r"Produced by: python experiments/reproduce.py configs/\w+", path.read_text())
+@pytest.mark.parametrize("values, message", [
+    ({"method": "dcmh", "seed": -5}, "train.seed: must be >= 0, got -5"),
+    ({"method": "dcmh", "eval_every": -1}, "eval.eval_every: must be >= 0, got -1"),
+    ({"method": "dcmh", "seeds": True}, "train.seeds: expected an integer, got True"),
+    ({"method": "dcmh", "set": ["lr", 3]}, "method.set: expected a mapping"),
+    ({"method": "dcmh", "data_options": "num_val=3"}, "data.options: expected a mapping"),
+    ({"method": "dcmh", "name": 7}, "output.name: expected a string, got 7"),
+    ({"method": "dcmh", "augment": {"flip": True}}, "train.augment: expected a string"),
+    ({"train": {"colour": 1}}, "train.colour: no such setting"),
+])
+def test_a_config_file_value_goes_through_the_same_checks_as_a_flag(tmp_path, values, message):
+  from jxhash.errors import UserError
+  path = tmp_path / "c.py"
+  path.write_text(f"def get_config():\n  return {values!r}\n")
+  with pytest.raises(UserError, match=None) as e:
+    flags.config_file_settings(path)
+  assert message in str(e.value) and str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.parent.name == "wikipedia"], ids=lambda p: p.stem)
+def test_the_readme_table_has_the_rows_of_each_wikipedia_config(path):
+  s = flags.config_file_settings(path)
+  rows = [r for r in readme_rows("wikipedia") if _row_config(r) == path.stem]
+  assert sorted(int(r.strip("|").split("|")[2]) for r in rows) == [16, 32, 64], f"{path}: README rows {rows}"
+  for row in rows:
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    written = dict(kv.split("=") for kv in cells[7].split()) if cells[7] != "defaults" else {}
+    assert {k: float(v) for k, v in written.items()} == {k: float(v) for k, v in s.method.set.items()}, row
 
 
 def _row_config(row: str) -> str:

@@ -3,10 +3,6 @@
     python experiments/run.py --config configs/mirflickr25k/dcmh.py --bits 32 --seeds 5
 
 Protocol and data: configs/mirflickr25k/README.md.
-
-Expected results (mean ± std over the seeds; rows as in the README's table):
-<!-- expected:start -->
-<!-- expected:end -->
 """
 
 

@@ -27,14 +27,6 @@ second sweep (on a lent H100 GPU, about 3.5 minutes; each setting's last epoch s
 384 is again the grid's edge: DCPH's 12-epoch port default undertrains on Wikipedia.
 
 Protocol and data: configs/wikipedia/README.md.
-
-Expected results (mean ± std over the seeds; rows as in the README's table):
-<!-- expected:start -->
-Produced by: python experiments/reproduce.py configs/wikipedia --only dcph-tuned --bits 16,32,64 --seeds 5
-| wikipedia | dcph (epochs=384) | 16 | 0.2722 ± 0.0051 | 0.6653 ± 0.0029 | 5 | last | epochs=384 | 72.68 | NVIDIA H100 80GB HBM3 |
-| wikipedia | dcph (epochs=384) | 32 | 0.2824 ± 0.0048 | 0.6712 ± 0.0039 | 5 | last | epochs=384 | 72.24 | NVIDIA H100 80GB HBM3 |
-| wikipedia | dcph (epochs=384) | 64 | 0.2880 ± 0.0065 | 0.6111 ± 0.0094 | 5 | last | epochs=384 | 75.45 | NVIDIA H100 80GB HBM3 |
-<!-- expected:end -->
 """
 
 

@@ -23,14 +23,6 @@ The sweep kept the default lr 0.3 (itself a val choice, docs/defaults.md) and ch
 edge. lr 1 stays at chance (.11) at both lengths.
 
 Protocol and data: configs/wikipedia/README.md.
-
-Expected results (mean ± std over the seeds; rows as in the README's table):
-<!-- expected:start -->
-Produced by: python experiments/reproduce.py configs/wikipedia --only hsidhn-tuned --bits 16,32,64 --seeds 5
-| wikipedia | hsidhn (epochs=300) | 16 | 0.3036 ± 0.0105 | 0.7158 ± 0.0044 | 5 | last | epochs=300 | 88.94 | NVIDIA H100 80GB HBM3 |
-| wikipedia | hsidhn (epochs=300) | 32 | 0.3200 ± 0.0082 | 0.7164 ± 0.0057 | 5 | last | epochs=300 | 88.01 | NVIDIA H100 80GB HBM3 |
-| wikipedia | hsidhn (epochs=300) | 64 | 0.3123 ± 0.0042 | 0.7141 ± 0.0044 | 5 | last | epochs=300 | 90.55 | NVIDIA H100 80GB HBM3 |
-<!-- expected:end -->
 """
 
 

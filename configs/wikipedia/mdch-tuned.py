@@ -22,14 +22,6 @@ the other methods' sweeps, in about 5 minutes):
 The sweep chose lr 40 (inside the grid) and 1000 epochs (its edge): more epochs helped at every rate.
 
 Protocol and data: configs/wikipedia/README.md.
-
-Expected results (mean ± std over the seeds; rows as in the README's table):
-<!-- expected:start -->
-Produced by: python experiments/reproduce.py configs/wikipedia --only mdch-tuned --bits 16,32,64 --seeds 5
-| wikipedia | mdch (epochs=1000, lr=40) | 16 | 0.2702 ± 0.0056 | 0.7079 ± 0.0069 | 5 | last | epochs=1000 lr=40 | 81.31 | NVIDIA H100 80GB HBM3 |
-| wikipedia | mdch (epochs=1000, lr=40) | 32 | 0.2809 ± 0.0064 | 0.7165 ± 0.0047 | 5 | last | epochs=1000 lr=40 | 95.62 | NVIDIA H100 80GB HBM3 |
-| wikipedia | mdch (epochs=1000, lr=40) | 64 | 0.2920 ± 0.0017 | 0.7240 ± 0.0024 | 5 | last | epochs=1000 lr=40 | 101.33 | NVIDIA H100 80GB HBM3 |
-<!-- expected:end -->
 """
 
 

@@ -26,14 +26,6 @@ The sweep kept the default lr (10^-1.5) and chose 200 epochs, the grid's edge. T
 differ by .0013, about the spread of three seeds: lr 0.1 is as good. Longer runs may do better still.
 
 Protocol and data: configs/wikipedia/README.md.
-
-Expected results (mean ± std over the seeds; rows as in the README's table):
-<!-- expected:start -->
-Produced by: python experiments/reproduce.py configs/wikipedia --only mmach-tuned --bits 16,32,64 --seeds 5
-| wikipedia | mmach (epochs=200) | 16 | 0.3049 ± 0.0055 | 0.7323 ± 0.0061 | 5 | last | epochs=200 | 101.47 | NVIDIA H100 80GB HBM3 |
-| wikipedia | mmach (epochs=200) | 32 | 0.3063 ± 0.0051 | 0.7385 ± 0.0024 | 5 | last | epochs=200 | 103.38 | NVIDIA H100 80GB HBM3 |
-| wikipedia | mmach (epochs=200) | 64 | 0.3149 ± 0.0069 | 0.7394 ± 0.0036 | 5 | last | epochs=200 | 104.57 | NVIDIA H100 80GB HBM3 |
-<!-- expected:end -->
 """
 
 

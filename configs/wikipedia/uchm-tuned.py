@@ -26,14 +26,6 @@ The sweep chose the largest rate and the most epochs, both the grid's edge; the 
 so a wider grid may do better still.
 
 Protocol and data: configs/wikipedia/README.md.
-
-Expected results (mean ± std over the seeds; rows as in the README's table):
-<!-- expected:start -->
-Produced by: python experiments/reproduce.py configs/wikipedia --only uchm-tuned --bits 16,32,64 --seeds 5
-| wikipedia | uchm (epochs=200, lr=0.03) | 16 | 0.2370 ± 0.0037 | 0.5016 ± 0.0058 | 5 | last | epochs=200 lr=0.03 | 126.12 | NVIDIA H100 80GB HBM3 |
-| wikipedia | uchm (epochs=200, lr=0.03) | 32 | 0.2531 ± 0.0053 | 0.5199 ± 0.0058 | 5 | last | epochs=200 lr=0.03 | 129.54 | NVIDIA H100 80GB HBM3 |
-| wikipedia | uchm (epochs=200, lr=0.03) | 64 | 0.2628 ± 0.0016 | 0.5273 ± 0.0027 | 5 | last | epochs=200 lr=0.03 | 129.39 | NVIDIA H100 80GB HBM3 |
-<!-- expected:end -->
 """
 
 
