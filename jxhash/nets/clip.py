@@ -501,7 +501,7 @@ def load_clip(source: str | os.PathLike | Mapping[str, Any], cfg: ClipConfig | N
     node = params
     for name in path[:-1]:
       node = node.setdefault(name, {})
-    node[path[-1]] = np.ascontiguousarray(transform(value) if transform else value)
+    node[path[-1]] = np.require(transform(value) if transform else value, requirements="C")
   expected = {key for key, *_ in table}
   for key in sd:
     if key not in expected:
