@@ -54,8 +54,8 @@ LN_EPSILON = 1e-5
 # OpenAI's build_model (and open_clip's default head_width) give every head 64 channels.
 HEAD_WIDTH = 64
 MLP_RATIO = 4
-# Entries of OpenAI's TorchScript state dicts that are not weights (build_model deletes them), and
-# the derived causal mask some exports keep as a buffer.
+# Entries of OpenAI's TorchScript state dicts that are not weights (build_model deletes them). The
+# text tower's causal mask ("attn_mask"), a buffer in traced models, is dropped as well.
 NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
@@ -495,7 +495,8 @@ def load_clip(source: str | os.PathLike | Mapping[str, Any], cfg: ClipConfig | N
     value = sd[key]
     if tuple(value.shape) != shape:
       raise UserError(f"{where}: {key} has shape {tuple(value.shape)}, expected {shape} for {cfg}")
-    if not (np.issubdtype(value.dtype, np.floating) or value.dtype.kind == "V" or "float" in value.dtype.name):
+    # ml_dtypes' bfloat16 (how torch_io returns bfloat16 tensors) is not an np.floating subtype.
+    if not (np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16"):
       raise UserError(f"{where}: {key} has dtype {value.dtype}, expected floating point")
     value = value.astype(np.float32)
     node = params
