@@ -9,6 +9,7 @@ image/patch sizes keep the quick tier quick; the full ViT-B/32 comparison is one
 import copy
 import functools
 import math
+import sys
 import warnings
 
 import jax
@@ -131,6 +132,10 @@ def test_tokenizer_vocab_file_errors(tmp_path, monkeypatch):
   bad.write_bytes(b"not gzip")
   with pytest.raises(UserError, match="unreadable"):
     clip_tokenizer.ClipTokenizer(vocab=bad)
+  # Without ftfy or regex: one line naming the extra.
+  monkeypatch.setitem(sys.modules, "ftfy", None)
+  _one_line_error(clip_tokenizer.ClipTokenizer, match=r"needs the ftfy package: pip install 'jxhash\[clip\]'")
+  monkeypatch.delitem(sys.modules, "ftfy")
   # Neither open_clip nor clip installed: one line saying how to get the file.
   monkeypatch.setattr(clip_tokenizer.importlib.util, "find_spec", lambda name: None)
   with pytest.raises(UserError, match="pip install open-clip-torch") as e:
@@ -141,7 +146,6 @@ def test_tokenizer_vocab_file_errors(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_vocab_found_without_importing_torch(tmp_path):
   import subprocess
-  import sys
   code = ("import sys; from jxhash.nets.clip import tokenize; t = tokenize(['hi there']);"
           "assert t[0, :4].tolist() == [49406, 1883, 997, 49407], t[0, :4];"
           "assert 'torch' not in sys.modules and 'open_clip' not in sys.modules, 'imported torch'")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import gzip
 import html
+import importlib
 import importlib.util
 import os
 import pathlib
@@ -54,6 +55,15 @@ CONTEXT_LENGTH = 77
 # (numbers are split digit by digit), or a run of what is neither space, letter nor digit.
 _WORD_PATTERN = (r"<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d"
                  r"|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+")
+
+
+def _require(module: str):
+  """Import ftfy / regex, or one line saying how to install them (the `clip` extra)."""
+  try:
+    return importlib.import_module(module)
+  except ImportError:
+    raise UserError(f"CLIP's tokenizer needs the {module} package: pip install 'jxhash[clip]' "
+                    f"(or pip install ftfy regex)") from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -136,7 +146,8 @@ class ClipTokenizer:
   """
 
   def __init__(self, vocab: str | os.PathLike | None = None, cache_size: int = 65536):
-    import regex  # the \p{L} / \p{N} classes; the standard re module has none
+    regex = _require("regex")  # the \p{L} / \p{N} classes; the standard re module has none
+    self._ftfy = _require("ftfy")
     self.path = find_vocab(vocab)
     merges = _read_merges(self.path)
     table = byte_characters()
@@ -176,11 +187,9 @@ class ClipTokenizer:
       parts = merged
     return tuple(self.encoder[p] for p in parts)
 
-  @staticmethod
-  def clean(text: str) -> str:
+  def clean(self, text: str) -> str:
     """CLIP's text cleaning: ftfy, HTML entities (twice), whitespace collapsed, lower case."""
-    import ftfy
-    text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    text = html.unescape(html.unescape(self._ftfy.fix_text(text)))
     return " ".join(text.split()).lower()
 
   def encode(self, text: str) -> list[int]:
