@@ -4,10 +4,12 @@ Shared encoders: `MLPEncoder` (DCMH's feature and text nets), `CNNF` (CNN-F on p
 from `vgg_f.load_vgg_f`), `HierarchicalEncoder` (multi-scale layers with bilinear
 interaction), `MaskedMLPEncoder` (a semantic mask over the hidden features). Method-specific
 networks: `ProxyNet` (DCPH), `LabelNet` with `ModalityEnhancedAttention` (MMACH),
-`MIEGenerator` and `BitGate` (UCHM).
+`MIEGenerator` and `BitGate` (UCHM). Pretrained encoders: CLIP's ViT image and text towers
+(`CLIPImageTower`, `CLIPTextTower`, weights from `load_clip`; jxhash.nets.clip).
 """
 
 from jxhash.nets.attention import ModalityEnhancedAttention
+from jxhash.nets.clip import CLIPImageTower, CLIPTextTower, ClipConfig, load_clip
 from jxhash.nets.cnnf import CNNF, local_response_norm
 from jxhash.nets.interaction import BitGate, MIEGenerator
 from jxhash.nets.label import LabelNet
@@ -18,7 +20,8 @@ from jxhash.nets.multiscale import (BidirectionalBilinear, BilinearInteraction, 
 from jxhash.nets.proxy import ProxyNet
 from jxhash.nets.vgg_f import load_vgg_f, preprocess
 
-__all__ = ["BidirectionalBilinear", "BilinearInteraction", "BitGate", "CNNF", "HierarchicalEncoder", "LabelNet",
+__all__ = ["BidirectionalBilinear", "BilinearInteraction", "BitGate", "CLIPImageTower", "CLIPTextTower", "CNNF",
+           "ClipConfig", "HierarchicalEncoder", "LabelNet",
            "MIEGenerator", "MLPEncoder", "MaskedMLPEncoder", "ModalityEnhancedAttention", "MultiScaleFusion",
            "ProxyNet", "SemanticMask", "kernel_init", "load_vgg_f", "local_response_norm", "pool_and_upsample",
-           "preprocess"]
+           "load_clip", "preprocess"]
