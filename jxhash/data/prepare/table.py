@@ -15,7 +15,7 @@ import numpy as np
 
 from jxhash.data.prepare import common
 
-_WORD = re.compile(r"[a-z]+")
+_WORD = re.compile(r"[^\W\d_]+")
 
 
 @dataclasses.dataclass
@@ -119,7 +119,7 @@ def csr_from_rows(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def words(text: str) -> list[str]:
-  """Lower-case alphabetic tokens of `text` (the bag-of-words tokeniser of the caption datasets)."""
+  """Lower-case runs of letters (any script) of `text` (the bag-of-words tokeniser of the caption datasets)."""
   return _WORD.findall(text.lower())
 
 
