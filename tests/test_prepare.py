@@ -199,3 +199,10 @@ def test_the_command_line_wrapper_exits_2_with_one_line(tmp_path):
                          str(tmp_path / "o"), *SMALL], capture_output=True, text=True, env=env)
   assert done.returncode == 0, done.stderr
   assert f"{MIR_LABELLED_TAGGED} items" in done.stdout
+
+
+def test_a_symlinked_out_is_refused(mir_raw, tmp_path, capsys):
+  (tmp_path / "elsewhere").mkdir()
+  (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+  _one_line_error(capsys, prepare(mir_raw, tmp_path / "link"), "symbolic link")
+  assert not any((tmp_path / "elsewhere").iterdir())

@@ -288,11 +288,12 @@ class Workspace:
   """
 
   def __init__(self, out, settings: dict, *, overwrite: bool = False):
-    self.out = fileio.resolve(out)
+    given = pathlib.Path(os.fspath(out)).expanduser()
+    if given.is_symlink() or given.with_name(given.name + ".partial").is_symlink():
+      raise UserError(f"--out {given}: is a symbolic link; give a real folder")
+    self.out = fileio.resolve(given)
     self.partial = self.out.with_name(self.out.name + ".partial")
     self.settings = json.loads(json_text(settings))
-    if self.out.is_symlink() or self.partial.is_symlink():
-      raise UserError(f"--out {self.out}: is a symbolic link; give a real folder")
     if self.out.exists():
       if not self.out.is_dir():
         raise UserError(f"--out {self.out} is a file, not a folder")
