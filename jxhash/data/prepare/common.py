@@ -4,8 +4,8 @@
 the members of the official archives in it (.zip read member by member; .tgz/.tar read in one
 streaming pass, keeping only the members a dataset asks for). An extracted file wins over the
 same path inside an archive. Every file whose bytes are read (annotation, tag and list files,
-and every archive, which is read at least to list it) gets its sha256 recorded for the
-manifest; image files are only listed (and their first bytes checked), never hashed or decoded.
+and every archive, which is read at least to list it; archives are hashed by `hash_archives`,
+once per preparation) gets its sha256 recorded for the manifest; image files are only listed (and their first bytes checked), never hashed or decoded.
 
 `Workspace` runs the steps of a preparation in `<out>.partial/`: each step writes its files
 atomically and is then recorded as done in `state.json`, so a killed run continues where it
@@ -74,6 +74,7 @@ class RawTree:
     self.hashes: dict[str, dict] = {}
     self._zips: dict[str, zipfile.ZipFile] = {}
     self._tar_cache: dict[str, bytes] = {}
+    self.archives: list[str] = []  # the archives indexed, relative to the root
     archives = []
     for directory, dirs, names in os.walk(self.root):
       dirs.sort()
@@ -96,7 +97,7 @@ class RawTree:
       except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable zip archive ({e}); download it again") from None
       self._zips[rel] = archive
-      self._hash(rel)
+      self.archives.append(rel)
       for member in names:
         if not member.endswith("/"):
           self.files.setdefault(member.replace("\\", "/"), (rel, member))
@@ -113,7 +114,12 @@ class RawTree:
               self._tar_cache[name] = archive.extractfile(info).read()
     except (tarfile.TarError, OSError, EOFError, zlib_error()) as e:
       raise DataError(f"{path}: not a readable tar archive ({e}); download it again") from None
-    self._hash(rel)
+    self.archives.append(rel)
+
+  def hash_archives(self) -> None:
+    """Record the sha256 of every archive indexed (read whole: done once, by the scan step)."""
+    for rel in self.archives:
+      self._hash(rel)
 
   def _hash(self, rel: str) -> None:
     if rel not in self.hashes:

@@ -63,7 +63,7 @@ def resolve_rules(dataset: Dataset, protocol: str, given: dict) -> dict:
 def raw_identity(tree: common.RawTree) -> dict:
   """What tells two raw trees apart cheaply (for resuming): archives' sizes and mtimes, file count."""
   archives = {}
-  for rel in sorted({a for a, _ in tree.files.values() if a is not None}):
+  for rel in sorted(tree.archives):
     stat = (tree.root / rel).stat()
     archives[rel] = [stat.st_size, stat.st_mtime_ns]
   return {"root": str(tree.root), "archives": archives, "files": len(tree.files)}
@@ -83,6 +83,7 @@ def prepare(dataset: Dataset, raw, out, *, protocol: str | None = None, rules: d
 
     def scan():
       table = dataset.scan(tree, resolved, show_progress)
+      tree.hash_archives()
       scan_dir.mkdir(exist_ok=True)
       table.save(scan_dir)
       work.write("_raw_files.json", common.json_text(tree.hashes))
