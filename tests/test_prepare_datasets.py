@@ -142,3 +142,34 @@ def test_the_prepared_loader_reads_the_split_text_labels_and_matched_features(tm
     data.load("prepared", out)
   with pytest.raises(DataError, match="no manifest.json"):
     data.load("prepared", tmp_path, image="tags")
+
+
+def test_bad_coco_and_iapr_inputs_are_one_line_naming_the_file(tmp_path, capsys):
+  def refused(dataset, raw, *needles):
+    assert cli.main([dataset, "--raw", str(raw), "--out", str(tmp_path / "o"), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    for needle in needles:
+      assert needle in err, err
+    assert not (tmp_path / "o").exists()
+
+  raw = make_coco(tmp_path / "coco-json")
+  (raw / "annotations" / "captions_val2017.json").write_text('{"annotations": [')
+  refused("coco", raw, "captions_val2017.json", "not valid JSON")
+  raw = make_coco(tmp_path / "coco-ref")
+  path = raw / "annotations" / "instances_train2017.json"
+  content = json.loads(path.read_text())
+  content["annotations"][0]["category_id"] = 2  # not among the categories
+  path.write_text(json.dumps(content))
+  refused("coco", raw, "instances_train2017.json", "category 2")
+  raw = make_coco(tmp_path / "coco-missing")
+  (raw / "annotations" / "captions_train2017.json").unlink()
+  refused("coco", raw, "captions_train2017.json")
+  raw = make_iapr(tmp_path / "iapr")
+  (raw / "saiapr_tc-12" / "01" / "labels.txt").write_text("1010 1 3\n1011 one 4\n")
+  refused("iapr", raw, "saiapr_tc-12/01/labels.txt:2")
+  raw = make_nuswide(tmp_path / "nus")
+  path = raw / "NUS_WID_Tags" / "AllTags1k.txt"
+  lines = path.read_text().splitlines(keepends=True)
+  path.write_text("".join(lines[:5] + [lines[5].replace("0 ", "", 1)] + lines[6:]))
+  refused("nuswide", raw, "AllTags1k.txt:6", f"{len(NUS_TAGS)} values")
