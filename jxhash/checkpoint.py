@@ -174,6 +174,7 @@ class CheckpointStore:
       directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
       raise UserError(f"cannot create checkpoint directory {directory}: {fileio.describe_os_error(e)}") from e
+    _check_own_entries(directory)
     lock = RunLock(directory)
     try:
       previous = directory / "run.json"
@@ -183,6 +184,9 @@ class CheckpointStore:
         if saved is not None and identity_diff(saved, meta) and not overwrite:
           _check_identity(saved, meta, directory)
         keep = saved is not None and not identity_diff(saved, meta) and resume
+      elif any((directory / k).exists() for k in _KINDS) and not overwrite:
+        raise CheckpointError(f"{directory} holds checkpoints but no run.json, so the run they belong to cannot be "
+                              "established; remove them, choose another --name, or pass --overwrite")
       if not keep:
         _supersede(directory)
       parallel.barrier(_OPENED)
@@ -277,6 +281,17 @@ class CheckpointStore:
       raise CheckpointError(f"checkpoint {where}/{step} is damaged: its trainer record does not match the checksum "
                             "recorded when it was saved; restore another checkpoint or retrain")
     return state, trainer
+
+
+def _check_own_entries(directory: pathlib.Path) -> None:
+  """The names a run folder writes must be its own: no symbolic link (it would send a write,
+  a truncation or a deletion elsewhere), and run.json a regular file."""
+  for name in (".lock", "run.json", *_KINDS, _SUPERSEDED):
+    path = directory / name
+    if path.is_symlink():
+      raise CheckpointError(f"{path} is a symbolic link; a run folder's own files are never links: remove it")
+  if (directory / "run.json").exists() and not (directory / "run.json").is_file():
+    raise CheckpointError(f"{directory / 'run.json'} is not a regular file; remove it")
 
 
 def _read_run_json(path: pathlib.Path, overwrite: bool) -> dict | None:

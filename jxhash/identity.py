@@ -95,7 +95,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 def check_run_name(name: str) -> str:
   """A user-chosen run name: letters, digits, '.', '_' and '-', starting with a letter or digit."""
-  if not _NAME.match(name or ""):
+  if not isinstance(name, str) or not _NAME.fullmatch(name):
     raise UserError(f"--name {name!r}: use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit")
   return name
 
@@ -104,4 +104,9 @@ def run_name(identity: dict) -> str:
   """`<method>-<dataset>-<bits>bits-seed<s>[x<S>]-<hash>`: readable, and unique per identity."""
   seeds = f"seed{identity['seed']}" + (f"x{identity['num_seeds']}" if identity.get("num_seeds", 1) > 1 else "")
   bits = identity.get("config", {}).get("bits", "?")
-  return f"{identity['method']}-{identity['dataset']}-{bits}bits-{seeds}-{identity_hash(identity)}"
+  name = f"{identity['method']}-{identity['dataset']}-{bits}bits-{seeds}-{identity_hash(identity)}"
+  # the name becomes a folder and a file name: every part of it must be a plain name
+  if not _NAME.fullmatch(name):
+    raise UserError(f"dataset name {identity['dataset']!r} cannot be part of a run name (a file name): use "
+                    "letters, digits, '.', '_' and '-' only, at most 100 characters")
+  return name

@@ -105,6 +105,9 @@ def check_writable(path, identity: dict, *, overwrite: bool = False) -> None:
   Only process 0 of a multi-process run checks (the only one that writes).
   """
   path = pathlib.Path(path)
+  if path.is_symlink():
+    raise UserError(f"{path} is a symbolic link; a results file is never written through a link: remove it "
+                    "or choose another --out")
   if overwrite or not path.exists() or jax.process_index() != 0:
     return
   try:

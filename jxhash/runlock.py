@@ -16,6 +16,7 @@ import fcntl
 import os
 import pathlib
 import socket
+import stat
 import threading
 
 from jxhash.errors import CheckpointError
@@ -49,7 +50,19 @@ class RunLock:
         held[1] += 1
         return
       path = self.directory / LOCK_FILE
-      f = open(path, "a+")  # noqa: SIM115 - kept open while the lock is held
+      try:
+        # never through a symbolic link: a run folder received from someone else could point its
+        # lock at any file the user can write, and taking the lock truncates it
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+      except OSError as e:
+        if path.is_symlink():
+          raise CheckpointError(f"{path} is a symbolic link; a run folder's lock file is never a link: "
+                                "remove it") from None
+        raise CheckpointError(f"cannot open the lock file {path}: {e.strerror}") from None
+      if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CheckpointError(f"{path} is not a regular file; remove it")
+      f = os.fdopen(fd, "a+")  # noqa: SIM115 - kept open while the lock is held
       try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
       except OSError:

@@ -30,7 +30,8 @@ def test_there_are_config_files_for_every_method_on_wikipedia():
 @pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
 def test_a_config_file_builds_a_valid_run(path):
   s = flags.config_file_settings(path)
-  assert s.data.name == path.parent.name
+  # configs/<dataset>/ holds a loader's configs; configs/<dataset>-<family>/ a prepared protocol's
+  assert s.data.name == ("prepared" if prepared_protocol(path) else path.parent.name)
   spec = get_method(s.method.name)
   assert isinstance(settings.method_config(spec, s), spec.Config)
   data.schema(s.data.name).check({k: v for k, v in s.data.options.items() if not isinstance(v, str)})
@@ -82,6 +83,11 @@ def test_the_readme_table_has_the_rows_of_each_wikipedia_config(path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     written = dict(kv.split("=") for kv in cells[7].split()) if cells[7] != "defaults" else {}
     assert {k: float(v) for k, v in written.items()} == {k: float(v) for k, v in s.method.set.items()}, row
+
+
+def prepared_protocol(path: pathlib.Path) -> bool:
+  """Whether `path` is in a protocol folder for `jxhash prepare` output (configs/<dataset>-<family>/)."""
+  return "-" in path.parent.name
 
 
 def _row_config(row: str) -> str:

@@ -6,7 +6,7 @@ docs/data.md); `load` checks them, and `parse_options` reads them from "key=valu
 
 from __future__ import annotations
 
-from jxhash.data import coco, features, iapr, mirflickr, nuswide, synthetic, tfds_format, wikipedia
+from jxhash.data import coco, features, iapr, mirflickr, nuswide, prepared, synthetic, tfds_format, wikipedia
 from jxhash.data.coco import load_coco
 from jxhash.data.core import CrossModalData, SPLITS
 from jxhash.data.features import load_features
@@ -43,6 +43,7 @@ LOADERS = {
     "coco": load_coco,
     "features": load_features,
     "tfds": _load_tfds,
+    "prepared": prepared.load_prepared,
 }
 
 # name -> the loader's options: type, default, range, doc (docs/data.md is rendered from these)
@@ -55,6 +56,7 @@ SCHEMAS: dict[str, Schema] = {
     "coco": coco.OPTIONS,
     "features": features.OPTIONS,
     "tfds": tfds_format.OPTIONS,
+    "prepared": prepared.OPTIONS,
 }
 
 

@@ -1,0 +1,14 @@
+"""MMACH on the MIRFlickr-25K DCMH-lineage protocol (a prepared folder), with its defaults.
+
+    python experiments/prepare.py mirflickr25k --raw RAW --out data/mirflickr25k-dcmh --protocol dcmh
+    python experiments/run.py --config configs/mirflickr25k-dcmh/mmach.py --data-dir data/mirflickr25k-dcmh --bits 32
+
+Protocol, metric and published numbers: configs/mirflickr25k-dcmh/README.md. data_dir below is a placeholder:
+give the prepared folder with --data-dir; the image features (the extract command's .npz) are
+read from image_features.npz inside it unless --data-option image_features=<file> says otherwise.
+"""
+
+
+def get_config():
+  return {"method": "mmach", "dataset": "prepared", "data_dir": "data/mirflickr25k-dcmh", "seeds": 5,
+          "data_options": {"image_features": "image_features.npz"}}

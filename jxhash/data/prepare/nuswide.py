@@ -1,0 +1,167 @@
+"""NUS-WIDE from its official downloads: the metadata zips and the Flickr images.
+
+Layout read (zipped or extracted, anywhere under the raw root; names as in the official zips):
+  ImageList/Imagelist.txt          one image per line, "<concept folder>\\<nnnn>_<flickr id>.jpg"
+                                   (backslashes; a leading "C:\\...\\Flickr\\" is allowed)
+  NUS_WID_Tags/All_Tags.txt        "<flickr id> <tag> <tag> ...", same order as Imagelist.txt
+  NUS_WID_Tags/AllTags1k.txt       one 0/1 row of the 1,000 tags per image
+  NUS_WID_Tags/TagList1k.txt       the 1,000 tags, in column order
+  Concepts81.txt                   the 81 concepts (ConceptsList.zip)
+  Groundtruth/AllLabels/Labels_<concept>.txt   one 0/1 line per image
+  Flickr/<concept folder>/<file>   the images (listed and checked, not decoded)
+Groundtruth/TrainTestLabels (with its known bad line, Labels_lake_Train.txt: -1130179) is not read.
+
+Rules (sources in docs/data.md):
+  labels: "top21" = the 21 most frequent of the 81 concepts (TC-21, the DCMH lineage), or
+    "top10"; frequency over all images, ties by name; columns in alphabetical order;
+  text: AllTags1k.txt's 0/1 rows;
+  keep: "labelled" = >= 1 label (DCMH: 195,834 for TC-21), "labelled-tagged" = also >= 1 of
+    the 1k tags (MITH: 190,421);
+  caption: all of an item's tags in All_Tags.txt, joined by spaces.
+Every file is streamed line by line (269,648 lines each); memory stays at the label and tag
+matrices of the items (about 100 MB for the full set).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jxhash.data.options import Option, Schema
+from jxhash.data.prepare import common, pipeline
+from jxhash.data.prepare.table import Table
+from jxhash.errors import DataError
+
+TC21 = ("animal", "beach", "buildings", "clouds", "flowers", "grass", "lake", "mountain", "ocean", "person", "plants",
+        "reflection", "road", "rocks", "sky", "snow", "sunset", "tree", "vehicle", "water", "window")
+
+RULES = Schema("nuswide", [
+    Option("concepts", "str", "top21", "label set: the 21 or 10 most frequent concepts", choices=("top21", "top10")),
+    Option("keep", "str", "labelled", "items kept: >= 1 label, or >= 1 label and >= 1 of the 1k tags",
+           choices=("labelled", "labelled-tagged")),
+    *pipeline.split_options(num_query=2100, num_train=10500),
+])
+
+PROTOCOLS = {
+    "dcmh": {"concepts": "top21", "keep": "labelled", "num_query": 2100, "num_train": 10500},
+    "clip": {"concepts": "top21", "keep": "labelled-tagged", "num_query": 2100, "num_train": 10500},
+    "clip-5k": {"concepts": "top21", "keep": "labelled-tagged", "num_query": 5000, "num_train": 10000},
+}
+
+_ZERO, _ONE = ord("0"), ord("1")
+
+
+def _binary_column(tree: common.RawTree, rel: str, n: int) -> np.ndarray:
+  column = np.zeros(n, np.uint8)
+  count = 0
+  for number, line in enumerate(tree.lines(rel, "ascii"), 1):
+    text = line.strip()
+    if not text and number > n:
+      continue
+    if text not in ("0", "1"):
+      raise DataError(f"{tree.where(rel)}:{number}: expected 0 or 1, got {text[:40]!r}")
+    if number > n:
+      raise DataError(f"{tree.where(rel)}: more lines than the {n} images of Imagelist.txt")
+    column[number - 1] = text == "1"
+    count = number
+  if count != n:
+    raise DataError(f"{tree.where(rel)}: {count} lines, but Imagelist.txt lists {n} images")
+  return column
+
+
+def scan(tree: common.RawTree, rules: dict, show_progress: bool) -> Table:
+  listing = tree.find_one("ImageList/Imagelist.txt", "the image list, in ImageList.zip")
+  files = []
+  for number, line in enumerate(tree.lines(listing, "utf-8"), 1):
+    parts = [p for p in line.strip().replace("/", "\\").split("\\") if p]
+    if not parts:
+      continue
+    if len(parts) < 2 or not parts[-1].lower().endswith(".jpg"):
+      raise DataError(f"{tree.where(listing)}:{number}: expected '<folder>\\<file>.jpg', got {line[:60]!r}")
+    files.append((parts[-2], parts[-1]))
+  n = len(files)
+  concepts_file = tree.find_one("Concepts81.txt", "the concept list, in ConceptsList.zip")
+  concepts = [c.strip() for c in tree.lines(concepts_file) if c.strip()]
+  columns = {}
+  for concept in common.progress(concepts, desc="nuswide labels", enabled=show_progress):
+    rel = tree.find_one(f"AllLabels/Labels_{concept}.txt", f"the labels of concept {concept!r}, in Groundtruth.zip")
+    columns[concept] = _binary_column(tree, rel, n)
+  size = 21 if rules["concepts"] == "top21" else 10
+  ranked = sorted(concepts, key=lambda c: (-int(columns[c].sum()), c))
+  classes = sorted(ranked[:size])
+  labels = np.stack([columns[c] for c in classes], axis=1)
+  del columns
+  vocab_file = tree.find_one("NUS_WID_Tags/TagList1k.txt", "the 1k tag list, in NUS_WID_Tags.zip")
+  vocab = [t.strip() for t in tree.lines(vocab_file) if t.strip()]
+  matrix = tree.find_one("NUS_WID_Tags/AllTags1k.txt", "the 1k tag matrix, in NUS_WID_Tags.zip")
+  indptr = np.zeros(n + 1, np.int64)
+  chunks = []
+  count = 0
+  for number, line in enumerate(common.progress(tree.lines(matrix, "ascii"), total=n, desc="nuswide 1k tags",
+                                                enabled=show_progress), 1):
+    raw = np.frombuffer(line.encode("ascii"), np.uint8)
+    digits = raw[(raw != 32) & (raw != 9)]
+    if digits.size == 0 and number > n:
+      continue
+    if digits.size != len(vocab) or not np.isin(digits, (_ZERO, _ONE)).all():
+      raise DataError(f"{tree.where(matrix)}:{number}: expected {len(vocab)} values 0/1 separated by spaces")
+    if number > n:
+      raise DataError(f"{tree.where(matrix)}: more rows than the {n} images of Imagelist.txt")
+    hot = np.flatnonzero(digits == _ONE).astype(np.int32)
+    chunks.append(hot)
+    indptr[number] = hot.size
+    count = number
+  if count != n:
+    raise DataError(f"{tree.where(matrix)}: {count} rows, but Imagelist.txt lists {n} images")
+  indptr = np.cumsum(indptr)
+  indices = np.concatenate(chunks) if chunks else np.zeros(0, np.int32)
+  all_tags = tree.find_one("NUS_WID_Tags/All_Tags.txt", "the tags of every image, in NUS_WID_Tags.zip")
+  captions, raw_tags = [], np.zeros(n, np.int64)
+  count = 0
+  for number, line in enumerate(tree.lines(all_tags, "utf-8"), 1):
+    parts = line.split()
+    if not parts and number > n:
+      continue
+    if number > n:
+      raise DataError(f"{tree.where(all_tags)}: more lines than the {n} images of Imagelist.txt")
+    flickr = files[number - 1][1].rsplit(".", 1)[0].split("_", 1)[-1]
+    if not parts or parts[0] != flickr:
+      got = parts[0] if parts else ""
+      raise DataError(f"{tree.where(all_tags)}:{number}: flickr id {got!r} does not match Imagelist.txt's "
+                      f"{files[number - 1][1]!r}; the files must list the images in the same order")
+    captions.append([" ".join(parts[1:])])
+    raw_tags[number - 1] = len(parts) - 1
+    count = number
+  if count != n:
+    raise DataError(f"{tree.where(all_tags)}: {count} lines, but Imagelist.txt lists {n} images")
+  first = tree.find(f"{files[0][0]}/{files[0][1]}") if files else []
+  prefix = first[0][:-len(f"{files[0][0]}/{files[0][1]}")] if first else "Flickr/"
+  images = [f"{prefix}{folder}/{name}" for folder, name in files]
+  missing = np.zeros(n, bool)
+  not_jpeg = np.zeros(n, bool)
+  for k, image in enumerate(common.progress(images, desc="nuswide images", enabled=show_progress)):
+    if not tree.exists(image):
+      missing[k] = True
+    elif tree.magic(image) != common.JPEG_MAGIC:
+      not_jpeg[k] = True
+  ids = [name.rsplit(".", 1)[0] for _, name in files]
+  flickr_ids = [i.split("_", 1)[-1] for i in ids]
+  notes = {"concepts_by_frequency": ranked[:size], "duplicated_flickr_ids": n - len(set(flickr_ids)),
+           "image_folder": prefix or "."}
+  return Table(ids=ids, images=images, labels=labels, classes=classes, indptr=indptr, indices=indices.astype(np.int32),
+               vocab=vocab, captions=captions, raw_tags=raw_tags, flags={"image_missing": missing,
+                                                                         "not_jpeg": not_jpeg}, notes=notes)
+
+
+def select(table: Table, rules: dict):
+  labelled = table.labels.any(1)
+  keep = labelled.copy()
+  dropped = {"no_label": int((~labelled).sum())}
+  if rules["keep"] == "labelled-tagged":
+    tagged = table.tags_per_item() > 0
+    dropped["no_1k_tag"] = int((labelled & ~tagged).sum())
+    keep &= tagged
+  return pipeline.image_rule(table, rules, keep, dropped), dropped
+
+
+DATASET = pipeline.Dataset(name="nuswide", rules=RULES, protocols=PROTOCOLS, default_protocol="dcmh",
+                           scan=scan, select=select)
