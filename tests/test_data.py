@@ -404,3 +404,9 @@ def test_hostile_list_lines_are_refused(tmp_path, line, message):
   with pytest.raises(DataError, match=r"bad\.list.*" + message) as info:
     read_list(path)
   assert "\n" not in str(info.value)
+
+
+def test_a_dataset_prints_as_one_line_summary():
+  ds = load("synthetic", num_items=300, num_query=40, num_train=96, num_val=24)
+  text = repr(ds)
+  assert "\n" not in text and len(text) < 300 and "300 items" in text and "'train': 96" in text

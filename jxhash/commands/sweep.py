@@ -219,12 +219,14 @@ def tuned_config(args, best: dict, table: str) -> str | None:
   if not values and not extra:
     return None
   config = {"method": s.method.name, "dataset": s.data.name}
-  if s.data.dir:  # relative to the checkout that holds the written file's configs/ folder
-    from jxhash import fileio
-    given, target = fileio.resolve(s.data.dir), fileio.resolve(args.write_config)
-    root = next((p.parent for p in target.parents if p.name == "configs"), pathlib.Path.cwd())
-    config["data_dir"] = os.path.relpath(given, root) if given.is_relative_to(root) or not pathlib.Path(
-        s.data.dir).is_absolute() else str(given)
+  if s.data.dir:
+    # a config file's relative paths start at the checkout holding its configs/ folder; paths
+    # are made absolute without following links, so a linked ../shared stays ../shared
+    given = pathlib.Path(s.data.dir).expanduser()
+    target = pathlib.Path(os.path.abspath(pathlib.Path(args.write_config).expanduser()))
+    root = next((p.parent for p in target.parents if p.name == "configs"), None)
+    config["data_dir"] = (str(given) if given.is_absolute() or root is None
+                          else os.path.relpath(os.path.abspath(given), root))
   if s.data.options:
     config["data_options"] = dict(s.data.options)
   config.update(extra)

@@ -20,7 +20,7 @@ from jxhash.errors import DataError
 SPLITS = ("query", "retrieval", "train", "val")
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class CrossModalData:
   """A cross-modal retrieval dataset: arrays in host memory, the image optionally read lazily.
 
@@ -129,6 +129,12 @@ class CrossModalData:
 
   def sizes(self) -> dict:
     return {s: int(getattr(self, s).size) for s in SPLITS}
+
+  def __repr__(self) -> str:
+    """One line: name, shapes and split sizes (the dataclass default would print every array)."""
+    image = "x".join(map(str, self.image.shape))
+    return (f"CrossModalData({self.name!r}: {self.labels.shape[0]} items, image {image} {self.image.dtype}, "
+            f"text {self.text.shape[1]}-d, {self.labels.shape[1]} labels, splits {self.sizes()})")
 
   def fingerprint(self) -> str:
     """Hex digest (blake2b, 256 bits) of the data training and evaluation see; computed once.
