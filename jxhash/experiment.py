@@ -167,8 +167,11 @@ def run(s: Settings, *, processes: dict | None = None, init_timeout: int = 300, 
   try:
     preset = f", preset {s.method.preset}" if s.method.preset else ""
     changed = describe_changes(p.spec, s)
-    echo(f"{name}: {p.spec.name}{preset} on {data.name}, {p.config.bits} bits, splits {data.sizes()}, "
-         f"{options.num_seeds} seed(s), {len(parallel.devices())} device(s)" + (f"; {changed}" if changed else ""))
+    stages = p.spec.stages(p.config, int(data.train.size))
+    epochs = " + ".join(f"{st.name} {st.epochs}" for st in stages) if len(stages) > 1 else str(stages[0].epochs)
+    echo(f"{name}: {p.spec.name}{preset} on {data.name}, {p.config.bits} bits, epochs {epochs}, splits "
+         f"{data.sizes()}, {options.num_seeds} seed(s), {len(parallel.devices())} device(s)"
+         + (f"; set {changed}" if changed else ""))
     fit = train.fit(p.spec, p.config, data, options, store=store)
     res = results.build(p.spec, p.config, data, options, fit, identity=ident,
                         extra={"run_name": name, "preset": s.method.preset,

@@ -105,7 +105,8 @@ class FitResult:
     final: per direction ("i2t", "t2i"), per seed-averaged metrics on query vs retrieval.
     per_seed: list over seeds of {"i2t": {...}, "t2i": {...}} metrics.
     history: one dict per evaluation or epoch log (epoch, stage, losses, val mAP).
-    selected: "best-val@<epoch>" or "last".
+    selected: "best-val@<epoch>" ("best-val@<stage>:<epoch in stage>" for methods of several
+      stages) or "last".
     train_time: seconds spent in training epochs (compilation included).
     normalizer: the input statistics used.
   """
@@ -219,7 +220,7 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
 
   selected = "last"
   if selection.epoch is not None:
-    selected = f"best-val@{selection.epoch}"
+    selected = f"best-val@{stage_epoch(stages, bounds, selection.epoch)}"
     if selection.epoch != int(state.epoch):
       # after a resume the best state may predate this process: read it back from the store
       state = selection.state if selection.state is not None else store.restore_best(state, selection.epoch)
@@ -228,6 +229,15 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
               for i in range(options.num_seeds)]
   return FitResult(state=state, final=average_over_seeds(per_seed), per_seed=per_seed,
                    history=selection.history, selected=selected, train_time=train_time, normalizer=stats)
+
+
+def stage_epoch(stages, bounds, epoch: int) -> str:
+  """A global epoch as the user counts it: "7" for one stage, "hash:3" (epoch 3 of the stage
+  named hash) when a method has several, so pre-training epochs are not counted in."""
+  if len(stages) == 1:
+    return str(epoch)
+  s = next(i for i, (a, b) in enumerate(bounds) if a < epoch <= b)
+  return f"{stages[s].name}:{epoch - bounds[s][0]}"
 
 
 def _start(spec, config, state: RunState, store, options: TrainOptions, total: int) -> tuple[RunState, _Selection]:
