@@ -12,7 +12,7 @@ import pytest
 from jxhash.errors import UserError
 from jxhash.nets.alexnet import AlexNet, load_alexnet
 from jxhash.nets.imagenet import _pool_matrix, adaptive_avg_pool
-from jxhash.nets.preprocess import imagenet, open_image
+from jxhash.nets.transforms import imagenet, open_image
 from jxhash.nets.resnet import ResNet, load_resnet
 
 torch = pytest.importorskip("torch")

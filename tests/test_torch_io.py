@@ -187,7 +187,7 @@ def test_no_torch_import():
   import subprocess
   import sys
   code = ("import sys; import jxhash.nets.torch_io, jxhash.nets.alexnet, jxhash.nets.resnet, "
-          "jxhash.nets.preprocess; print('torch' in sys.modules)")
+          "jxhash.nets.transforms; print('torch' in sys.modules)")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "False"
 

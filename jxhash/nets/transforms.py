@@ -8,6 +8,9 @@ on PIL images), CenterCrop(224), ToTensor (/255), Normalize(ImageNet mean, std),
 `cnn_f(image, mean_image)` is DCMH's CNN-F input (`jxhash.nets.vgg_f.preprocess`). CLIP's
 transform lives with its model (`jxhash.nets.clip.preprocess_image`).
 
+(The module is not called `preprocess`: `jxhash.nets.preprocess` is CNN-F's function, exported by
+the package, and importing a submodule of that name would rebind it.)
+
 References: torchvision `transforms/functional.py` (`resize`'s output size: the longer side is
 int(256 * long / short); `center_crop`'s offsets: int(round((size - 224) / 2))), the
 IMAGENET1K_V1 weights' `ImageClassification(crop_size=224, resize_size=256)` transform.
