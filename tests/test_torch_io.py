@@ -113,6 +113,10 @@ def test_safetensors(tmp_path):
   save_file(state, str(path))
   got = read_state_dict(path)
   _assert_same({k: got[k] for k in state}, state)
+  renamed = tmp_path / "model.bin"  # recognised by content too
+  renamed.write_bytes(path.read_bytes())
+  got = read_state_dict(renamed)
+  _assert_same({k: got[k] for k in state}, state)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -237,7 +237,7 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     raise UserError(f"weights file {path} is not a regular file")
   try:
     with open(path, "rb") as f:
-      head = f.read(8)
+      head = f.read(9)
   except OSError as e:
     raise UserError(f"cannot read weights file {path}: {e.strerror or e}") from e
   if path.suffix.lower() == ".safetensors":
@@ -247,6 +247,8 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
       return _read_zip(path)
     if head[:1] == b"\x80":
       return _read_legacy(path)
+    if head[8:9] == b"{":  # safetensors under another name: an 8-byte header length, then JSON
+      return _read_safetensors(path)
   except UserError:
     raise
   except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, struct.error, ValueError, KeyError, TypeError,
@@ -383,32 +385,8 @@ def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
   try:
     return dict(load_file(str(path)))
   except Exception as e:  # safetensors raises its own SafetensorError and others for damaged files
-    if "bf16" in str(e).lower() or "bfloat16" in str(e).lower():
-      return _read_safetensors_bf16(path)
     raise UserError(f"weights file {path} is not a readable .safetensors file ({type(e).__name__}: "
                     f"{' '.join(str(e).split())[:120]})") from e
-
-
-def _read_safetensors_bf16(path: pathlib.Path) -> dict[str, np.ndarray]:
-  """safetensors' numpy loader has no bfloat16: read the (simple) format by hand for that."""
-  import json
-  dtypes = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64,
-            "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
-  with open(path, "rb") as f:
-    (length,) = struct.unpack("<Q", f.read(8))
-    header = json.loads(f.read(length))
-    base = 8 + length
-    out = {}
-    for name, entry in header.items():
-      if name == "__metadata__":
-        continue
-      begin, end = entry["data_offsets"]
-      f.seek(base + begin)
-      buffer = bytearray(end - begin)
-      if f.readinto(memoryview(buffer)) != end - begin:
-        raise UserError(f"weights file {path} is truncated (tensor {name!r}); download it again")
-      out[name] = np.frombuffer(buffer, dtypes[entry["dtype"]]).reshape(entry["shape"])
-  return out
 
 
 def _finish(root, where: str) -> dict[str, np.ndarray]:
