@@ -243,3 +243,70 @@ def test_killed_run_resumes(tmp_path):
   fresh = tmp_path / "fresh.npz"
   ex.extract("resnet34", weights, fresh, images=folder, batch_size=20, progress=False)
   np.testing.assert_allclose(resumed, ex.read_features(fresh)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_extract_cnn_f(tmp_path):
+  """CNN-F rows equal CNNF(features_only) on vgg_f.preprocess of the same files (numerics: test_cnnf)."""
+  from PIL import Image
+  from test_cnnf import vgg_f_layers, write_vgg_f
+
+  from jxhash.nets.cnnf import CNNF, VGG_F_CHANNELS, VGG_F_FC_WIDTH
+  from jxhash.nets.vgg_f import load_vgg_f, preprocess
+  rng = np.random.default_rng(0)
+  weights = tmp_path / "imagenet-vgg-f.mat"
+  mean = rng.uniform(90, 140, (224, 224, 3)).astype(np.float32)
+  write_vgg_f(weights, vgg_f_layers(rng, VGG_F_CHANNELS, VGG_F_FC_WIDTH), mean)
+  folder = tmp_path / "images"
+  names = _write_images(folder, SIZES[:3])
+  out = tmp_path / "f.npz"
+  assert ex.main(["--encoder", "cnn-f", "--weights", str(weights), "--images", str(folder), "--out", str(out),
+                  "--batch-size", "2", "--no-progress"]) == 0
+  features, ids, record = ex.read_features(out)
+  params, mean_image = load_vgg_f(weights)
+  pixels = []
+  for name in names:
+    with Image.open(folder / name) as image:
+      pixels.append(preprocess(np.asarray(image.convert("RGB")), mean_image))
+  want = np.asarray(CNNF(bits=1, features_only=True).apply({"params": params}, np.stack(pixels)))
+  assert features.shape == (3, 4096) and record["preprocessing"] == transforms.CNN_F_DESCRIPTION
+  np.testing.assert_allclose(features, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.slow
+def test_extract_clip_images_and_texts(tmp_path):
+  """The CLIP entry end to end on a small open_clip model: rows against open_clip's own pipeline."""
+  pytest.importorskip("jxhash.nets.clip")
+  torch = pytest.importorskip("torch")
+  open_clip = pytest.importorskip("open_clip")
+  from PIL import Image
+  torch.manual_seed(0)
+  torch.set_num_threads(1)
+  vision = open_clip.model.CLIPVisionCfg(layers=2, width=128, head_width=64, patch_size=32, image_size=224)
+  text = open_clip.model.CLIPTextCfg(context_length=77, vocab_size=49408, width=128, heads=2, layers=2)
+  model = open_clip.model.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text, quick_gelu=True).eval()
+  weights = tmp_path / "clip.pt"
+  torch.save(model.state_dict(), weights)
+  folder = tmp_path / "images"
+  names = _write_images(folder, SIZES[:3])
+  captions = tmp_path / "captions.txt"
+  lines = ["a photo of a cat", "", "two dogs playing in the snow, at night"]
+  captions.write_text("\n".join(lines) + "\n")
+  out_images, out_texts = tmp_path / "i.npz", tmp_path / "t.npz"
+  for flag, source, out in (("--images", folder, out_images), ("--texts", captions, out_texts)):
+    assert ex.main(["--encoder", "clip-vit-b32", "--weights", str(weights), flag, str(source), "--out", str(out),
+                    "--batch-size", "2", "--no-progress"]) == 0
+  preprocess = open_clip.image_transform(224, is_train=False)
+  with torch.no_grad():
+    pixels = []
+    for name in names:
+      with Image.open(folder / name) as image:
+        pixels.append(preprocess(image))
+    want_images = model.encode_image(torch.stack(pixels)).numpy()
+    want_texts = model.encode_text(open_clip.tokenize(lines)).numpy()
+  images, image_ids, _ = ex.read_features(out_images)
+  texts, text_ids, record = ex.read_features(out_texts)
+  assert list(text_ids) == ["1", "2", "3"] and record["inputs"]["kind"] == "texts"
+  for got, want in ((images, want_images), (texts, want_texts)):
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
