@@ -45,7 +45,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from jxhash import fileio
-from jxhash.errors import UserError
+from jxhash.errors import TrainingInterrupted, UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 PARTIAL_SUFFIX = ".partial"
@@ -191,9 +191,12 @@ def read_texts(path) -> Inputs:
 
 def _sha256(path: pathlib.Path) -> str:
   digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 22), b""):
-      digest.update(block)
+  try:
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 22), b""):
+        digest.update(block)
+  except OSError as e:
+    raise UserError(f"cannot read --weights file {path}: {fileio.describe_os_error(e)}") from e
   return digest.hexdigest()
 
 
@@ -363,6 +366,9 @@ def extract(encoder: str, weights, out, *, images=None, texts=None, batch_size: 
       done = hi
       batches += 1
       bar.update(hi - lo)
+  except KeyboardInterrupt:
+    raise TrainingInterrupted(f"extraction stopped after {done} of {len(inputs.ids)} rows; rerun the same "
+                              f"command to continue (the finished batches are kept in {partial})") from None
   finally:
     bar.close()
 

@@ -99,6 +99,34 @@ def test_resume_after_stop_any_batch_size(tiny, tmp_path):
   assert ex.main(["--encoder", "tiny", "--weights", str(weights), "--images", str(folder), "--out", str(out)]) == 2
 
 
+
+def test_ctrl_c_keeps_finished_batches(tiny, tmp_path, monkeypatch, capsys):
+  weights, folder, _, expected = tiny
+  calls = []
+
+  def interrupted_load(path):
+    model = _tiny_load(path)
+    encode = model.encode_images
+
+    def encode_or_stop(x):
+      calls.append(len(x))
+      if len(calls) == 2:
+        raise KeyboardInterrupt
+      return encode(x)
+    model.encode_images = encode_or_stop
+    return model
+
+  monkeypatch.setitem(ex.ENCODERS, "tiny", ex.Encoder("tiny", "a linear map", "a .npy", interrupted_load))
+  out = tmp_path / "f.npz"
+  args = ["--encoder", "tiny", "--weights", str(weights), "--images", str(folder), "--out", str(out),
+          "--batch-size", "2", "--no-progress"]
+  assert ex.main(args) == 130
+  err = capsys.readouterr().err
+  assert "after 2 of 5 rows" in err and "rerun the same command" in err and err.count("\n") == 1
+  assert ex.main(args) == 0
+  np.testing.assert_allclose(ex.read_features(out)[0], expected, rtol=1e-6, atol=1e-6)
+  assert calls == [2, 2, 2, 2]  # the interrupted batch is redone, the finished one is not
+
 def test_partial_of_other_inputs_is_refused_unless_overwrite(tiny, tmp_path, capsys):
   weights, folder, _, expected = tiny
   out = tmp_path / "f.npz"
