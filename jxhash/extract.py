@@ -1,8 +1,9 @@
 """Feature extraction: a folder of images (or a file of texts) -> one feature row each, in a .npz.
 
-    jxhash extract --encoder resnet34 --weights resnet34-b627a593.pth --images photos/ --out feats.npz
+    python -m jxhash.extract --encoder resnet34 --weights resnet34-b627a593.pth --images photos/ --out f.npz
     python -m jxhash.extract --encoder clip-vit-b32 --weights ViT-B-32.pt --texts captions.txt --out t.npz
-    python experiments/extract.py ...   # the same command
+    python experiments/extract.py ...   # the same command (and `jxhash extract ...` where a jxhash
+                                        # command dispatches here: main() skips a leading "extract")
 
 Encoders (`ENCODERS`) and their features:
   alexnet       torchvision AlexNet, fc7 after its ReLU (4096)        weights alexnet-owt-7be5be79.pth
