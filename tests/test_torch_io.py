@@ -195,3 +195,23 @@ def test_no_torch_import():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "False"
 
+
+
+@pytest.mark.slow
+def test_traced_torchvision_resnet_loads(tmp_path):
+  """A TorchScript file of a real network (BatchNorm buffers included) feeds the ResNet importer."""
+  torchvision = pytest.importorskip("torchvision")
+  from jxhash.nets.resnet import ResNet, load_resnet
+  torch.manual_seed(0)
+  model = torchvision.models.resnet18(weights=None).eval()
+  path = tmp_path / "resnet18-traced.pt"
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    torch.jit.save(torch.jit.trace(model, torch.zeros(1, 3, 64, 64)), str(path))
+  got = read_state_dict(path)
+  _assert_same(got, model.state_dict())
+  x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+  with torch.no_grad():
+    want = model(x).numpy()
+  out = ResNet(18).apply(load_resnet(path, 18), x.permute(0, 2, 3, 1).numpy())
+  np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
