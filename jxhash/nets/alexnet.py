@@ -102,8 +102,8 @@ def load_alexnet(path_or_state_dict, *, num_classes: int = NUM_CLASSES, check_ha
     path_or_state_dict: `alexnet-owt-7be5be79.pth` (any file `torch_io.read_state_dict` reads) or
       a {name: array} state dict.
     num_classes: fc8 width in the file (1000 for ImageNet).
-    check_hash: when the file name carries torchvision's sha256 prefix (`name-<hex>.pth`), check
-      the content against it.
+    check_hash: when the file is named as torchvision's download, `alexnet-owt-<hex>.pth`, check
+      its content against the sha256 prefix <hex>.
 
   Returns:
     {"conv1": {"kernel" (11, 11, 3, 64), "bias"}, ..., "fc6", "fc7", "fc8"}: AlexNet().init's
@@ -112,7 +112,7 @@ def load_alexnet(path_or_state_dict, *, num_classes: int = NUM_CLASSES, check_ha
   Raises:
     UserError naming the file and the first missing, unexpected or misshapen entry.
   """
-  state, where = state_dict_from(path_or_state_dict, check_hash=check_hash)
+  state, where = state_dict_from(path_or_state_dict, check_hash=check_hash, stems=("alexnet-owt",))
   check_state_dict(state, expected_shapes(num_classes), where, model="AlexNet")
   params = {}
   for name in _TORCH_CONV:

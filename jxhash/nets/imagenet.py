@@ -42,10 +42,6 @@ def adaptive_avg_pool(x, output_size: tuple[int, int]):
   return jnp.einsum("ih,jw,nhwc->nijc", rows, cols, x)
 
 
-# torchvision's download names end in the first 8 hex digits of the file's sha256 (`check_hash`).
-_HASH_NAME = re.compile(r"-([0-9a-f]{8,})\.(pth|pt|bin)$")
-
-
 def file_sha256(path) -> str:
   digest = hashlib.sha256()
   with open(path, "rb") as f:
@@ -54,28 +50,36 @@ def file_sha256(path) -> str:
   return digest.hexdigest()
 
 
-def check_name_hash(path: pathlib.Path) -> None:
-  """torchvision's convention: `name-<sha256 prefix>.pth`; a file whose content disagrees is refused."""
-  match = _HASH_NAME.search(path.name)
-  if match is None:
+def check_name_hash(path: pathlib.Path, stems: tuple[str, ...]) -> None:
+  """torchvision's download names, `<stem>-<8+ hex digits>.pth`, carry the start of the file's sha256.
+
+  Checked only for the network's own torchvision stems ("alexnet-owt", "resnet34"), so that a
+  user's "model-20240101.pth" is not mistaken for one. A file whose content disagrees is refused.
+  """
+  match = re.fullmatch(r"(.+)-([0-9a-f]{8,64})\.pth", path.name)
+  if match is None or match.group(1) not in stems:
     return
-  prefix = match.group(1)
+  prefix = match.group(2)
   digest = file_sha256(path)
   if not digest.startswith(prefix):
     raise UserError(f"weights file {path}: its name says sha256 {prefix}..., its content hashes to "
-                    f"{digest[:len(prefix)]}...; the download is damaged or was renamed, download it again")
+                    f"{digest[:len(prefix)]}...; the download is damaged, download it again (or rename the file "
+                    "if it is another one)")
 
 
-def state_dict_from(path_or_state_dict, *, check_hash: bool = True) -> tuple[dict, str]:
-  """({name: array}, where) from a weights file path or a ready dict of arrays."""
+def state_dict_from(path_or_state_dict, *, check_hash: bool = True, stems: tuple[str, ...] = ()) -> tuple[dict, str]:
+  """({name: array}, where) from a weights file path or a ready dict of arrays.
+
+  With `check_hash`, a file named like torchvision's download of the network (`stems`) is checked
+  against the sha256 prefix in its name (`check_name_hash`).
+  """
   if isinstance(path_or_state_dict, dict):
     return {k: np.asarray(v) for k, v in path_or_state_dict.items()}, "state dict"
   from jxhash.nets.torch_io import read_state_dict
   path = pathlib.Path(path_or_state_dict)
-  state = read_state_dict(path)
-  if check_hash:
-    check_name_hash(path)
-  return state, str(path)
+  if check_hash and path.is_file():
+    check_name_hash(path, stems)
+  return read_state_dict(path), str(path)
 
 
 def check_state_dict(state: dict, expected: dict[str, tuple], where: str, *, ignore=(), model: str) -> None:

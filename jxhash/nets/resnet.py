@@ -147,7 +147,8 @@ def load_resnet(path_or_state_dict, depth: int = 34, *, num_classes: int = NUM_C
       {name: array} state dict.
     depth: 18 or 34.
     num_classes: fc width in the file.
-    check_hash: when the file name carries torchvision's sha256 prefix, check the content.
+    check_hash: when the file is named as torchvision's download, `resnet34-<hex>.pth`, check its
+      content against the sha256 prefix <hex>.
 
   Returns:
     {"params": ..., "batch_stats": ...} of float32 numpy arrays, ResNet(depth).init's layout
@@ -157,7 +158,7 @@ def load_resnet(path_or_state_dict, depth: int = 34, *, num_classes: int = NUM_C
   Raises:
     UserError naming the file and the first missing, unexpected or misshapen entry.
   """
-  state, where = state_dict_from(path_or_state_dict, check_hash=check_hash)
+  state, where = state_dict_from(path_or_state_dict, check_hash=check_hash, stems=(f"resnet{depth}",))
   check_state_dict(state, expected_shapes(depth, num_classes), where, ignore=(".num_batches_tracked",),
                    model=f"ResNet-{depth}")
   params: dict = {}
