@@ -81,8 +81,8 @@ def train_options(s: Settings, *, resume: bool):
   from jxhash import train
   t = s.train
   return train.TrainOptions(seed=t.seed, num_seeds=t.seeds, eval_every=s.eval.eval_every, normalize=t.normalize,
-                            resume=resume, progress=s.output.progress, stream=t.stream, prefetch=t.prefetch,
-                            augment=t.augment)
+                            top_k=s.eval.top_k, pn=s.eval.pn, resume=resume, progress=s.output.progress,
+                            stream=t.stream, prefetch=t.prefetch, augment=t.augment)
 
 
 @dataclasses.dataclass
@@ -152,7 +152,7 @@ def run(s: Settings, *, processes: dict | None = None, init_timeout: int = 300, 
   out = p.out or p.results_dir / f"{name}.json"
   ck_dir = p.checkpoint_root / name if p.checkpoint_root is not None else None
   if resume:
-    done = _finished_on_primary(out, _finished(out, ident))
+    done = _finished_on_primary(out, _finished(out, ident, s.eval.top_k))
     if done is not None:
       echo(f"{name}: already complete; results in {out}" + (f", checkpoint in {ck_dir}" if ck_dir else "")
            + " (--overwrite trains it again)")
@@ -196,7 +196,7 @@ def describe_changes(spec, s: Settings) -> str:
   return " ".join(f"{k}={config_lib.flag_text(getattr(config, k))}" for k in changed)
 
 
-def _finished(out: pathlib.Path, ident: dict) -> dict | None:
+def _finished(out: pathlib.Path, ident: dict, top_k=()) -> dict | None:
   """The results at `out` if they are this run's (same identity), else None."""
   from jxhash import identity, parallel
   if not parallel.is_primary() or not out.is_file() or out.is_symlink():
@@ -206,6 +206,11 @@ def _finished(out: pathlib.Path, ident: dict) -> dict | None:
   except (OSError, UnicodeDecodeError, ValueError):
     return None
   if not isinstance(old, dict) or "map" not in old or identity.identity_diff(old, ident):
+    return None
+  # the cut-offs are not part of the identity (they change no model): results without one asked
+  # for now are evaluated again from the checkpoint
+  have = old.get("metrics", {}).get("i2t", {}).get("map@k", {})
+  if not isinstance(have, dict) or not {str(k) for k in top_k} <= set(have):
     return None
   return old
 

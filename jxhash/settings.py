@@ -138,12 +138,23 @@ class TrainSettings:
 
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
-  """Validation during training (model selection on the val split, never the queries)."""
+  """Validation during training (model selection on the val split, never the queries), and the
+  cut-offs of the final evaluation: mAP@k for each k in `top_k` (besides mAP@all; the CLIP
+  lineage reports mAP@5000) and P@N for each N in `pn`."""
 
   eval_every: int = 10
+  top_k: tuple = (100, 1000)
+  pn: tuple = (1, 5, 10, 20, 50, 100, 200, 500, 1000)
 
   def __post_init__(self):
     _int(self.eval_every, "eval.eval_every")
+    for name in ("top_k", "pn"):
+      values = getattr(self, name)
+      if not isinstance(values, (tuple, list)):
+        raise UserError(f"eval.{name}: expected a list of integers, got {values!r}")
+      for v in values:
+        _int(v, f"eval.{name}", 1)
+      object.__setattr__(self, name, tuple(values))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +242,7 @@ FLAT = {
     "bits": ("train", "bits"), "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"),
     "seed": ("train", "seed"), "seeds": ("train", "seeds"), "normalize": ("train", "normalize"),
     "stream": ("train", "stream"), "prefetch": ("train", "prefetch"), "augment": ("train", "augment"),
-    "eval_every": ("eval", "eval_every"), "name": ("output", "name"),
+    "eval_every": ("eval", "eval_every"), "top_k": ("eval", "top_k"), "name": ("output", "name"),
 }
 
 
