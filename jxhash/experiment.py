@@ -68,7 +68,12 @@ def plan(s: Settings) -> Plan:
       raise UserError(f"--data-dir {data_dir} is not a directory")
   augment_lib.parse(s.train.augment)
   workdir = fileio.require_writable_dir(s.output.workdir, what="--workdir")
-  out = fileio.require_writable_file(workdir / s.output.out, what="--out") if s.output.out else None
+  out = None
+  if s.output.out:
+    given = workdir / pathlib.Path(s.output.out).expanduser()
+    if given.is_symlink():  # resolving would write to wherever it points
+      raise UserError(f"--out {given} is a symbolic link; a results file is never written through a link")
+    out = fileio.require_writable_file(given, what="--out")
   results_dir = None if out else fileio.require_writable_dir(workdir / "results", what="results folder")
   checkpoint_root = None
   if s.output.checkpoint:

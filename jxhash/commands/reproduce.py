@@ -93,7 +93,7 @@ def jobs(args, folder: pathlib.Path, out_dir: pathlib.Path, configs: dict) -> li
 
 def run(args) -> None:
   from jxhash import fileio
-  from jxhash.commands import flags, report
+  from jxhash.commands import flags
   from jxhash.errors import UserError
   folder = fileio.resolve(args.folder)
   if not folder.is_dir():
@@ -119,6 +119,7 @@ def run(args) -> None:
     print(f"failed: {j[0]} {j[1]} bits (log: {j[3].with_suffix('.log')})")
   every = sorted(out_dir.glob("*.json"))
   if every:
+    from jxhash.commands import report
     text = report.table(report.load_results([str(p) for p in every]))
     print(text)
     fileio.atomic_write(out_dir / "table.md", text + "\n", what="results table")
