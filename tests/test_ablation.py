@@ -107,7 +107,7 @@ def test_unreadable_table_file_names_it(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_study_scripts_run_as_programs(tmp_path):
-  # the scripts import jxhash only (no sys.path edits): their table runs from another directory
+  # the scripts import jxhash only, not each other: their table runs from any directory
   files = [write(tmp_path / "val-none.json", val_record("none", [0.5, 0.7], [0.3, 0.5])),
            write(tmp_path / "val-codes.json", val_record("codes", [0.6, 0.9], [0.2, 0.6]))]
   for script in ("mmach_triplet", "hsidhn_lab_template", "uchm_correction"):
