@@ -25,8 +25,10 @@ import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from jxhash import cli
+from jxhash.errors import UserError
+
+RUN_SCRIPT = pathlib.Path(__file__).resolve().parent / "run.py"  # executed as a program, not imported
 
 # name -> (results file stem, config overrides as for --set); None = dcph.RECONSTRUCTED_PROXY_STAGE.
 # Every PSLDH variant names its beta, so the commands do not depend on the current default.
@@ -69,7 +71,12 @@ def command(args, name: str, bits: int) -> list[str]:
 
 def load(args, name: str, bits: int) -> dict | None:
   path = results_path(args, name, bits)
-  return json.loads(path.read_text()) if path.exists() else None
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise UserError(f"results file {path}: cannot read it as JSON ({e})") from e
 
 
 def reference(name: str) -> str:
@@ -134,15 +141,20 @@ def fingerprint_table(args) -> str:
   return "\n".join(lines)
 
 
-def main(argv=None):
-  from jxhash.cli import ArgumentParser
-  p = ArgumentParser(description=__doc__.split("\n")[0])
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(description=__doc__)
   p.add_argument("--run", action="store_true", help="train the variants whose results file is missing")
-  p.add_argument("--data-dir", default="../shared/data/wikipedia")
-  p.add_argument("--results", default="results/ablations/dcph")
-  p.add_argument("--seeds", type=int, default=5)
+  p.add_argument("--data-dir", default="../shared/data/wikipedia",
+                 help="Wikipedia folder (default: ../shared/data/wikipedia, relative to the current directory)")
+  p.add_argument("--results", default="results/ablations/dcph",
+                 help="folder of the results files (default: results/ablations/dcph, relative to the current "
+                      "directory)")
+  p.add_argument("--seeds", type=cli.int_at_least(1), default=5)
   p.add_argument("--no-fingerprint", action="store_true", help="skip the proxy-only fingerprint table")
-  args = p.parse_args(argv)
+  return p
+
+
+def run(args) -> None:
   if args.run:
     pathlib.Path(args.results).mkdir(parents=True, exist_ok=True)
     for bits, names in BITS.items():
@@ -150,7 +162,10 @@ def main(argv=None):
         if load(args, name, bits) is None:
           cmd = command(args, name, bits)
           print("$", " ".join(cmd), flush=True)
-          subprocess.run([sys.executable] + cmd[1:], cwd=ROOT, check=True)
+          # in the current directory, so --data-dir and --results mean the same paths as here
+          done = subprocess.run([sys.executable, str(RUN_SCRIPT)] + cmd[2:])
+          if done.returncode != 0:  # run.py has said why; its exit code is this script's
+            raise SystemExit(done.returncode)
   print(f"Wikipedia, {args.seeds} model seeds per row (mean ± std; Δ: mean ± std of per-seed differences)\n")
   print(map_table(args))
   if not args.no_fingerprint:
@@ -158,5 +173,9 @@ def main(argv=None):
     print(fingerprint_table(args))
 
 
+def main(argv=None) -> int:
+  return cli.main(run, argv, parser())
+
+
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -13,7 +13,7 @@ Variants (`--variant`), every other setting at the HSIDHN defaults:
                    soft_term=false (on single-label data such as Wikipedia every pair is hard and
                    these equal their parents; tests/test_hsidhn.py checks the losses agree)
 
-The commands mirror experiments/mmach_triplet.py (whose code this script reuses): selection on
+The commands mirror experiments/mmach_triplet.py (both run jxhash.commands.ablation): selection on
 a carved val split, each seed's last-epoch model scored on val (the test queries are never
 looked at):
 
@@ -32,16 +32,10 @@ and the tables of docs/hsidhn_lab_template.md:
 
 from __future__ import annotations
 
-import pathlib
 import sys
 
-HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-
-import mmach_triplet  # noqa: E402  (the shared val-run / table code)
-
-from jxhash.methods.hsidhn import LAB_PRESET  # noqa: E402
+from jxhash.commands import ablation
+from jxhash.methods.hsidhn import LAB_PRESET
 
 LAB_OPTIMISER = ("lr", "lr_end", "lr_schedule", "clip_norm")
 VARIANTS = {
@@ -68,5 +62,9 @@ def variant_of(config: dict) -> str:
   return "other"
 
 
+def main(argv=None) -> int:
+  return ablation.main(argv, doc=__doc__, method="hsidhn", variants=VARIANTS, variant_of=variant_of)
+
+
 if __name__ == "__main__":
-  sys.exit(mmach_triplet.main(doc=__doc__, method="hsidhn", variants=VARIANTS, variant_of=variant_of))
+  sys.exit(main())

@@ -20,26 +20,26 @@ Variants:
 
 from __future__ import annotations
 
-import argparse
-import pathlib
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from jxhash import cli
+from jxhash.commands import flags
+from jxhash.errors import UserError
 
 
-def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--bits", type=int, default=32)
-  p.add_argument("--epochs", type=int, default=100)
-  p.add_argument("--seeds", type=int, default=2, help="model seeds per variant (vmapped)")
-  p.add_argument("--seed", type=int, default=0, help="first model seed")
-  p.add_argument("--max-labels", type=int, default=4, help="most labels per synthetic item")
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(description=__doc__)
+  flags.add_bits(p, default=32, help="code length (default 32)")
+  p.add_argument("--epochs", type=cli.int_at_least(1), default=100)
+  flags.add_seeds(p, default=2, help="model seeds per variant (vmapped)")
+  p.add_argument("--seed", type=cli.int_at_least(0), default=0, help="first model seed")
+  p.add_argument("--max-labels", type=cli.int_at_least(1), default=4, help="most labels per synthetic item")
   p.add_argument("--dual", default="1:affine,0.25:affine,4:affine,1:inner",
                  help="comma-separated soft_weight:code_similarity entries, one 'dual' row each")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                  help="extra HSIDHN config override for every variant (repeatable)")
-  return p.parse_args(argv)
+  return p
 
 
 def pair_fractions(labels) -> dict:
@@ -55,10 +55,22 @@ def pair_fractions(labels) -> dict:
           "partial": float((~disjoint & ~identical).mean())}
 
 
-def main(argv=None) -> int:
-  sys.path.insert(0, str(ROOT))
-  args = parse_args(argv)
+def dual_variants(text: str) -> list[tuple[str, dict]]:
+  """The 'dual' rows of --dual: (name, config changes) per weight:similarity entry."""
+  variants = []
+  for entry in (v.strip() for v in text.split(",") if v.strip()):
+    weight, _, similarity = entry.partition(":")
+    similarity = similarity or "affine"
+    try:
+      weight = float(weight)
+    except ValueError:
+      raise UserError(f"--dual entry {entry!r}: the weight {weight!r} is not a number") from None
+    variants.append((f"dual, {similarity}, soft_weight={weight:g}",
+                     {"soft_term": True, "soft_weight": weight, "code_similarity": similarity}))
+  return variants
 
+
+def run(args) -> None:
   import numpy as np
 
   from jxhash import config as config_lib, data, evaluation, metrics, runstate, train
@@ -68,12 +80,7 @@ def main(argv=None) -> int:
   ds = data.load("synthetic", max_labels=args.max_labels)
   base = config_lib.apply_overrides(spec.Config(bits=args.bits, epochs=args.epochs), args.overrides)
   variants = [("hard-all", {"soft_term": False, "soft_off": "hard"}),
-              ("hard-only", {"soft_term": False, "soft_off": "drop"})]
-  for entry in (v.strip() for v in args.dual.split(",") if v.strip()):
-    weight, _, similarity = entry.partition(":")
-    similarity = similarity or "affine"
-    variants.append((f"dual, {similarity}, soft_weight={float(weight):g}",
-                     {"soft_term": True, "soft_weight": float(weight), "code_similarity": similarity}))
+              ("hard-only", {"soft_term": False, "soft_off": "drop"})] + dual_variants(args.dual)
 
   fractions = pair_fractions(ds.labels[ds.train])
   chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])
@@ -105,7 +112,10 @@ def main(argv=None) -> int:
     print(f"| {name} | " + " | ".join(cell(scores[c]) for c in cols) + f" | {seconds:.0f} |")
   if args.seeds > 1:
     print(f"\nmean ± std over {args.seeds} model seeds (same data split and batch order per seed).")
-  return 0
+
+
+def main(argv=None) -> int:
+  return cli.main(run, argv, parser())
 
 
 if __name__ == "__main__":

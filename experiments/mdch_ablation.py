@@ -12,13 +12,13 @@ retrieval mAP@all in both directions (mean ± std over --seeds model seeds).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import pathlib
 import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from jxhash import cli
+from jxhash.commands import flags
+from jxhash.errors import UserError
 
 VARIANTS = {
     "full": {},
@@ -28,26 +28,27 @@ VARIANTS = {
 }
 
 
-def parse_args(argv):
-  from jxhash.cli import ArgumentParser
-  p = ArgumentParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(description=__doc__)
   p.add_argument("--dataset", default="synthetic")
   p.add_argument("--data-dir", default=None)
-  p.add_argument("--split-seed", type=int, default=0)
-  p.add_argument("--bits", type=int, default=16)
-  p.add_argument("--epochs", type=int, default=60)
-  p.add_argument("--seed", type=int, default=0, help="first model seed")
-  p.add_argument("--seeds", type=int, default=3, help="model seeds per variant (vmapped)")
-  p.add_argument("--eval-every", type=int, default=10)
+  p.add_argument("--split-seed", type=cli.int_at_least(0), default=0)
+  flags.add_bits(p, default=16, help="code length (default 16)")
+  p.add_argument("--epochs", type=cli.int_at_least(1), default=60)
+  p.add_argument("--seed", type=cli.int_at_least(0), default=0, help="first model seed")
+  flags.add_seeds(p, default=3, help="model seeds per variant (vmapped)")
+  p.add_argument("--eval-every", type=cli.int_at_least(0), default=10)
   p.add_argument("--variants", default="full,no-mask,no-intra", help=f"comma-separated of {sorted(VARIANTS)}")
   p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                  help="config override applied to every variant (repeatable)")
-  return p.parse_args(argv)
+  return p
 
 
-def main(argv=None) -> str:
-  args = parse_args(argv)
+def run(args) -> str:
+  names = args.variants.split(",")
+  unknown = [n for n in names if n not in VARIANTS]
+  if unknown:
+    raise UserError(f"--variants: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(VARIANTS)}")
 
   from jxhash import config as config_lib, data as data_lib, metrics, train
   from jxhash.methods import get_method
@@ -58,7 +59,7 @@ def main(argv=None) -> str:
   chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])
   options = train.TrainOptions(seed=args.seed, num_seeds=args.seeds, eval_every=args.eval_every, progress=False)
   rows = []
-  for name in args.variants.split(","):
+  for name in names:
     config = dataclasses.replace(base, **VARIANTS[name])
     t0 = time.perf_counter()
     fit = train.fit(spec, config, ds, options)
@@ -78,5 +79,9 @@ def main(argv=None) -> str:
   return table
 
 
+def main(argv=None) -> int:
+  return cli.main(run, argv, parser())
+
+
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -12,19 +12,17 @@ files, a bad option) print one line on stderr and exit with code 2. See docs/tfd
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from jxhash import cli
+
 DATASETS = ("wikipedia", "mirflickr25k", "nuswide", "iapr")
 
 
-def parse_args(argv):
-  from jxhash.cli import ArgumentParser
-  p = ArgumentParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--dataset", required=True, choices=DATASETS, help="which dataset to build")
   p.add_argument("--manual-dir", required=True, help="folder holding the downloaded files")
   p.add_argument("--data-dir", default="~/tensorflow_datasets", help="tfds data folder to build into "
@@ -32,7 +30,7 @@ def parse_args(argv):
   p.add_argument("--image", default="auto", choices=("auto", "features", "pixels"),
                  help="image column: CNN features or pixels (auto: features if their file is there)")
   p.add_argument("--tc", type=int, default=None, choices=(21, 10), help="NUS-WIDE concept set (default 21)")
-  return p.parse_args(argv)
+  return p
 
 
 def build(args) -> pathlib.Path:
@@ -47,10 +45,7 @@ def build(args) -> pathlib.Path:
 
 
 def main(argv=None) -> int:
-  sys.path.insert(0, str(ROOT))
-  args = parse_args(argv)
-  from jxhash.errors import exit_code
-  return exit_code(build, args)
+  return cli.main(build, argv, parser())
 
 
 if __name__ == "__main__":

@@ -13,29 +13,40 @@ labels are used only for the mAPs printed. Prints a markdown table.
 
 from __future__ import annotations
 
-import argparse
-import pathlib
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from jxhash import cli
+from jxhash.commands import flags
+from jxhash.errors import UserError
 
 
-def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(description=__doc__)
   p.add_argument("--dataset", default="synthetic")
   p.add_argument("--data-dir", default=None)
   p.add_argument("--bits", default="32", help="comma-separated code lengths (default 32)")
-  p.add_argument("--seeds", type=int, default=1, help="model seeds per cell (vmapped), mean ± std")
-  p.add_argument("--seed", type=int, default=0, help="first model seed")
-  p.add_argument("--split-seed", type=int, default=0)
+  flags.add_seeds(p, default=1, help="model seeds per cell (vmapped), mean ± std")
+  p.add_argument("--seed", type=cli.int_at_least(0), default=0, help="first model seed")
+  p.add_argument("--split-seed", type=cli.int_at_least(0), default=0)
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                  help="uchm config override applied to both variants (repeatable)")
-  return p.parse_args(argv)
+  return p
+
+
+def code_lengths(text: str) -> list[int]:
+  """The --bits list: comma-separated integers >= 1."""
+  try:
+    bits = [int(b) for b in text.split(",")]
+  except ValueError:
+    raise UserError(f"--bits {text!r}: expected comma-separated integers, e.g. 16,32,64") from None
+  if any(b < 1 for b in bits):
+    raise UserError(f"--bits {text!r}: every code length must be >= 1")
+  return bits
 
 
 def run(args) -> str:
+  bits_list = code_lengths(args.bits)
   from jxhash import config as config_lib, data as data_lib, metrics, train
   from jxhash.methods import get_method
 
@@ -44,7 +55,7 @@ def run(args) -> str:
   chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])
   options = train.TrainOptions(seed=args.seed, num_seeds=args.seeds, eval_every=0, progress=False)
   rows = []
-  for bits in [int(b) for b in args.bits.split(",")]:
+  for bits in bits_list:
     for similarity in ("unimodal", "mie"):
       config = config_lib.apply_overrides(spec.Config(bits=bits), args.overrides + [f"similarity={similarity}"])
       t0 = time.perf_counter()
@@ -64,10 +75,7 @@ def run(args) -> str:
 
 
 def main(argv=None) -> int:
-  sys.path.insert(0, str(ROOT))
-  args = parse_args(argv)
-  from jxhash.errors import exit_code
-  return exit_code(lambda a: print(run(a)), args)
+  return cli.main(lambda a: print(run(a)), argv, parser())
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Variants (`--variant`), every other setting at the UCHM defaults:
              target where |code similarity - S| > 0.8 by sign(code similarity - S), weight 1 - |S|
   codes-60   the same from hashing epoch 41 on (UCHTIM's 40 warm-up epochs, then the rest)
 
-The commands mirror experiments/mmach_triplet.py (whose code this script reuses): selection on
+The commands mirror experiments/mmach_triplet.py (both run jxhash.commands.ablation): selection on
 a carved val split, each seed's last-epoch model scored on val (no label reaches training):
 
     python experiments/uchm_correction.py val --variant codes --seeds 5 \
@@ -25,12 +25,9 @@ and the tables of docs/uchm_correction.md:
 
 from __future__ import annotations
 
-import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-
-import mmach_triplet  # noqa: E402  (the shared val-run / table code)
+from jxhash.commands import ablation
 
 VARIANTS = {
     "none": {"correction": "none"},
@@ -51,5 +48,9 @@ def variant_of(config: dict) -> str:
   return f"codes-{config['correction_epochs']}"
 
 
+def main(argv=None) -> int:
+  return ablation.main(argv, doc=__doc__, method="uchm", variants=VARIANTS, variant_of=variant_of)
+
+
 if __name__ == "__main__":
-  sys.exit(mmach_triplet.main(doc=__doc__, method="uchm", variants=VARIANTS, variant_of=variant_of))
+  sys.exit(main())

@@ -1,5 +1,6 @@
 """TFDS writer and reader (ArrayRecord, no TensorFlow): round trips against the loaders."""
 
+import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -18,9 +19,17 @@ from jxhash.errors import DataError, UserError  # noqa: E402
 from test_data import multi_hot, save_v73  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
 
-import prepare_tfds  # noqa: E402
+
+def _script(name: str):
+  """experiments/<name>.py as a module (scripts are files, not an importable package)."""
+  spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+prepare_tfds = _script("prepare_tfds")
 
 SPLIT_FIELDS = ("query", "retrieval", "train", "val")
 SIZES = {"num_query": 4, "num_train": 6, "num_val": 2}
