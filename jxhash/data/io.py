@@ -650,8 +650,11 @@ def check_declared(dataset: str, declared: dict) -> None:
   first = next(iter(rows.values()), None)
   for d in rows.values():
     if d.shape[0] != first.shape[0]:
-      raise DataError(f"row counts disagree: {first.where} declares {first.shape[0]} rows but {d.where} declares "
-                      f"{d.shape[0]}; row i of every file must be the same item")
+      message = (f"row counts disagree: {first.where} has {first.shape[0]} rows but {d.where} has {d.shape[0]}; "
+                 "row i of every file must be the same item")
+      if d.shape[1] == first.shape[0]:
+        message += f" ({d.where} looks transposed: its columns match; store it items × features)"
+      raise DataError(message)
   total = sum(d.nbytes for d in declared.values())
   extra = max((d.peak - d.nbytes for d in declared.values()), default=0)
   budget = bounds.max_array_bytes()
