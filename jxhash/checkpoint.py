@@ -321,6 +321,12 @@ class Encoder:
   def bits(self) -> int:
     return self.config.bits
 
+  def input_shape(self, modality: str) -> tuple:
+    """The shape of one input row the model was fitted on: (D,), (T,) or (H, W, 3) for pixels."""
+    if not isinstance(modality, str) or modality not in ("image", "text"):
+      raise CheckpointError(f"modality must be 'image' or 'text', got {modality!r}")
+    return tuple(int(s) for s in self.stats[modality]["mean"].shape)
+
   def encode(self, modality: str, x, *, chunk: int | None = None) -> np.ndarray:
     """Codes of raw (un-normalised) inputs.
 
@@ -333,13 +339,10 @@ class Encoder:
     Returns:
       (N, bits) int8 codes in {-1, +1}.
     """
-    if not isinstance(modality, str) or modality not in ("image", "text"):
-      raise CheckpointError(f"modality must be 'image' or 'text', got {modality!r}")
+    trailing = self.input_shape(modality)
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1):
       raise UserError(f"chunk must be a positive int or None, got {chunk!r}")
     what = f"x ({modality} inputs)"
-    # the shape this checkpoint's model was fitted on; every row of x must have it
-    trailing = tuple(int(s) for s in self.stats[modality]["mean"].shape)
     x = feature_rows(x, what, trailing=trailing)
     # an array was checked whole; a lazy row source is checked block by block as it is read
     lazy = not isinstance(x, np.ndarray)
