@@ -95,7 +95,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 def check_run_name(name: str) -> str:
   """A user-chosen run name: letters, digits, '.', '_' and '-', starting with a letter or digit."""
-  if not _NAME.match(name or ""):
+  if not isinstance(name, str) or not _NAME.fullmatch(name):
     raise UserError(f"--name {name!r}: use 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit")
   return name
 

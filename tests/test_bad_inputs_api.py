@@ -228,6 +228,11 @@ def a_path_component_not_str(tmp, enc):
   return lambda: fileio.check_path_component(b"x", "name"), UserError, ["name must be a str", "bytes"]
 
 
+def a_run_name_trailing_newline(tmp, enc):
+  from jxhash.identity import check_run_name
+  return lambda: check_run_name("mine\n"), UserError, ["--name 'mine\\n'"]
+
+
 API_CASES = {name[2:]: fn for name, fn in sorted(globals().items()) if name.startswith("a_")}
 
 
