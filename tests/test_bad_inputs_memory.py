@@ -235,3 +235,22 @@ def test_declaring_a_compressed_mat_inflates_only_its_header(tmp_path, monkeypat
 
 def test_the_table_is_large_enough():
   assert len(CASES) >= 14
+
+
+def test_a_huge_file_at_a_results_out_is_refused_unread(tmp_path, monkeypatch):
+  """run.py's --out check reads an existing file to see whose results it holds; a 3 GB sparse
+  file there is refused from its size (tracemalloc: nothing near 3 GB, nor 64 MiB, allocated)."""
+  from jxhash import results
+  big = tmp_path / "sparse.json"
+  with open(big, "wb") as f:
+    f.truncate(3 << 30)
+  tracemalloc.start()
+  try:
+    with pytest.raises(UserError, match="sparse.json exists and is not a jxhash results file") as info:
+      results.check_writable(big, {"method": "dcmh"})
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert "\n" not in str(info.value)
+  assert peak < 1 * MB, peak
+  assert big.stat().st_size == 3 << 30
