@@ -150,6 +150,20 @@ def c_zero_columns_before_reading(tmp):
   return _features_call(tmp, image="a.npz:X", text="empty.npy"), 3.2e6, ["empty.npy", "text", "0 columns"]
 
 
+def c_vgg_f_weights(tmp):
+  # the pretrained-weights reader (a struct-holding .mat) sizes what scipy would inflate first
+  scipy.io.savemat(tmp / "imagenet-vgg-f.mat", {"layers": np.zeros((2000, 2000))}, do_compression=True)
+  from jxhash.nets.vgg_f import load_vgg_f
+  return lambda: load_vgg_f(tmp / "imagenet-vgg-f.mat"), 32e6, ["imagenet-vgg-f.mat", "reading its variables",
+                                                                  "memory budget"]
+
+
+def c_label_embedding(tmp):
+  np.save(tmp / "emb.npy", np.zeros((1000, 1000)))
+  from jxhash.methods.mmach import load_label_embedding
+  return lambda: load_label_embedding(tmp / "emb.npy"), 8e6, ["emb.npy", "(1000, 1000) float64", "memory budget"]
+
+
 CASES = {name[2:]: fn for name, fn in sorted(globals().items()) if name.startswith("c_")}
 
 
@@ -234,7 +248,7 @@ def test_declaring_a_compressed_mat_inflates_only_its_header(tmp_path, monkeypat
 
 
 def test_the_table_is_large_enough():
-  assert len(CASES) >= 14
+  assert len(CASES) >= 16
 
 
 def test_a_huge_file_at_a_results_out_is_refused_unread(tmp_path, monkeypatch):
