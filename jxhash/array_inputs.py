@@ -54,10 +54,9 @@ def feature_rows(x, what: str, *, trailing: tuple | None = None, lazy_ok: bool =
     return x
   try:
     array = np.asarray(x)
-  except (ValueError, TypeError) as e:
+  except (ValueError, TypeError):
     # numpy >= 1.24 refuses ragged nested lists ("inhomogeneous shape") instead of objects
-    raise UserError(f"{what} is not a rectangular array (rows of unequal length?): {str(e).splitlines()[0][:120]}") \
-        from None
+    raise UserError(f"{what} is not a rectangular array of numbers (rows of unequal length?)") from None
   _check_shape(array.shape, array.dtype, what, trailing)
   check_finite_rows(array, what)
   return array
