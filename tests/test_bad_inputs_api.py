@@ -98,6 +98,11 @@ def a_loader_data_dir_int(tmp, enc):
   return lambda: data.load_iapr(7, split="random", seed=0), DataError, ["data_dir of dataset 'iapr'", "int 7"]
 
 
+def a_read_matrix_path_int(tmp, enc):
+  from jxhash.data import io
+  return lambda: io.read_matrix(5), DataError, ["data file path", "int 5"]
+
+
 def a_restore_none(tmp, enc):
   return lambda: checkpoint.restore(None), UserError, ["checkpoint path", "NoneType None"]
 

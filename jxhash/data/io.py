@@ -92,6 +92,14 @@ def _under(path, base) -> pathlib.Path:
   return p if base is None or p.is_absolute() else pathlib.Path(base) / p
 
 
+def _file_path(path) -> pathlib.Path:
+  """`path` as a Path, or a DataError if it is not a str / os.PathLike (never pathlib's TypeError)."""
+  try:
+    return fileio.user_path(path, "data file path")
+  except UserError as e:
+    raise DataError(str(e)) from None
+
+
 def is_hdf5(path) -> bool:
   """Whether the file carries the HDF5 signature (MATLAB v7.3 puts it after a 512-byte header)."""
   size = os.path.getsize(path)
@@ -159,7 +167,7 @@ def declare(path, keys=None, *, hint: str = "") -> Declared:
   calls it first), and what loaders call to check several files against each other (row
   counts, widths, their total size) before reading any of them (`check_declared`).
   """
-  path = pathlib.Path(path)
+  path = _file_path(path)
   if not path.is_file():
     raise missing_file(path, hint)
   candidates = [keys] if isinstance(keys, str) else list(keys or ())
@@ -266,7 +274,7 @@ def read_matrix(path, keys=None, *, hint: str = "") -> Matrix:
     Matrix with the array in MATLAB/numpy row order (rows = items for the usual N×D files);
     bool arrays become uint8, 2-D arrays C-contiguous (loadmat gives column-major ones).
   """
-  path = pathlib.Path(path)
+  path = _file_path(path)
   declare(path, keys, hint=hint)
   candidates = [keys] if isinstance(keys, str) else list(keys or ())
   suffix = path.suffix.lower()
@@ -352,7 +360,7 @@ def read_array(path, keys=None, *, hint: str = "") -> np.ndarray:
 
 def list_keys(path) -> list[str]:
   """Names of the arrays a .npz / .mat / .h5 file holds ([] for .npy)."""
-  path = pathlib.Path(path)
+  path = _file_path(path)
   if not path.is_file():
     raise missing_file(path)
   try:
@@ -513,7 +521,7 @@ def open_rows(path, keys=None, *, pixels: bool = False, num_rows: int | None = N
     LazyRows; the caller closes it. Storage that cannot hold what the array declares (a short
     .npy, an HDF5 dataset never written) is refused here, not discovered as zeros mid-training.
   """
-  path = pathlib.Path(path)
+  path = _file_path(path)
   if not path.is_file():
     raise missing_file(path, hint)
   candidates = [keys] if isinstance(keys, str) else list(keys or ())
@@ -564,7 +572,7 @@ def read_pixels(path, keys=None, *, num_rows: int | None = None, hint: str = "",
   MIRFlickr's 3 GB of pixels), and the stack must fit the memory budget. Other formats are
   read whole.
   """
-  path = pathlib.Path(path)
+  path = _file_path(path)
   if path.is_file() and (path.suffix.lower() == ".npy" or is_hdf5(path)):
     with open_rows(path, keys, pixels=True, num_rows=num_rows, hint=hint) as rows:
       if rows.dtype != np.uint8:
