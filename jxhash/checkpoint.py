@@ -338,6 +338,10 @@ class Encoder:
 
     Returns:
       (N, bits) int8 codes in {-1, +1}.
+
+    Raises:
+      UserError naming `x` (`jxhash.array_inputs.feature_rows`): not a rectangular numeric
+      array, no rows, rows of another shape than the model was fitted on, NaN or inf values.
     """
     trailing = self.input_shape(modality)
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1):

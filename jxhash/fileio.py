@@ -237,6 +237,15 @@ def _short_repr(value, limit: int = 80) -> str:
   return text if len(text) <= limit else text[:limit] + "..."
 
 
+def refuse_link(path, what: str) -> pathlib.Path:
+  """`path` (`user_path`, `~` expanded) if no symbolic link sits there; else a UserError. Writers
+  call it before resolving: a resolved path has followed the link to a file someone else owns."""
+  given = user_path(path, what).expanduser()
+  if given.is_symlink():
+    raise UserError(f"{what} {given} is a symbolic link; give the real file name (outputs never follow links)")
+  return given
+
+
 def require_new_output(path, *, what: str, overwrite: bool = False) -> pathlib.Path:
   """The resolved path of an output file that this command may (re)place; else a UserError.
 
@@ -245,9 +254,7 @@ def require_new_output(path, *, what: str, overwrite: bool = False) -> pathlib.P
   link itself, which is not what its author meant either), and an existing file is refused
   unless `overwrite`. The existing file is never opened, so its size does not matter.
   """
-  given = user_path(path, what).expanduser()
-  if given.is_symlink():
-    raise UserError(f"{what} {given} is a symbolic link; give the real file name (outputs never follow links)")
+  given = refuse_link(path, what)
   target = require_writable_file(given, what=what)
   if target.exists() and not overwrite:
     raise UserError(f"{what} {target} already exists; pass --overwrite to replace it")

@@ -197,6 +197,18 @@ def a_index_load_path_none(tmp, enc):
   return lambda: HashIndex.load(None), UserError, ["HashIndex path", "NoneType"]
 
 
+def a_index_save_through_a_link(tmp, enc):
+  (tmp / "theirs.txt").write_text("someone else's file")
+  (tmp / "link.npz").symlink_to(tmp / "theirs.txt")
+  return lambda: HashIndex(8).save(tmp / "link.npz"), UserError, ["HashIndex file", "link.npz is a symbolic link"]
+
+
+def a_index_save_faiss_through_a_link(tmp, enc):
+  (tmp / "link.faissindex").symlink_to(tmp / "nowhere")
+  return (lambda: HashIndex(8).save(tmp / "link.faissindex", format="faiss"), UserError,
+          ["FAISS index file", "link.faissindex is a symbolic link"])
+
+
 def a_path_component_parent(tmp, enc):
   return lambda: fileio.check_path_component("..", "--name"), UserError, ["--name '..'", "cannot be a file name"]
 
@@ -356,7 +368,8 @@ CLI_CASES = [
     ("build_features_wide", lambda v, r: _build(v, r, "wide.npy"),
      f"--features file {{v}}/wide.npy holds features of width {TEXT_DIM + 3}; the checkpoint encodes text inputs "
      f"of shape (N, {TEXT_DIM})"),
-    ("build_features_zero_width", lambda v, r: _build(v, r, "zero_width.npy"), "zero_width.npy holds features of width 0"),
+    ("build_features_zero_width", lambda v, r: _build(v, r, "zero_width.npy"),
+     "zero_width.npy holds features of width 0"),
     ("search_features_nan", lambda v, r: ["search", "--index", str(v / "index.npz"), "--checkpoint", str(r),
                                           "--features", str(v / "nan.npy"), "--modality", "text"],
      "--features file {v}/nan.npy has NaN or inf values"),

@@ -16,12 +16,13 @@ Every problem becomes a `DataError` naming the file (and key): a missing file (w
 hint on what to download and where to put it), a missing key (listing the keys present), an
 unreadable or truncated file, a non-numeric array. What a file declares (shapes, member sizes,
 stored bytes) is checked against the file and the memory budget before anything is allocated
-(`jxhash.data.bounds`), and running out of memory while reading becomes a `DataError` naming the
-file too.
+(`declare`, with `jxhash.data.bounds` per format; the reading cost counts the reader's working
+copies), and running out of memory while reading becomes a `DataError` naming the file too.
 
 Length (over 400 lines): the readers of the release formats (npy/npz, MAT v5, HDF5 and
-MAT v7.3), row streaming for pixels, and the shape/label checks every loader shares, behind
-`read_matrix` / `open_rows`.
+MAT v7.3), the one declared-size check every whole-array read goes through (`declare`, with
+`check_declared` for a loader's files together), row streaming for pixels, and the shape/label
+checks every loader shares, behind `read_matrix` / `open_rows`.
 """
 
 from __future__ import annotations

@@ -53,7 +53,9 @@ def target_path(path) -> pathlib.Path:
 def save(index, path) -> pathlib.Path:
   """Writes `index` to one .npz file atomically (fileio.atomic_output); returns the path."""
   from jxhash.index.flat import checked_metadata
-  target = target_path(path)
+  given = fileio.user_path(path, "HashIndex path").expanduser()
+  # never through a link at the file itself (a linked directory is only where it goes)
+  target = fileio.resolve(fileio.refuse_link(given / INDEX_FILE if given.is_dir() else given, "HashIndex file"))
   header = {
       "format": FORMAT,
       "version": VERSION,
@@ -243,8 +245,9 @@ def _check_header_size(text: str, what: str, *, saving: bool) -> None:
     raise UserError(f"{what} JSON nested {depth} levels deep (at most {MAX_DEPTH})")
   size = len(text.encode("utf-8")) + _NPY_HEADER_ROOM
   if saving and size > HEADER_LIMIT:
-    raise UserError(f"{what} takes {size:,} bytes as JSON; an index file keeps at most {HEADER_LIMIT - _NPY_HEADER_ROOM:,} "
-                    "(load would refuse it): keep large data out of the metadata")
+    most = HEADER_LIMIT - _NPY_HEADER_ROOM
+    raise UserError(f"{what} takes {size:,} bytes as JSON; an index file keeps at most {most:,} (load would refuse "
+                    "it): keep large data out of the metadata")
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
