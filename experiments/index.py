@@ -27,7 +27,10 @@ Formats (`build --format`, `convert --format`): "jxhash" (.npz with ids and meta
 8 bits; metadata dropped). `--index` reads either.
 
 Paths may be relative, `./`, `~` or symlinks; outputs are checked writable before anything is
-encoded, and `--out` must name a file. User errors: one line on stderr, exit code 2.
+encoded, and `--out` must name a file that does not exist yet (`--overwrite` replaces one) and is
+not a symbolic link (never followed, even with `--overwrite`); the file is written atomically.
+Features with NaN or inf values, or of another width than the checkpoint's, are refused (the
+width from the file's header, before it is read). User errors: one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -104,18 +107,39 @@ def checked_ids(raw: np.ndarray, rows: int, where: str) -> np.ndarray:
   return ids
 
 
-def _items(args):
-  """(raw features, ids or None) of the items named by --features or --dataset/--split."""
+def _declared_features(args) -> tuple:
+  """(declared shape of --features, its checked ids or None), or (None, None) without it.
+
+  The shape comes from the file's header: (N, D). The ids (small) are read and checked against
+  N. All before the checkpoint is restored or the features are read."""
+  from jxhash.data import io
+  from jxhash.errors import UserError
+  if not args.features:
+    return None, None
+  shape = tuple(io.declare(*args.features).shape)
+  if len(shape) != 2:
+    raise UserError(f"--features file {_spec_text(args.features)} holds an array of shape {shape}; expected (N, D): "
+                    "one row of features per item")
+  ids = checked_ids(io.read_array(*args.ids), shape[0], f"--ids file {_spec_text(args.ids)}") if args.ids else None
+  return shape, ids
+
+
+def _items(args, enc, declared: tuple):
+  """(raw features, ids or None) of the items named by --features or --dataset/--split, for the
+  encoder `enc`. A features file's `declared` shape is checked against the encoder's input width
+  before it is read, and its values (numeric, finite) once read."""
   from jxhash import data as data_lib
+  from jxhash.array_inputs import feature_rows
   from jxhash.data import io
   from jxhash.errors import UserError
   if args.features:
-    x = io.read_array(*args.features)
+    shape, ids = declared
     where = f"--features file {_spec_text(args.features)}"
-    if x.ndim != 2:
-      raise UserError(f"{where} holds an array of shape {x.shape}; expected (N, D): one row of features per item")
-    ids = checked_ids(io.read_array(*args.ids), x.shape[0], f"--ids file {_spec_text(args.ids)}") if args.ids else None
-    return x, ids
+    trailing = enc.input_shape(args.modality)
+    if shape[1:] != trailing:
+      raise UserError(f"{where} holds features of width {shape[1]}; the checkpoint encodes {args.modality} "
+                      f"inputs of shape (N, {', '.join(map(str, trailing))})")
+    return feature_rows(io.read_array(*args.features), where, trailing=trailing, lazy_ok=False), ids
   if not args.dataset:
     raise UserError("name the items: --features FILE, or --dataset (with --data-dir and --split)")
   ds = data_lib.load(args.dataset, args.data_dir, seed=args.split_seed)
@@ -130,10 +154,11 @@ def build(args) -> dict:
   _positive(args, "batch")
   if not args.checkpoint:
     raise UserError("build needs --checkpoint")
-  out = fileio.require_writable_file(args.out, what="--out")
+  out = fileio.require_new_output(args.out, what="--out", overwrite=args.overwrite)
   _resolve_inputs(args)
-  x, ids = _items(args)
+  declared = _declared_features(args)
   enc = checkpoint.restore(args.checkpoint, seed=args.seed)
+  x, ids = _items(args, enc, declared)
   if args.format == "faiss" and enc.bits % 8:
     raise UserError(f"--format faiss needs a multiple of 8 bits; {args.checkpoint} makes {enc.bits}-bit codes")
   source = _spec_text(args.features) if args.features else f"{args.dataset}:{args.split}"
@@ -153,6 +178,7 @@ def search(args) -> dict:
   from jxhash.index import HashIndex
   _positive(args, "k", "limit")
   _resolve_inputs(args)
+  declared = _declared_features(args)
   index_path = fileio.resolve(args.index)
   index = HashIndex.load(index_path)
   if args.engine == "faiss":
@@ -164,7 +190,7 @@ def search(args) -> dict:
   enc = checkpoint.restore(ck, seed=index.metadata.get("seed", 0) if args.checkpoint is None else args.seed)
   if enc.bits != index.bits:
     raise UserError(f"checkpoint {ck} makes {enc.bits}-bit codes but {index_path} holds {index.bits}-bit codes")
-  x, qids = _items(args)
+  x, qids = _items(args, enc, declared)
   if args.limit:
     x = x[:args.limit]
     qids = None if qids is None else qids[:args.limit]
@@ -184,7 +210,7 @@ def search(args) -> dict:
 def convert(args) -> dict:
   from jxhash import fileio
   from jxhash.index import HashIndex
-  out = fileio.require_writable_file(args.out, what="--out")
+  out = fileio.require_new_output(args.out, what="--out", overwrite=args.overwrite)
   index = HashIndex.load(fileio.resolve(args.index))
   path = index.save(out, format=args.format)
   print(f"wrote {len(index)} codes of {index.bits} bits as a {args.format} index -> {path}")
@@ -212,6 +238,7 @@ def parse_args(argv):
       s.add_argument("--out", required=True, help="index file to write")
       s.add_argument("--format", default="jxhash", choices=formats, help="index file format (default jxhash)")
       s.add_argument("--batch", type=int, default=65536, help="items encoded per batch")
+      s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     else:
       s.add_argument("--index", required=True, help="index file (jxhash .npz or FAISS binary index)")
       s.add_argument("--engine", default="flat", choices=("flat", "mih", "faiss"), help="search engine (default flat)")
@@ -222,6 +249,7 @@ def parse_args(argv):
   c.add_argument("--index", required=True, help="index file (jxhash .npz or FAISS binary index)")
   c.add_argument("--out", required=True, help="index file to write")
   c.add_argument("--format", required=True, choices=formats)
+  c.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
   return p.parse_args(argv)
 
 

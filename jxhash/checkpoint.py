@@ -66,6 +66,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jxhash import __version__, fileio, parallel
+from jxhash.array_inputs import check_finite_rows, feature_rows
 from jxhash.errors import CheckpointError, UserError
 from jxhash.evaluation import encode as encode_codes
 from jxhash.fileio import to_json
@@ -350,6 +351,12 @@ class Encoder:
   def bits(self) -> int:
     return self.config.bits
 
+  def input_shape(self, modality: str) -> tuple:
+    """The shape of one input row the model was fitted on: (D,), (T,) or (H, W, 3) for pixels."""
+    if not isinstance(modality, str) or modality not in ("image", "text"):
+      raise CheckpointError(f"modality must be 'image' or 'text', got {modality!r}")
+    return tuple(int(s) for s in self.stats[modality]["mean"].shape)
+
   def encode(self, modality: str, x, *, chunk: int | None = None) -> np.ndarray:
     """Codes of raw (un-normalised) inputs.
 
@@ -361,11 +368,28 @@ class Encoder:
 
     Returns:
       (N, bits) int8 codes in {-1, +1}.
+
+    Raises:
+      UserError naming `x` (`jxhash.array_inputs.feature_rows`): not a rectangular numeric
+      array, no rows, rows of another shape than the model was fitted on, NaN or inf values.
     """
-    if modality not in ("image", "text"):
-      raise CheckpointError(f"modality must be 'image' or 'text', got {modality!r}")
-    return encode_codes(get_method(self.method), self.model, modality, x, chunk=chunk,
-                        transform=functools.partial(normalize, self.stats, modality))
+    trailing = self.input_shape(modality)
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1):
+      raise UserError(f"chunk must be a positive int or None, got {chunk!r}")
+    what = f"x ({modality} inputs)"
+    x = feature_rows(x, what, trailing=trailing)
+    # an array was checked whole; a lazy row source is checked block by block as it is read
+    lazy = not isinstance(x, np.ndarray)
+    offset = 0
+
+    def transform(part):
+      nonlocal offset
+      if lazy:
+        check_finite_rows(part, what, first_row=offset)
+        offset += part.shape[0]
+      return normalize(self.stats, modality, part)
+
+    return encode_codes(get_method(self.method), self.model, modality, x, chunk=chunk, transform=transform)
 
 
 def restore(path, *, seed: int = 0, which: str = "best") -> Encoder:
@@ -384,7 +408,7 @@ def restore(path, *, seed: int = 0, which: str = "best") -> Encoder:
   """
   if which not in _KINDS:
     raise CheckpointError(f"which must be 'best' or 'latest', got {which!r}")
-  path = fileio.resolve(path)
+  path = fileio.resolve(fileio.user_path(path, "checkpoint path"))
   if not path.exists():
     raise CheckpointError(f"checkpoint path {path} does not exist")
   if not path.is_dir():

@@ -28,6 +28,7 @@ import errno
 import json
 import os
 import pathlib
+import re
 import tempfile
 from typing import Iterator
 
@@ -189,3 +190,72 @@ def to_json(x):
   if isinstance(x, np.ndarray):
     return x.tolist()
   return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks on what a caller passes as a path or a path component: one place for every entry point.
+
+_COMPONENT = re.compile(r"[^/\\\x00-\x1f\x7f-\x9f]{1,100}")
+
+
+def user_path(value, what: str) -> pathlib.Path:
+  """`value` as a Path if it is a str or an os.PathLike of str; a UserError naming `what` otherwise.
+
+  Bytes paths are refused too: every message and JSON record jxhash writes holds text, and a
+  bytes path would be recorded as "b'...'". An empty string is refused (it would mean the
+  current directory without saying so).
+  """
+  if isinstance(value, os.PathLike):
+    value = os.fspath(value)
+  if not isinstance(value, str):
+    raise UserError(f"{what} must be a path (str or os.PathLike), got {type(value).__name__} {_short_repr(value)}")
+  if not value.strip():
+    raise UserError(f"{what} must be a path, got an empty string")
+  if "\0" in value:
+    raise UserError(f"{what} {_short_repr(value)} contains a NUL character")
+  return pathlib.Path(value)
+
+
+def check_path_component(value, what: str) -> str:
+  """`value` if it can be one component of a path (a file or directory name); else a UserError.
+
+  Refused: anything but a str, the empty string, more than 100 characters, a path separator
+  ('/' or '\\'), '..' anywhere (so neither '..' nor 'a/../b' can climb out of the folder it is
+  put in), '.', and control characters (a trailing newline included: the whole string must
+  match, so `re.fullmatch`, never a `$` anchor, which also accepts "name\\n").
+  """
+  if not isinstance(value, str):
+    raise UserError(f"{what} must be a str, got {type(value).__name__} {_short_repr(value)}")
+  if not _COMPONENT.fullmatch(value) or ".." in value or value == ".":
+    raise UserError(f"{what} {_short_repr(value)} cannot be a file name: use 1 to 100 characters with no '/', "
+                    "'\\', '..' or control characters")
+  return value
+
+
+def _short_repr(value, limit: int = 80) -> str:
+  text = repr(value)
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
+def refuse_link(path, what: str) -> pathlib.Path:
+  """`path` (`user_path`, `~` expanded) if no symbolic link sits there; else a UserError. Writers
+  call it before resolving: a resolved path has followed the link to a file someone else owns."""
+  given = user_path(path, what).expanduser()
+  if given.is_symlink():
+    raise UserError(f"{what} {given} is a symbolic link; give the real file name (outputs never follow links)")
+  return given
+
+
+def require_new_output(path, *, what: str, overwrite: bool = False) -> pathlib.Path:
+  """The resolved path of an output file that this command may (re)place; else a UserError.
+
+  `require_writable_file`, plus: a symbolic link at `path` is refused whatever `overwrite`
+  says (writing through it would replace a file elsewhere; `atomic_output` would replace the
+  link itself, which is not what its author meant either), and an existing file is refused
+  unless `overwrite`. The existing file is never opened, so its size does not matter.
+  """
+  given = refuse_link(path, what)
+  target = require_writable_file(given, what=what)
+  if target.exists() and not overwrite:
+    raise UserError(f"{what} {target} already exists; pass --overwrite to replace it")
+  return target

@@ -94,6 +94,9 @@ def seed_statistics(per_seed: list) -> dict:
   return out
 
 
+RESULTS_LIMIT = 64 << 20  # bytes: larger files at --out are not read to find out whether they are results
+
+
 def check_writable(path, identity: dict, *, overwrite: bool = False) -> None:
   """Refuse (UserError) to replace a results file that records a different run.
 
@@ -111,8 +114,10 @@ def check_writable(path, identity: dict, *, overwrite: bool = False) -> None:
   if overwrite or not path.exists() or jax.process_index() != 0:
     return
   try:
-    old = json.loads(path.read_text())
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    # sized before it is read: a results file is kilobytes, a file of gigabytes is something else
+    size = path.stat().st_size if path.is_file() else None
+    old = json.loads(path.read_text()) if size is not None and size <= RESULTS_LIMIT else None
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
     old = None
   if not isinstance(old, dict):
     raise UserError(f"{path} exists and is not a jxhash results file; choose another --out or pass --overwrite")

@@ -281,6 +281,68 @@ def c_image_not_finite(tmp, mp):
   return lambda: load("features", tmp, **files), ["image.npy", "NaN", "row 7"]
 
 
+def c_zero_columns_text(tmp, mp):
+  files = trio(tmp)
+  np.save(tmp / "text.npy", np.zeros((30, 0)))
+  return lambda: load("features", tmp, **files), ["text.npy", "text has 0 columns", "(30, 0)"]
+
+
+def c_zero_columns_labels(tmp, mp):
+  files = trio(tmp)
+  np.save(tmp / "labels.npy", np.zeros((30, 0), np.uint8))
+  return lambda: load("features", tmp, **files), ["labels.npy", "labels has 0 columns"]
+
+
+def c_zero_columns_image_mat(tmp, mp):
+  files = trio(tmp)
+  scipy.io.savemat(tmp / "image.mat", {"X": np.zeros((30, 0))})
+  return lambda: load("features", tmp, **{**files, "image": "image.mat:X"}), ["image.mat [X]", "0 columns"]
+
+
+def c_zero_columns_lineage_tags(tmp, mp):
+  write_lineage(tmp, "mirflickr25k", np.random.default_rng(0), 30, 24)
+  scipy.io.savemat(tmp / "mirflickr25k-yall.mat", {"YAll": np.zeros((30, 0), np.uint8)})
+  return (lambda: load("mirflickr25k", tmp, image="tags", num_query=5, num_train=10),
+          ["mirflickr25k-yall.mat [YAll]", "0 columns"])
+
+
+def c_zero_columns_matrix_check(tmp, mp):
+  # the check every loader's feature matrices pass through once read (wikipedia's among them)
+  m = io.Matrix(np.zeros((5, 0), np.float32), tmp / "w.mat", "I_tr")
+  return lambda: io.check_matrix(m, "image features"), ["w.mat [I_tr]", "image features has 0 columns"]
+
+
+def c_name_parent(tmp, mp):
+  files = trio(tmp)
+  return lambda: load("features", tmp, name="../../escape", **files), ["option name '../../escape'",
+                                                                       "cannot be a file name"]
+
+
+def c_name_separator(tmp, mp):
+  files = trio(tmp)
+  return lambda: load("features", tmp, name="a/b", **files), ["option name 'a/b'"]
+
+
+def c_name_absolute(tmp, mp):
+  files = trio(tmp)
+  return lambda: load("features", tmp, name="/etc/passwd", **files), ["option name '/etc/passwd'"]
+
+
+def c_name_trailing_newline(tmp, mp):
+  files = trio(tmp)
+  return lambda: load("features", tmp, name="wiki\n", **files), ["option name 'wiki\\n'"]
+
+
+def c_name_too_long(tmp, mp):
+  files = trio(tmp)
+  return lambda: load("features", tmp, name="n" * 101, **files), ["option name 'nnn", "1 to 100 characters"]
+
+
+def c_data_dir_not_a_path(tmp, mp):
+  files = trio(tmp)
+  return lambda: load("features", 12.5, **files), ["data_dir of dataset 'features'", "float 12.5"]
+
+
 def c_missing_folder(tmp, mp):
   return lambda: load("iapr", tmp / "nowhere"), ["nowhere", "'iapr'"]
 

@@ -6,6 +6,7 @@ docs/data.md); `load` checks them, and `parse_options` reads them from "key=valu
 
 from __future__ import annotations
 
+from jxhash import fileio
 from jxhash.data import coco, features, iapr, mirflickr, nuswide, prepared, synthetic, tfds_format, wikipedia
 from jxhash.data.coco import load_coco
 from jxhash.data.core import CrossModalData, SPLITS
@@ -17,7 +18,7 @@ from jxhash.data.options import Schema
 from jxhash.data.splits import make_split
 from jxhash.data.synthetic import load_synthetic
 from jxhash.data.wikipedia import load_wikipedia
-from jxhash.errors import DataError
+from jxhash.errors import DataError, UserError
 
 SPLIT_RULES = ("random", "dcmh")
 
@@ -62,7 +63,7 @@ SCHEMAS: dict[str, Schema] = {
 
 def schema(name: str) -> Schema:
   """The option schema of dataset `name`; a DataError listing the datasets if there is none."""
-  if name not in SCHEMAS:
+  if not isinstance(name, str) or name not in SCHEMAS:
     raise DataError(f"unknown dataset {name!r}; choose from {sorted(LOADERS)}")
   return SCHEMAS[name]
 
@@ -97,6 +98,11 @@ def load(name: str, data_dir=None, /, *, split: str = "random", seed: int = 0, *
     raise DataError(f"unknown split rule {split!r} for {name!r}; choose from {list(SPLIT_RULES)}")
   if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
     raise DataError(f"split seed {seed!r} for {name!r}: must be an integer >= 0")
+  if data_dir is not None:
+    try:
+      data_dir = fileio.user_path(data_dir, f"data_dir of dataset {name!r}")
+    except UserError as e:
+      raise DataError(str(e)) from None
   dataset_schema.check(options)
   return LOADERS[name](data_dir, split=split, seed=seed, **options)
 

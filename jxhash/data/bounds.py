@@ -326,7 +326,7 @@ class _Plain:
 
 class _Inflated:
   """The inflated bytes of a compressed variable, produced only as far as they are read, and
-  never more than 1 MiB at a time (skipping discards them)."""
+  never more than 64 KiB at a time (skipping discards them)."""
 
   def __init__(self, f, length: int):
     self.f, self.left = f, length
@@ -361,7 +361,7 @@ class _Inflated:
 
   def skip(self, n: int) -> None:
     while n > 0:
-      chunk = self._produce(min(n, 1 << 20))
+      chunk = self._produce(min(n, 1 << 16))
       if not chunk:
         raise _Short
       n -= len(chunk)

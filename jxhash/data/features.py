@@ -13,11 +13,12 @@ import dataclasses
 
 import numpy as np
 
+from jxhash import fileio
 from jxhash.data import io
 from jxhash.data.core import CrossModalData, is_row_source, take_rows
 from jxhash.data.options import Option, Schema
 from jxhash.data.splits import make_split
-from jxhash.errors import DataError
+from jxhash.errors import DataError, UserError
 
 FORMATS = (".mat", ".npy", ".npz", ".h5")
 IMAGE_MODES = ("auto", "features", "pixels", "tags")
@@ -115,6 +116,11 @@ def load_features(data_dir=None, *, split: str = "random", seed: int = 0, **opti
   """
   o = OPTIONS.check(options)
   name, indices = o["name"], o["indices"]
+  try:
+    # the name goes into run names, and run names into paths
+    fileio.check_path_component(name, "dataset 'features': option name")
+  except UserError as e:
+    raise DataError(str(e)) from None
   num_query, num_train, num_val, num_retrieval = o["num_query"], o["num_train"], o["num_val"], o["num_retrieval"]
   if indices is not None:
     sizes = [k for k in ("num_query", "num_train", "num_val", "num_retrieval") if k in options and options[k]]
@@ -124,14 +130,17 @@ def load_features(data_dir=None, *, split: str = "random", seed: int = 0, **opti
   elif "index_base" in options and o["index_base"] != 0:
     raise DataError(f"dataset {name!r}: index_base={o['index_base']} applies only with indices=<file>")
   base = None if data_dir is None else io.data_directory(data_dir, name, "Pass the folder holding the matrices.")
-  loaded = {}
+  specs = {}
   for role in ("image", "text", "labels"):
     spec = o[role]
     if spec is None:
       raise DataError(f"dataset {name!r}: option {role}=<path or path:key> is required (image, text and labels "
                       "matrices with one row per item)")
-    path, key = io.split_spec(spec, base)
-    loaded[role] = io.read_matrix(path, key, hint=f"Check the {role}= option.")
+    specs[role] = io.split_spec(spec, base)
+  # every file's header first: shapes, row counts and the total size, before anything is read
+  declared = {role: io.declare(*specs[role], hint=f"Check the {role}= option.") for role in specs}
+  io.check_declared(name, declared)
+  loaded = {role: io.read_matrix(*specs[role], hint=f"Check the {role}= option.") for role in specs}
   if loaded["image"].array.ndim == 4:
     loaded["image"] = io.as_pixels(loaded["image"], loaded["labels"].rows)
   given = None
@@ -277,19 +286,28 @@ def load_lineage(data_dir, lineage: Lineage, *, split: str, seed: int, num_query
   if stream_pixels and (image in ("features", "tags") or image_features is not None):
     source = f"image={image!r}" if image_features is None else "image_features="
     raise DataError(f"dataset {lineage.name!r}: stream_pixels=true applies to pixel stacks, not to {source}")
+  if image_features is not None and image not in ("auto", "features"):
+    raise DataError(f"dataset {lineage.name!r}: image_features= conflicts with image={image!r}")
   directory = io.data_directory(data_dir, lineage.name, lineage.download)
   found = locate(directory, lineage, "none" if image_features is not None or image == "tags" else image,
                  hint="or pass image_features=<.npy/.npz/.mat/.h5 file with one feature row per item>")
+  # every file's header first: shapes, row counts and the total size, before anything is read
+  declared = {"labels": io.declare(*found["labels"], hint=lineage.download),
+              "text": io.declare(*found["tags"], hint=lineage.download)}
+  if image_features is not None:
+    declared["image"] = io.declare(*_image_features_spec(image_features, image_key, directory),
+                                   hint="Check the image_features= option.")
+  elif image != "tags" and "features" in found:
+    declared["image"] = io.declare(*found["features"], hint=lineage.download)
+  io.check_declared(lineage.name, declared)
   labels, tags = (io.read_matrix(*found[part], hint=lineage.download) for part in ("labels", "tags"))
   if labels.array.ndim == 2 and labels.array.shape[1] != lineage.num_labels:
     raise DataError(f"{labels.where}: {labels.array.shape[1]} label columns, but {lineage.name!r} has "
                     f"{lineage.num_labels} classes; is it the right file?")
   info = dict(info or {})
   if image_features is not None:
-    if image not in ("auto", "features"):
-      raise DataError(f"dataset {lineage.name!r}: image_features= conflicts with image={image!r}")
-    path, key = io.split_spec(image_features, directory)
-    picture = io.read_matrix(path, key or image_key, hint="Check the image_features= option.")
+    picture = io.read_matrix(*_image_features_spec(image_features, image_key, directory),
+                             hint="Check the image_features= option.")
   elif image == "tags":
     picture = dataclasses.replace(tags, key=f"{tags.key}, as an image stand-in")
     info["image_stand_in"] = "tags"
@@ -310,3 +328,9 @@ def load_lineage(data_dir, lineage: Lineage, *, split: str, seed: int, num_query
   return assemble(lineage.name, picture, tags, labels, split=split, seed=seed, num_query=num_query,
                   num_train=num_train, num_val=num_val, num_retrieval=num_retrieval,
                   drop_unlabeled=drop_unlabeled, info=info)
+
+
+def _image_features_spec(image_features, image_key, directory) -> tuple:
+  """(path, key) of the image_features= option ("path" or "path:key"; image_key names the key)."""
+  path, key = io.split_spec(image_features, directory)
+  return path, key or image_key

@@ -16,12 +16,13 @@ Every problem becomes a `DataError` naming the file (and key): a missing file (w
 hint on what to download and where to put it), a missing key (listing the keys present), an
 unreadable or truncated file, a non-numeric array. What a file declares (shapes, member sizes,
 stored bytes) is checked against the file and the memory budget before anything is allocated
-(`jxhash.data.bounds`), and running out of memory while reading becomes a `DataError` naming the
-file too.
+(`declare`, with `jxhash.data.bounds` per format; the reading cost counts the reader's working
+copies), and running out of memory while reading becomes a `DataError` naming the file too.
 
 Length (over 400 lines): the readers of the release formats (npy/npz, MAT v5, HDF5 and
-MAT v7.3), row streaming for pixels, and the shape/label checks every loader shares, behind
-`read_matrix` / `open_rows`.
+MAT v7.3), the one declared-size check every whole-array read goes through (`declare`, with
+`check_declared` for a loader's files together), row streaming for pixels, and the shape/label
+checks every loader shares, behind `read_matrix` / `open_rows`.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ import scipy.io
 import scipy.sparse
 from scipy.io.matlab import MatReadError, matfile_version
 
+from jxhash import fileio
 from jxhash.data import bounds
 from jxhash.data.core import RowSource
-from jxhash.errors import DataError
+from jxhash.errors import DataError, UserError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # MATLAB classes that hold numbers; anything else (char, cell, struct, ...) is not a matrix.
@@ -91,6 +93,14 @@ def _under(path, base) -> pathlib.Path:
   return p if base is None or p.is_absolute() else pathlib.Path(base) / p
 
 
+def _file_path(path) -> pathlib.Path:
+  """`path` as a Path, or a DataError if it is not a str / os.PathLike (never pathlib's TypeError)."""
+  try:
+    return fileio.user_path(path, "data file path")
+  except UserError as e:
+    raise DataError(str(e)) from None
+
+
 def is_hdf5(path) -> bool:
   """Whether the file carries the HDF5 signature (MATLAB v7.3 puts it after a 512-byte header)."""
   size = os.path.getsize(path)
@@ -115,6 +125,143 @@ def missing_file(path, hint: str = "") -> DataError:
   return DataError(f"{message}. {hint}" if hint else message)
 
 
+@dataclasses.dataclass(frozen=True)
+class Declared:
+  """What a file declares for one array, read from its headers alone (nothing inflated).
+
+  Attributes:
+    shape: in the order `read_matrix` returns it (MATLAB order for .mat files).
+    dtype: the numpy dtype `read_matrix` returns before `_numeric` (float64 for sparse).
+    path, key: the file and the array in it.
+    peak: bytes reading it allocates at most, the result included: the format's working copies
+      (scipy inflates a compressed MAT variable into a bytes buffer before building the array,
+      then the column-major result is copied to row order; a sparse matrix is densified).
+  """
+
+  shape: tuple
+  dtype: np.dtype
+  path: pathlib.Path
+  key: str | None
+  peak: int
+
+  @property
+  def where(self) -> str:
+    return f"{self.path} [{self.key}]" if self.key else str(self.path)
+
+  @property
+  def nbytes(self) -> int:
+    return bounds.array_bytes(self.shape, self.dtype)
+
+
+# numpy dtype of each MAT class once scipy has read it (char arrays are refused as non-numeric)
+_MAT_DTYPES = {"double": np.float64, "single": np.float32, "int8": np.int8, "uint8": np.uint8, "int16": np.int16,
+               "uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64, "uint64": np.uint64,
+               "logical": np.uint8, "sparse": np.float64}
+
+
+def declare(path, keys=None, *, hint: str = "") -> Declared:
+  """The shape, dtype and reading cost of the array `read_matrix(path, keys)` would return, from
+  the file's headers only, with every bounds check of `jxhash.data.bounds` (truncation, forged
+  sizes, unwritten HDF5 storage, the memory budget) applied to the reading cost.
+
+  This is the one "declared size" check every whole-array read goes through (`read_matrix`
+  calls it first), and what loaders call to check several files against each other (row
+  counts, widths, their total size) before reading any of them (`check_declared`).
+  """
+  path = _file_path(path)
+  if not path.is_file():
+    raise missing_file(path, hint)
+  candidates = [keys] if isinstance(keys, str) else list(keys or ())
+  suffix = path.suffix.lower()
+  try:
+    if suffix == ".npy":
+      header = bounds.check_npy(path)
+      out = Declared(header.shape, header.dtype, path, None, header.nbytes)
+    elif suffix == ".npz":
+      with zipfile.ZipFile(path) as archive:
+        members = bounds.npz_members(archive)
+        key = _pick(candidates, list(members), path)
+        header = bounds.check_npz_member(archive, members[key], path.stat().st_size, f"{path} [{key}]")
+      out = Declared(header.shape, header.dtype, path, key, header.nbytes)
+    elif is_hdf5(path):
+      with h5py.File(path, "r") as f:
+        key = _pick(candidates, _hdf5_keys(f), path)
+        out = _declare_hdf5(f[key], _has_matlab_header(path), path, key)
+    elif suffix in (".mat", ""):
+      out = _declare_mat(path, candidates)
+    elif suffix in (".h5", ".hdf5"):
+      raise DataError(f"{path}: not an HDF5 file (no HDF5 signature); it may be truncated or mislabelled")
+    else:
+      raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(_EXTENSIONS)}")
+  except DataError:
+    raise
+  except READ_ERRORS as e:
+    raise DataError(f"{path}: cannot read the file ({bounds.reason(e)}); it may be truncated "
+                    "or damaged, download it again") from e
+  if out.dtype.kind not in "biuf":
+    raise DataError(f"{out.where}: holds {out.dtype} values, not numbers; expected a numeric matrix")
+  what = bounds.describe(out.shape, out.dtype)
+  if out.peak > out.nbytes:
+    what = f"reading a {'x'.join(str(s) for s in out.shape)} {out.dtype} array, with the reader's working copies,"
+  bounds.check_budget(out.peak, out.where, what)
+  return out
+
+
+def _declare_hdf5(node, matlab_file: bool, path: pathlib.Path, key: str) -> Declared:
+  where = f"{path} [{key}]"
+  cls = _matlab_class(node)
+  if isinstance(node, h5py.Group):
+    if "MATLAB_sparse" not in node.attrs:
+      raise DataError(f"{where}: is a group (a MATLAB {cls or 'struct'}), not a numeric matrix")
+    if "jc" not in node:
+      raise DataError(f"{where}: a MATLAB sparse matrix without its column pointers 'jc'")
+    parts = 0
+    for part in ("jc", "ir", "data"):
+      if part in node:
+        _check_numeric_dataset(node[part], path, f"{where} {part}", whole=False)
+        parts += bounds.array_bytes(node[part].shape, node[part].dtype)
+    shape = (int(node.attrs["MATLAB_sparse"]), int(node["jc"].size) - 1)
+    dtype = np.dtype(node["data"].dtype) if "data" in node else np.dtype(np.uint8)
+    bounds.check_budget(bounds.array_bytes(shape, dtype), where, f"a {shape[0]}x{shape[1]} sparse matrix made dense")
+    return Declared(shape, dtype, path, key, parts + 2 * bounds.array_bytes(shape, dtype))
+  if cls is not None and cls not in MATLAB_NUMERIC:
+    raise DataError(f"{where}: holds a MATLAB {cls} array, not a numeric matrix")
+  if node.attrs.get("MATLAB_empty", 0):
+    return Declared((0,), np.dtype(np.float64), path, key, 0)
+  _check_numeric_dataset(node, path, where, whole=False)
+  reverse = matlab_file or cls is not None
+  shape = tuple(reversed(node.shape)) if reverse else tuple(node.shape)
+  nbytes = bounds.array_bytes(shape, node.dtype)
+  # a transposed 2-D array is copied into row order once read
+  return Declared(shape, np.dtype(node.dtype), path, key, nbytes * (2 if reverse and len(shape) == 2 else 1))
+
+
+def _declare_mat(path: pathlib.Path, candidates) -> Declared:
+  major, listing = _mat_listing(path)
+  if major == 1:
+    key = _pick(candidates, [v.name for v in listing], path)
+    var = next(v for v in listing if v.name == key)
+    where = f"{path} [{key}]"
+    bounds.check_mat5_variable(var, where)
+    if var.mclass not in _MAT_DTYPES:
+      raise DataError(f"{where}: holds a MATLAB {var.mclass} array, not a numeric matrix")
+    if var.is_complex:
+      raise DataError(f"{where}: holds complex numbers; expected a real numeric matrix")
+    nbytes = math.prod(var.shape) * bounds.CLASS_ITEMSIZE.get(var.mclass, 8)
+    # scipy holds the variable's whole inflated element, then the array, then a row-order copy
+    return Declared(var.shape, np.dtype(_MAT_DTYPES[var.mclass]), path, key, var.payload + 2 * nbytes)
+  key = _pick(candidates, [name for name, _, _ in listing], path)
+  shape = next(tuple(shape) for name, shape, _ in listing if name == key)
+  count = math.prod(shape)
+  # v4 stores every element uncompressed, in at least one byte.
+  if count > path.stat().st_size:
+    raise DataError(f"{path} [{key}]: declares {count} values but the file holds {path.stat().st_size} bytes: "
+                    "truncated")
+  mclass = next(mclass for name, _, mclass in listing if name == key)
+  bounds.check_budget(count * 8, f"{path} [{key}]", f"a {'x'.join(map(str, shape))} {mclass} variable")
+  return Declared(shape, np.dtype(np.float64), path, key, 2 * count * 8)
+
+
 def read_matrix(path, keys=None, *, hint: str = "") -> Matrix:
   """Read one numeric array from a .npy / .npz / .mat / .h5 file.
 
@@ -128,9 +275,8 @@ def read_matrix(path, keys=None, *, hint: str = "") -> Matrix:
     Matrix with the array in MATLAB/numpy row order (rows = items for the usual N×D files);
     bool arrays become uint8, 2-D arrays C-contiguous (loadmat gives column-major ones).
   """
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise missing_file(path, hint)
+  path = _file_path(path)
+  declare(path, keys, hint=hint)
   candidates = [keys] if isinstance(keys, str) else list(keys or ())
   suffix = path.suffix.lower()
   key = None
@@ -215,7 +361,7 @@ def read_array(path, keys=None, *, hint: str = "") -> np.ndarray:
 
 def list_keys(path) -> list[str]:
   """Names of the arrays a .npz / .mat / .h5 file holds ([] for .npy)."""
-  path = pathlib.Path(path)
+  path = _file_path(path)
   if not path.is_file():
     raise missing_file(path)
   try:
@@ -376,7 +522,7 @@ def open_rows(path, keys=None, *, pixels: bool = False, num_rows: int | None = N
     LazyRows; the caller closes it. Storage that cannot hold what the array declares (a short
     .npy, an HDF5 dataset never written) is refused here, not discovered as zeros mid-training.
   """
-  path = pathlib.Path(path)
+  path = _file_path(path)
   if not path.is_file():
     raise missing_file(path, hint)
   candidates = [keys] if isinstance(keys, str) else list(keys or ())
@@ -427,7 +573,7 @@ def read_pixels(path, keys=None, *, num_rows: int | None = None, hint: str = "",
   MIRFlickr's 3 GB of pixels), and the stack must fit the memory budget. Other formats are
   read whole.
   """
-  path = pathlib.Path(path)
+  path = _file_path(path)
   if path.is_file() and (path.suffix.lower() == ".npy" or is_hdf5(path)):
     with open_rows(path, keys, pixels=True, num_rows=num_rows, hint=hint) as rows:
       if rows.dtype != np.uint8:
@@ -486,11 +632,56 @@ def check_rows(*matrices: Matrix) -> int:
   return first.rows
 
 
+def check_declared(dataset: str, declared: dict) -> None:
+  """Files a loader is about to read, checked against each other from their headers alone.
+
+  Args:
+    dataset: the dataset name, for messages.
+    declared: {role: Declared} for "image", "text", "labels" (any subset; an image may be a
+      4-D pixel stack, checked by `pixel_layout` once read).
+
+  Refused, each naming the file: a matrix that is not 2-D or has no columns, row counts that
+  differ, and arrays whose total size (plus the largest reader's working copies) is over the
+  memory budget -- all before a byte of them is inflated.
+  """
+  rows = {}
+  for role in sorted(declared, key=("labels", "text", "image").index):
+    d = declared[role]
+    if role == "image" and len(d.shape) == 4:
+      continue
+    if len(d.shape) != 2:
+      raise DataError(f"{d.where}: {role} must be a 2-D matrix (items × columns), but the file declares shape "
+                      f"{tuple(d.shape)}")
+    if d.shape[1] == 0:
+      raise DataError(f"{d.where}: {role} has 0 columns (shape {tuple(d.shape)}); every item needs at least one "
+                      "value")
+    rows[role] = d
+  first = next(iter(rows.values()), None)
+  for d in rows.values():
+    if d.shape[0] != first.shape[0]:
+      message = (f"row counts disagree: {first.where} has {first.shape[0]} rows but {d.where} has {d.shape[0]}; "
+                 "row i of every file must be the same item")
+      if d.shape[1] == first.shape[0]:
+        message += f" ({d.where} looks transposed: its columns match; store it items × features)"
+      raise DataError(message)
+  total = sum(d.nbytes for d in declared.values())
+  extra = max((d.peak - d.nbytes for d in declared.values()), default=0)
+  budget = bounds.max_array_bytes()
+  if total + extra > budget:
+    sizes = ", ".join(f"{d.where} {bounds.format_bytes(d.nbytes)}" for d in declared.values())
+    raise DataError(f"dataset {dataset!r}: its arrays need {bounds.format_bytes(total + extra)} together ({sizes}, "
+                    f"plus the reader's working copies), over the memory budget of {bounds.format_bytes(budget)}; "
+                    f"set {bounds.ENV_BUDGET} higher if this machine has the memory")
+
+
 def check_matrix(matrix: Matrix, what: str) -> Matrix:
-  """A 2-D feature matrix with finite values; floats become float32 (what the networks use)."""
+  """A 2-D feature matrix with at least one column and finite values; floats become float32
+  (what the networks use)."""
   x = matrix.array
   if x.ndim != 2:
     raise DataError(f"{matrix.where}: {what} must be a 2-D matrix (items × features), got shape {x.shape}")
+  if x.shape[1] == 0:
+    raise DataError(f"{matrix.where}: {what} has 0 columns (shape {x.shape}); every item needs at least one feature")
   if x.dtype.kind == "f":
     bad = ~np.isfinite(x)
     if bad.any():
@@ -508,6 +699,8 @@ def check_labels(matrix: Matrix) -> Matrix:
   if x.ndim != 2:
     raise DataError(f"{matrix.where}: labels must be a 2-D multi-hot matrix (items × classes), got shape "
                     f"{x.shape}")
+  if x.shape[1] == 0:
+    raise DataError(f"{matrix.where}: labels have 0 columns (shape {x.shape}); every item needs at least one class")
   bad = (x != 0) & (x != 1)
   if bad.any():
     values = np.unique(x[bad])[:5].tolist()
@@ -535,7 +728,10 @@ def data_directory(data_dir, dataset: str, hint: str) -> pathlib.Path:
   """`data_dir` as a Path, or a DataError saying what the dataset needs there."""
   if data_dir is None:
     raise DataError(f"dataset {dataset!r} needs data_dir, the folder holding its files. {hint}")
-  path = pathlib.Path(data_dir).expanduser()
+  try:
+    path = fileio.user_path(data_dir, f"data_dir of dataset {dataset!r}").expanduser()
+  except UserError as e:
+    raise DataError(str(e)) from None
   if not path.is_dir():
     raise DataError(f"{path}: data folder for {dataset!r} not found. {hint}")
   return path

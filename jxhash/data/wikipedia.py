@@ -61,6 +61,9 @@ def load_wikipedia(data_dir, *, split: str = "random", seed: int = 0, **options)
   check_split_rule(split)  # before looking for files: a typo is the more useful message
   directory = io.data_directory(data_dir, "wikipedia", DOWNLOAD)
   mat, source = choose_source(directory, o["file"])
+  # each half's headers first: 2-D, at least one column, rows that agree, within the budget
+  for half in ("tr", "te"):
+    io.check_declared("wikipedia", {"image": io.declare(mat, f"I_{half}"), "text": io.declare(mat, f"T_{half}")})
   part = {}
   for key in ("I_tr", "I_te", "T_tr", "T_te"):
     part[key] = io.check_matrix(io.read_matrix(mat, key), "image features" if key[0] == "I" else "text features")

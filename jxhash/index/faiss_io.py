@@ -54,7 +54,7 @@ def write(index, path):
   bits, n = index.bits, len(index)
   if bits % 8:
     raise UserError(f"FAISS binary indexes need a multiple of 8 bits; this index has {bits}")
-  target = fileio.resolve(path)
+  target = fileio.resolve(fileio.refuse_link(path, "FAISS index file"))
   if target.is_dir():
     raise UserError(f"FAISS index file {target} is a directory; give a file name")
   code_size = bits // 8

@@ -41,18 +41,21 @@ MAX_DEPTH = 64  # nesting of the JSON header
 MAX_INFLATION = 200
 _READ_STEP = 1 << 24  # bytes read from a member at a time
 _ZIP_MAGIC = b"PK\x03\x04"
+_NPY_HEADER_ROOM = 128  # the .npy header np.savez puts before the JSON bytes (64 or 128 bytes)
 
 
 def target_path(path) -> pathlib.Path:
   """The user's path resolved (fileio.resolve); a directory means the index.npz inside it."""
-  target = fileio.resolve(path)
+  target = fileio.resolve(fileio.user_path(path, "HashIndex path"))
   return target / INDEX_FILE if target.is_dir() else target
 
 
 def save(index, path) -> pathlib.Path:
   """Writes `index` to one .npz file atomically (fileio.atomic_output); returns the path."""
   from jxhash.index.flat import checked_metadata
-  target = target_path(path)
+  given = fileio.user_path(path, "HashIndex path").expanduser()
+  # never through a link at the file itself (a linked directory is only where it goes)
+  target = fileio.resolve(fileio.refuse_link(given / INDEX_FILE if given.is_dir() else given, "HashIndex file"))
   header = {
       "format": FORMAT,
       "version": VERSION,
@@ -61,8 +64,11 @@ def save(index, path) -> pathlib.Path:
       "words": index.packed_codes.shape[1],
       "metadata": checked_metadata(index.metadata, "HashIndex metadata"),
   }
+  text = json.dumps(header)
+  # what `load` would refuse is refused here, before anything is written
+  _check_header_size(text, "HashIndex metadata", saving=True)
   arrays = {
-      "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
+      "header": np.frombuffer(text.encode(), np.uint8),
       "codes": np.ascontiguousarray(index.packed_codes).astype("<u8", copy=False),
       "ids": index.ids.astype("<i8", copy=False),
   }
@@ -208,9 +214,7 @@ def _read_header(target, archive, info) -> dict:
     text = raw.decode("utf-8")
   except UnicodeDecodeError as e:
     raise UserError(f"{target}: corrupt HashIndex header: {e}") from None
-  depth = json_depth(text)
-  if depth > MAX_DEPTH:
-    raise UserError(f"{target}: corrupt HashIndex header: JSON nested {depth} levels deep (at most {MAX_DEPTH})")
+  _check_header_size(text, f"{target}: corrupt HashIndex header:", saving=False)
   try:
     header = json.loads(text)
   except (json.JSONDecodeError, RecursionError) as e:
@@ -228,6 +232,22 @@ def _read_header(target, archive, info) -> dict:
     raise UserError(f"{target}: corrupt HashIndex header: metadata is {type(header.get('metadata')).__name__}, "
                     "expected a dict")
   return header
+
+
+def _check_header_size(text: str, what: str, *, saving: bool) -> None:
+  """The JSON header's limits, the same for `save` and `load`: at most HEADER_LIMIT bytes in the
+  .npy member and MAX_DEPTH levels of nesting (the header object itself is one level)."""
+  depth = json_depth(text)
+  if depth > MAX_DEPTH:
+    if saving:
+      raise UserError(f"{what} is nested {depth - 1} levels deep; an index file keeps at most {MAX_DEPTH - 1} "
+                      "(load would refuse it): flatten it")
+    raise UserError(f"{what} JSON nested {depth} levels deep (at most {MAX_DEPTH})")
+  size = len(text.encode("utf-8")) + _NPY_HEADER_ROOM
+  if saving and size > HEADER_LIMIT:
+    most = HEADER_LIMIT - _NPY_HEADER_ROOM
+    raise UserError(f"{what} takes {size:,} bytes as JSON; an index file keeps at most {most:,} (load would refuse "
+                    "it): keep large data out of the metadata")
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)

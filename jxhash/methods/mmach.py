@@ -130,6 +130,8 @@ def load_label_embedding(path: str, num_labels: int | None = None) -> np.ndarray
   p = pathlib.Path(path)
   if not p.is_file():
     raise UserError(f"{where} does not exist")
+  from jxhash.data import io
+  io.declare(p)  # its header against the file size and the memory budget, before reading it
   try:
     emb = np.load(p, allow_pickle=False)
   except (OSError, ValueError) as e:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.io
 
+from jxhash.data import bounds
 from jxhash.errors import DataError, UserError
 from jxhash.nets.cnnf import IMAGE_SIZE, VGG_F_CHANNELS, VGG_F_FC_WIDTH, VGG_F_LRN, fc8_layer
 
@@ -85,6 +86,10 @@ def load_vgg_f(path, bits: int | None = None, *, key: jax.Array | None = None,
   if b"MATLAB 7.3" in head or head[:8] == b"\x89HDF\r\n\x1a\n":
     raise DataError(f"{path}: a MATLAB v7.3 (HDF5) file; load it in MATLAB and save it with "
                     "save(..., '-struct', 'net', '-v7'), or download the original")
+  # what scipy will inflate, from the variables' headers (a forged or compressed-bomb file is
+  # refused here); scipy holds an inflated variable and the objects built from it, so twice that
+  declared = sum(v.payload for v in bounds.mat5_variables(path))
+  bounds.check_budget(2 * declared, str(path), "reading its variables")
   try:
     variables = scipy.io.loadmat(path, struct_as_record=False, squeeze_me=False)
   except Exception as e:  # scipy raises many types on damaged files; all mean "cannot read".
