@@ -24,6 +24,11 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+# The tiny synthetic split that most training tests use (300 items: 40 queries, 96 training, 24 val),
+# as loader options and as the command-line flags that give them.
+TINY_SPLIT = {"num_items": 300, "num_query": 40, "num_train": 96, "num_val": 24}
+TINY_SPLIT_FLAGS = [flag for key, value in TINY_SPLIT.items() for flag in ("--data-option", f"{key}={value}")]
+
 SHARED_DATA = pathlib.Path(os.environ.get("JXHASH_SHARED_DATA", pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
 
 
@@ -46,6 +51,13 @@ def wikipedia_dir():
 @pytest.fixture
 def mirflickr_dir():
   return shared_path("mirflickr25k")
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+  """The synthetic dataset of `TINY_SPLIT` (read-only: shared by the tests of a session)."""
+  from jxhash import data
+  return data.load("synthetic", **TINY_SPLIT)
 
 
 @pytest.fixture

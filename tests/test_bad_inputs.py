@@ -17,6 +17,7 @@ import sys
 
 import pytest
 
+from conftest import TINY_SPLIT, TINY_SPLIT_FLAGS
 from jxhash import checkpoint, data, train
 from jxhash.errors import CheckpointError, UserError
 from jxhash.methods import dcmh, get_method
@@ -25,8 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 from jxhash.commands import train as run_cli  # noqa: E402
 
-TINY_DATA = ["--data-option", "num_items=300", "--data-option", "num_query=40", "--data-option", "num_train=96",
-             "--data-option", "num_val=24"]
+TINY_DATA = [*TINY_SPLIT_FLAGS]
 TINY_TRAIN = ["--epochs", "1", "--batch-size", "32", "--set", "image_hidden=8", "--set", "text_hidden=8", "--no-progress"]
 TINY = TINY_DATA + TINY_TRAIN
 
@@ -185,7 +185,7 @@ def test_a_run_directory_in_use_by_another_process_is_refused(tmp_path, capsys):
 def trained(tmp_path_factory):
   """A tiny finished run with checkpoints: (run directory, dataset)."""
   run_dir = tmp_path_factory.mktemp("run") / "dcmh-tiny"
-  ds = data.load("synthetic", num_items=300, num_query=40, num_train=96, num_val=24)
+  ds = data.load("synthetic", **TINY_SPLIT)
   spec = get_method("dcmh")
   config = spec.Config(bits=16, epochs=2, batch_size=32, image_hidden=(8,), text_hidden=(8,))
   options = train.TrainOptions(progress=False, eval_every=1)

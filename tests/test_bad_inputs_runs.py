@@ -12,13 +12,13 @@ import pathlib
 import numpy as np
 import pytest
 
+from conftest import TINY_SPLIT, TINY_SPLIT_FLAGS
 from jxhash import checkpoint, data, methods, train
 from jxhash.commands import reproduce, sweep
 from jxhash.commands import train as run_cli
 from jxhash.errors import CheckpointError
 
-TINY = ["--data-option", "num_items=300", "--data-option", "num_query=40", "--data-option", "num_train=96",
-        "--data-option", "num_val=24", "--epochs", "1", "--batch-size", "32", "--set", "image_hidden=8",
+TINY = [*TINY_SPLIT_FLAGS, "--epochs", "1", "--batch-size", "32", "--set", "image_hidden=8",
         "--set", "text_hidden=8", "--no-progress"]
 
 
@@ -168,7 +168,7 @@ def test_a_diverging_run_is_one_line_with_its_own_exit_code(tmp_path, capsys):
 
 
 def test_a_forged_trainer_record_in_a_checkpoint_is_refused(tmp_path):
-  ds = data.load("synthetic", num_items=300, num_query=40, num_train=96, num_val=24)
+  ds = data.load("synthetic", **TINY_SPLIT)
   spec = methods.get_method("dcmh")
   config = spec.Config(bits=8, epochs=2, batch_size=32, image_hidden=(8,), text_hidden=(8,))
   options = train.TrainOptions(progress=False, eval_every=1)

@@ -10,10 +10,10 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
+from conftest import TINY_SPLIT_FLAGS
 from jxhash.commands import train as run_cli  # noqa: E402
 
-TINY = ["--data-option", "num_items=300", "--data-option", "num_query=40", "--data-option", "num_train=96",
-        "--data-option", "num_val=24", "--epochs", "2", "--batch-size", "32", "--set", "image_hidden=32",
+TINY = [*TINY_SPLIT_FLAGS, "--epochs", "2", "--batch-size", "32", "--set", "image_hidden=32",
         "--set", "text_hidden=32", "--no-progress", "--eval-every", "1"]
 
 

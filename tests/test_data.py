@@ -5,7 +5,7 @@ import pytest
 import scipy.io
 import scipy.sparse
 
-from conftest import shared_path
+from conftest import TINY_SPLIT, shared_path
 from jxhash.data import LOADERS, io, load
 from jxhash.data.wikipedia import LISTS
 
@@ -407,6 +407,6 @@ def test_hostile_list_lines_are_refused(tmp_path, line, message):
 
 
 def test_a_dataset_prints_as_one_line_summary():
-  ds = load("synthetic", num_items=300, num_query=40, num_train=96, num_val=24)
+  ds = load("synthetic", **TINY_SPLIT)
   text = repr(ds)
   assert "\n" not in text and len(text) < 300 and "300 items" in text and "'train': 96" in text

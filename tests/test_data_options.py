@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import TINY_SPLIT
 from jxhash import fileio
 from jxhash.data import LOADERS, SCHEMAS, CrossModalData, load, options, parse_options
 from jxhash.data.core import RowSource, RowSubset, row_index
@@ -18,7 +19,7 @@ from test_data import multi_hot, save_v73, write_lineage
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "data.md"
 BEGIN, END = "<!-- BEGIN OPTIONS", "<!-- END OPTIONS -->"
-SMALL = {"num_items": 300, "num_query": 40, "num_train": 96, "num_val": 24}
+SMALL = TINY_SPLIT
 
 
 # --- schemas --------------------------------------------------------------------------------------

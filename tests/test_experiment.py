@@ -11,11 +11,12 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import TINY_SPLIT, TINY_SPLIT_FLAGS
 from jxhash import checkpoint, experiment, settings
 from jxhash.errors import UserError
 
 TINY = {"method": "dcmh", "bits": 16, "epochs": 2, "batch_size": 32, "seeds": 2, "eval_every": 1,
-        "data_options": {"num_items": 300, "num_query": 40, "num_train": 96, "num_val": 24},
+        "data_options": TINY_SPLIT,
         "set": {"image_hidden": (16,), "text_hidden": (16,)}}
 
 
@@ -74,8 +75,7 @@ def test_the_same_command_after_a_kill_continues_and_writes_only_under_its_workd
   elsewhere.mkdir()
   argv = [sys.executable, "-m", "jxhash", "train", "--workdir", str(workdir), "--method", "dcmh", "--bits", "16",
           "--epochs", "40", "--batch-size", "32", "--set", "image_hidden=16", "--set", "text_hidden=16",
-          "--eval-every", "1", "--no-progress", "--data-option", "num_items=300", "--data-option", "num_query=40",
-          "--data-option", "num_train=96", "--data-option", "num_val=24"]
+          "--eval-every", "1", "--no-progress", *TINY_SPLIT_FLAGS]
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   proc = subprocess.Popen(argv, cwd=elsewhere, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   try:

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import TINY_SPLIT, TINY_SPLIT_FLAGS
 from jxhash import checkpoint, data
 
 pytestmark = pytest.mark.slow  # subprocesses killed mid-run
@@ -24,10 +25,9 @@ pytestmark = pytest.mark.slow  # subprocesses killed mid-run
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RUN = [sys.executable, str(ROOT / "experiments" / "run.py"), "--method", "dcmh", "--bits", "16",
        "--epochs", "60", "--batch-size", "32", "--set", "image_hidden=16", "--set", "text_hidden=16",
-       "--data-option", "num_items=300", "--data-option", "num_query=40", "--data-option", "num_train=96",
-       "--data-option", "num_val=24", "--eval-every", "1", "--no-progress", "--name", "fault"]
+       *TINY_SPLIT_FLAGS, "--eval-every", "1", "--no-progress", "--name", "fault"]
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
-SMALL = dict(num_items=300, num_query=40, num_train=96, num_val=24)
+SMALL = TINY_SPLIT
 
 
 def _latest_epoch(run_dir: pathlib.Path) -> int:

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import TINY_SPLIT_FLAGS
 from jxhash import data
 from jxhash.index import HashIndex
 
@@ -18,8 +19,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import index as index_cli  # noqa: E402
 import run as run_cli  # noqa: E402
 
-TINY = ["--data-option", "num_items=300", "--data-option", "num_query=40", "--data-option", "num_train=96",
-        "--data-option", "num_val=24", "--epochs", "2", "--batch-size", "32", "--set", "image_hidden=32",
+TINY = [*TINY_SPLIT_FLAGS, "--epochs", "2", "--batch-size", "32", "--set", "image_hidden=32",
         "--set", "text_hidden=32", "--no-progress", "--eval-every", "0"]
 
 

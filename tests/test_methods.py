@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 import toy_method
+from conftest import TINY_SPLIT
 from jxhash import checkpoint, data, evaluation, inputs, runstate, train
 from jxhash.methods import METHODS, get_method
 from jxhash.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SMALL = dict(num_items=300, num_query=40, num_train=96, num_val=24)
+SMALL = TINY_SPLIT
 REGISTRY = sorted(METHODS) + ["toy"]
 
 

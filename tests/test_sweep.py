@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import TINY_SPLIT_FLAGS
 from jxhash import data, metrics
 from jxhash.methods import get_method
 
@@ -18,8 +19,7 @@ from jxhash.commands import flags  # noqa: E402
 from jxhash.commands import train as run_cli  # noqa: E402
 from jxhash.commands import sweep  # noqa: E402
 
-SMALL = ["--data-option", "num_items=300", "--data-option", "num_query=40", "--data-option", "num_train=96",
-         "--data-option", "num_val=24"]
+SMALL = TINY_SPLIT_FLAGS
 
 
 @pytest.mark.slow
