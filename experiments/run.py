@@ -77,6 +77,8 @@ def parser():
   p.add_argument("--process-id", type=int_at_least(0), default=None, help="multi-process: this process's index")
   p.add_argument("--init-timeout", type=int_at_least(1), default=300,
                  help="multi-process: seconds to wait for every process to join (default 300)")
+  p.add_argument("--heartbeat-timeout", type=int_at_least(1), default=100,
+                 help="multi-process: seconds without a heartbeat before JAX declares a process dead (default 100)")
   p.add_argument("--distributed", action="store_true",
                  help="multi-process: take the coordinator, process count and id that the three flags above "
                       "leave out from the cluster (SLURM, Open MPI, Cloud TPU; docs/multiprocess.md)")
@@ -195,7 +197,8 @@ def run(args) -> dict:
   from jxhash.data import augment as augment_lib
   augment_lib.parse(options.augment)
 
-  group = parallel.start(**processes, timeout=args.init_timeout) if processes is not None else None
+  group = parallel.start(**processes, timeout=args.init_timeout, heartbeat_timeout=args.heartbeat_timeout) \
+      if processes is not None else None
   data = data_lib.load(args.dataset, data_dir, split=args.split, seed=args.split_seed, **data_options)
   parallel.agree_on_data(data)
   ident = identity.run_identity(spec, config, data, options)
