@@ -56,6 +56,9 @@ _GROUP: "ProcessGroup | None" = None
 _HELLO = "jxhash-join"
 _POLL_S = 0.5
 _ECHO_S = 1.0
+# how long a failing process waits for its watchdog to name a peer whose link just closed: a
+# collective or a checkpoint save fails at the same instant as the dead peer's link
+_LOST_S = 1.0
 
 
 def current_group() -> "ProcessGroup | None":
@@ -308,6 +311,7 @@ class ProcessGroup:
     self._lock = threading.Lock()
     self._closing = False
     self._finished: set[int] = set()
+    self._lost = threading.Event()  # a link closed without a goodbye: the watchdog is stopping the process
     for pid, sock in links.items():
       sock.settimeout(None)
       threading.Thread(target=self._watch, args=(pid, sock), daemon=True, name=f"jxhash-link-{pid}").start()
@@ -320,7 +324,15 @@ class ProcessGroup:
 
   def fail(self, reason: str) -> None:
     """This process stops with `reason`: the others stop too (process 0 tells them directly,
-    another process through process 0)."""
+    another process through process 0).
+
+    If a link closes unexpectedly within a second, `reason` is taken for its echo (a collective
+    or a save that failed because that process died): the watchdog names the dead process and
+    ends this one instead.
+    """
+    if self._links and not self._closing and self._lost.wait(_LOST_S):
+      while True:  # the watchdog ends the process (os._exit)
+        time.sleep(1)
     if self._close():
       for sock in self._links.values():
         _send(sock, f"stop process {self.process_id} failed: {reason}" if self.process_id == 0 else f"fail {reason}")
@@ -362,6 +374,7 @@ class ProcessGroup:
     except (OSError, ValueError):
       pass
     if reason is None:
+      self._lost.set()
       reason = (f"process {pid} stopped unexpectedly (killed, crashed or its host lost)" if pid else
                 "process 0 (the coordinator) stopped unexpectedly (killed, crashed or its host lost)")
     else:
