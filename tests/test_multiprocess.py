@@ -559,6 +559,27 @@ def test_launcher_prefixes_every_line_and_progress_update(tmp_path):
   assert out.getvalue() == b"[3] first\n[3] bar 1%\r[3] bar 50%\r[3] last without newline\n"
 
 
+@pytest.mark.skipif(not pathlib.Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_launcher_sees_a_stopped_process():
+  child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    assert not launch_local.is_stopped(child.pid)
+    child.send_signal(signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while not launch_local.is_stopped(child.pid) and time.monotonic() < deadline:
+      time.sleep(0.01)
+    assert launch_local.is_stopped(child.pid)
+    child.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while launch_local.is_stopped(child.pid) and time.monotonic() < deadline:
+      time.sleep(0.01)
+    assert not launch_local.is_stopped(child.pid)
+  finally:
+    child.kill()
+    child.wait()
+  assert not launch_local.is_stopped(child.pid)  # gone: not stopped
+
+
 def test_only_process_0_writes_results(tmp_path, monkeypatch):
   import jax
   path = tmp_path / "r.json"
