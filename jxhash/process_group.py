@@ -118,7 +118,6 @@ def start(coordinator: str | None = None, num_processes: int | None = None, proc
                       f"{', '.join(missing)}, or could not read it ({type(e).__name__}: {first}); give them on the "
                       "command line") from e
     raise UserError(f"multi-process start failed at {coordinator} ({type(e).__name__}: {first})") from e
-  group.process_id, group.num_processes = jax.process_index(), jax.process_count()
   if threading.current_thread() is threading.main_thread():
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as Ctrl-C does: one line, exit 130
   _GROUP = group
