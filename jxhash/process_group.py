@@ -119,7 +119,9 @@ def start(coordinator: str | None = None, num_processes: int | None = None, proc
                       "command line") from e
     raise UserError(f"multi-process start failed at {coordinator} ({type(e).__name__}: {first})") from e
   if threading.current_thread() is threading.main_thread():
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as Ctrl-C does: one line, exit 130
+    # stop as on Ctrl-C (one line, exit code 130): SIGTERM is passed on as SIGINT, so that whatever
+    # holds Ctrl-C back (a checkpoint save, jxhash.checkpoint) holds it back too
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
   _GROUP = group
   return group
 
