@@ -10,7 +10,11 @@ shown with its id in front ("[1] ..."), stdout on stdout and stderr on stderr. W
 fails, the others stop by themselves within a second (run.py's process links; they print why);
 any still running after --grace seconds are terminated. The launcher then prints one line naming
 the process that failed first and exits with its code (128 + N for a signal N); 0 when every
-process finished. Ctrl-C (or SIGTERM) is passed on to every process once.
+process finished. A process found stopped (SIGSTOP, state T) is named as the cause when JAX's
+heartbeat timeout (run.py --heartbeat-timeout) then ends the others; the launcher exits with
+128 + SIGSTOP. Ctrl-C (or SIGTERM) is passed on to every process once (each stops as on Ctrl-C),
+those still running after --grace seconds are terminated, and the launcher exits with 128 + the
+signal's number.
 
 --cpu-devices K simulates K CPU devices per process (JAX_PLATFORMS=cpu and
 XLA_FLAGS=--xla_force_host_platform_device_count=K), as the tests do; without it each process
@@ -21,6 +25,7 @@ are started differently: docs/multiprocess.md.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pathlib
 import signal
@@ -51,6 +56,16 @@ def _positive(text):
   return value
 
 
+def _seconds(text):
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+  if not math.isfinite(value) or value < 0:
+    raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+  return value
+
+
 def parser() -> _Parser:
   p = _Parser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
               usage="%(prog)s -n N [options] -- <experiments/run.py arguments>")
@@ -58,7 +73,7 @@ def parser() -> _Parser:
   p.add_argument("--cpu-devices", type=_positive, default=None,
                  help="simulate this many CPU devices per process (JAX_PLATFORMS=cpu)")
   p.add_argument("--port", type=int, default=None, help="coordinator port on localhost (default: a free one)")
-  p.add_argument("--grace", type=float, default=30.0,
+  p.add_argument("--grace", type=_seconds, default=30.0,
                  help="seconds the other processes get to stop by themselves after one fails (default 30)")
   p.add_argument("--python", default=sys.executable, help="the Python that runs run.py (default: this one)")
   return p
@@ -119,6 +134,15 @@ def _pump(stream, out, prefix: bytes, lock: threading.Lock) -> None:
       out.flush()
 
 
+def is_stopped(pid: int) -> bool:
+  """Whether process `pid` is stopped by a signal (Linux: state T in /proc; elsewhere never)."""
+  try:
+    stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+  except OSError:
+    return False
+  return stat.rsplit(")", 1)[-1].split()[:1] == ["T"]
+
+
 def _describe(code: int) -> str:
   if code < 0:
     try:
@@ -171,48 +195,82 @@ def launch(argv=None) -> int:
 
   def forward(signum, frame):
     signals.append(signum)
-    for p in procs:
-      if p.poll() is None:
+    for p in procs:  # the first signal is passed on; a second one ends the processes at once
+      if p.poll() is None and len(signals) == 1:
         p.send_signal(signum)
+      elif p.poll() is None:
+        p.kill()
 
   previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
   first = None  # (process id, exit code) of the first process that failed
+  stopped = {}  # process id -> time (launcher clock) it was first seen stopped
+  culprit = None  # a process found stopped when the first failure came: the cause
+  begun = time.monotonic()
   stop_at = None
   try:
     while any([p.poll() is None for p in procs]):
+      now = time.monotonic()
+      for i, p in enumerate(procs):
+        if i not in stopped and p.returncode is None and is_stopped(p.pid):
+          stopped[i] = now
       failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode not in (None, 0)]
       if first is None and failed:
         # a process that its run stopped (exit code 3) is an echo: name the cause if it is there
         first = next((f for f in failed if f[1] != PEER_EXIT), failed[0])
-        stop_at = time.monotonic() + args.grace
-      if stop_at is not None and time.monotonic() > stop_at:
-        for p in procs:
-          if p.poll() is None:
-            p.terminate()
-        stop_at = time.monotonic() + 5
-        for p in procs:
-          try:
-            p.wait(timeout=max(0.0, stop_at - time.monotonic()))
-          except subprocess.TimeoutExpired:
-            p.kill()
+        stop_at = now + args.grace
+        still = [i for i in sorted(stopped, key=stopped.get) if procs[i].poll() is None and is_stopped(procs[i].pid)]
+        culprit = still[0] if still else None
+        for i in still:  # a stopped process cannot stop by itself
+          procs[i].kill()
+      if signals and stop_at is None:
+        stop_at = now + args.grace
+      if stop_at is not None and now > stop_at:
+        _terminate(procs)
       time.sleep(0.05)
   finally:
     for s, handler in previous.items():
       signal.signal(s, handler)
   for t in pumps:
     t.join(timeout=5)
+  codes = [p.returncode for p in procs]
+  if signals:
+    name = signal.Signals(signals[0]).name
+    ends = ", ".join(f"process {i} {_describe(c)}" for i, c in enumerate(codes))
+    print(f"launch_local: stopped by {name} (passed on to every process): {ends}", file=sys.stderr)
+    return 128 + signals[0]
   if first is None:
-    failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
+    failed = [(i, c) for i, c in enumerate(codes) if c != 0]
     first = next((f for f in failed if f[1] != PEER_EXIT), failed[0] if failed else None)
   if first is None:
     print(f"launch_local: all {n} processes finished", file=sys.stderr)
     return 0
+  if culprit is not None:
+    # JAX's heartbeat timeout ends the processes that still run; the cause is the stopped one
+    others = [j for j, c in enumerate(codes) if j != culprit and c != 0]
+    tail = f"; process(es) {', '.join(map(str, others))} ended after it" if others else ""
+    print(f"launch_local: process {culprit} was stopped (SIGSTOP or similar, found {stopped[culprit] - begun:.1f} s "
+          f"after the start) and stopped answering JAX's heartbeats (run.py --heartbeat-timeout){tail}",
+          file=sys.stderr)
+    return 128 + signal.SIGSTOP
   i, code = first
-  others = [j for j, p in enumerate(procs) if j != i and p.returncode != 0]
+  others = [j for j, c in enumerate(codes) if j != i and c != 0]
   tail = f"; process(es) {', '.join(map(str, others))} stopped with it" if others else ""
-  cause = " after a signal to the launcher" if signals else ""
-  print(f"launch_local: process {i} {_describe(code)}{cause}{tail}", file=sys.stderr)
+  print(f"launch_local: process {i} {_describe(code)}{tail}", file=sys.stderr)
   return 128 - code if code < 0 else code
+
+
+def _terminate(procs) -> None:
+  """SIGTERM (and SIGCONT, for a stopped one) to every process still running; SIGKILL 5 s later."""
+  for p in procs:
+    if p.poll() is None:
+      p.terminate()
+      p.send_signal(signal.SIGCONT)
+  deadline = time.monotonic() + 5
+  for p in procs:
+    try:
+      p.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+      p.kill()
 
 
 if __name__ == "__main__":

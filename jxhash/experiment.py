@@ -223,7 +223,7 @@ def _finished(out: pathlib.Path, ident: dict, top_k=()) -> dict | None:
 def _finished_on_primary(out: pathlib.Path, mine: dict | None) -> dict | None:
   """In a multi-process run every process follows process 0's verdict on `_finished`."""
   from jxhash import parallel
-  if parallel.broadcast_text("1" if mine is not None else "0", 1) != "1":
+  if parallel.broadcast_float(1.0 if mine is not None else 0.0) != 1.0:
     return None
   return mine if mine is not None else {"map": None, "run_name": out.stem}
 

@@ -9,7 +9,9 @@ experiments/run.py and experiments/launch_local.py (docs/multiprocess.md).
 - a process that never joins: a bounded wait, then one line naming it, exit code 2;
 - processes given other data or flags are refused; streamed pixels: each process reads only
   its own rows of each batch; the launcher's prefixes and stop-the-rest; SLURM-style discovery
-  (--distributed) with a faked environment.
+  (--distributed) with a faked environment;
+- hostile starts and stops, one line each: an unresolvable coordinator host, --distributed
+  without a cluster, bad --grace values, SIGTERM to the launcher, a SIGSTOPped process.
 
 Every test that starts processes is in the slow tier; the quick tier checks the flags, the
 launcher's commands and prefixes, and what only process 0 does, within one process.
@@ -42,6 +44,9 @@ from multiprocess_table import CASE_DATA, SMALL, case_args  # noqa: E402
 
 DCMH = case_args("dcmh")
 TIMEOUT = 900
+# the tests that start processes share one pytest-xdist group (--dist loadgroup): run one at a
+# time, they would otherwise compete for the same cores and their timings would mean little
+MP = pytest.mark.xdist_group("multiprocess")
 
 
 def _free_port() -> int:
@@ -116,6 +121,7 @@ def _lines(text):
 
 
 @pytest.mark.slow  # subprocesses
+@MP
 def test_two_processes_train_like_one_with_the_same_devices(tmp_path):
   args = [*DCMH, "--epochs", "3", "--eval-every", "1"]
   two = _launch(2, 2, [*args, "--out", str(tmp_path / "two.json"), "--checkpoint-dir", str(tmp_path / "ck2")])
@@ -149,6 +155,7 @@ def test_two_processes_train_like_one_with_the_same_devices(tmp_path):
 
 
 @pytest.mark.slow
+@MP
 @pytest.mark.parametrize("name", ["dcmh", "mmach", "uchm", "pixels"])
 def test_final_codes_equal_a_single_process_with_the_same_devices(name, tmp_path):
   args = [*case_args(name), "--epochs", "2", "--eval-every", "0"]
@@ -180,6 +187,7 @@ FAULT = [*DCMH, "--eval-every", "1", "--name", "mp"]
 
 
 @pytest.mark.slow
+@MP
 def test_sigkill_of_every_process_then_resume_ends_like_an_uninterrupted_run(tmp_path):
   args = [*FAULT, "--epochs", "24"]
   full = _start(2, 2, [*args, "--checkpoint-dir", str(tmp_path / "full"), "--out", str(tmp_path / "full.json")])
@@ -211,6 +219,7 @@ def test_sigkill_of_every_process_then_resume_ends_like_an_uninterrupted_run(tmp
 
 
 @pytest.mark.slow
+@MP
 @pytest.mark.parametrize("victim", [1, 0])
 def test_sigkill_of_one_process_stops_the_other_with_one_line(victim, tmp_path):
   procs = _start(2, 2, [*FAULT, "--epochs", "500", "--checkpoint-dir", str(tmp_path / "ck"),
@@ -242,6 +251,7 @@ def test_sigkill_of_one_process_stops_the_other_with_one_line(victim, tmp_path):
 
 
 @pytest.mark.slow
+@MP
 def test_a_process_that_never_joins_is_named_after_a_bounded_wait(tmp_path):
   port = _free_port()
   args = [*DCMH, "--no-checkpoint", "--init-timeout", "4", "--coordinator", f"localhost:{port}",
@@ -267,6 +277,7 @@ def test_a_process_that_never_joins_is_named_after_a_bounded_wait(tmp_path):
 
 
 @pytest.mark.slow
+@MP
 @pytest.mark.parametrize("case", ["data", "flags", "num_processes"])
 def test_processes_started_differently_are_refused_together(case, tmp_path):
   port = _free_port()
@@ -320,6 +331,7 @@ group.finish()
 
 
 @pytest.mark.slow
+@MP
 def test_streamed_batches_read_only_this_process_rows(tmp_path):
   port, n = _free_port(), 2
   procs = [subprocess.Popen([sys.executable, "-c", _SHARDS, str(port), str(i), str(n)], env=_env(2), cwd=ROOT,
@@ -341,6 +353,7 @@ def test_streamed_batches_read_only_this_process_rows(tmp_path):
 
 
 @pytest.mark.slow
+@MP
 def test_launcher_stops_the_rest_when_one_process_dies(tmp_path):
   args = [*FAULT, "--epochs", "500", "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "r.json")]
   launcher = subprocess.Popen([sys.executable, str(LAUNCH), "-n", "2", "--cpu-devices", "2", "--", *args],
@@ -354,6 +367,105 @@ def test_launcher_stops_the_rest_when_one_process_dies(tmp_path):
   assert lines[-1] == "launch_local: process 1 was killed by SIGKILL; process(es) 0 stopped with it", lines[-3:]
   assert any(line.startswith("[0] error: process 0 stops: process 1 stopped unexpectedly") for line in lines)
   assert not [pid for pid in _all_pids() if str(tmp_path) in _cmdline(pid)], "a process outlived the launcher"
+
+
+# --------------------------------------------------------------------------- hostile starts and stops
+
+HOSTILE_STARTS = [
+    # case id, run.py arguments, text the one line must contain; each ends within seconds
+    ("host_unresolvable_process_0", ["--coordinator", "nosuchhost.invalid:4321", "--num-processes", "2",
+                                     "--process-id", "0"],
+     "--coordinator nosuchhost.invalid:4321: the host 'nosuchhost.invalid' cannot be resolved"),
+    ("host_unresolvable_process_1", ["--coordinator", "nosuchhost.invalid:4321", "--num-processes", "2",
+                                     "--process-id", "1"], "the host 'nosuchhost.invalid' cannot be resolved"),
+    ("host_not_a_name", ["--coordinator", "bad..host:4321", "--num-processes", "2", "--process-id", "1"],
+     "the host 'bad..host' cannot be resolved"),
+    ("distributed_without_a_cluster", ["--distributed"],
+     "--distributed: JAX found no cluster environment (SLURM, Open MPI, Cloud TPU) to supply --coordinator, "
+     "--num-processes, --process-id"),
+    ("heartbeat_timeout_zero", ["--heartbeat-timeout", "0"], "--heartbeat-timeout: must be >= 1"),
+]
+
+
+@pytest.mark.slow  # subprocesses (JAX's distributed runtime cannot start twice in one process)
+@MP
+@pytest.mark.parametrize("case, argv, message", HOSTILE_STARTS, ids=[c[0] for c in HOSTILE_STARTS])
+def test_hostile_start_is_one_line_exit_2_within_seconds(case, argv, message, tmp_path):
+  began = time.monotonic()
+  proc = _single([*DCMH, "--no-checkpoint", "--out", str(tmp_path / "r.json"), "--init-timeout", "60", *argv],
+                 devices=1)
+  elapsed = time.monotonic() - began
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+  assert elapsed < 30, elapsed  # checked before any wait: not after --init-timeout's 60 s
+  assert not (tmp_path / "r.json").exists()
+
+
+BAD_GRACE = [("nan", "expected a finite number of seconds >= 0, got 'nan'"),
+             ("inf", "expected a finite number of seconds >= 0, got 'inf'"),
+             ("-1", "expected a finite number of seconds >= 0, got '-1'"),
+             ("1e999", "expected a finite number of seconds >= 0, got '1e999'"),
+             ("soon", "expected a number of seconds, got 'soon'")]
+
+
+@pytest.mark.parametrize("value, message", BAD_GRACE, ids=[c[0] for c in BAD_GRACE])
+def test_launcher_refuses_a_bad_grace_in_one_line(value, message, capsys):
+  with pytest.raises(SystemExit) as stop:
+    launch_local.launch(["-n", "2", f"--grace={value}", "--", "--method", "dcmh"])
+  assert stop.value.code == 2
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert lines == [f"error: argument --grace: {message} (see --help)"], lines
+
+
+def _launch_until_epoch(tmp_path, extra=(), launcher=()):
+  """The launcher with two 2-device processes on a long run, once its first checkpoint is written."""
+  args = [*FAULT, "--epochs", "500", "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "r.json"),
+          *extra]
+  proc = subprocess.Popen([sys.executable, str(LAUNCH), "-n", "2", "--cpu-devices", "2", *launcher, "--", *args],
+                          env=_env(1), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  _wait_for_epoch(tmp_path / "ck" / "mp", 1, [proc])
+  return proc
+
+
+@pytest.mark.slow
+@MP
+def test_sigterm_to_the_launcher_stops_every_process_with_one_line(tmp_path):
+  launcher = _launch_until_epoch(tmp_path)
+  children = _children(launcher.pid)
+  launcher.send_signal(signal.SIGTERM)
+  began = time.monotonic()
+  out, err = launcher.communicate(timeout=120)
+  # JAX's preemption notifier no longer swallows it: the run stops at once, not after 500 epochs
+  assert time.monotonic() - began < 30 and launcher.returncode == 128 + signal.SIGTERM, err[-2000:]
+  lines = [line for line in err.strip().splitlines() if "Gloo" not in line]
+  assert lines[-1] == ("launch_local: stopped by SIGTERM (passed on to every process): process 0 exited with code "
+                       "130, process 1 exited with code 130"), lines[-3:]
+  for i in range(2):  # each process stopped as on Ctrl-C, with one line
+    assert [line for line in lines if line.startswith(f"[{i}] ")] == [
+        line for line in lines if line.startswith(f"[{i}] interrupted: dcmh stopped after")], lines
+  assert not [pid for pid in children if _cmdline(pid)], "a process outlived the launcher"
+  assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.slow
+@MP
+def test_a_stopped_process_is_named_by_the_launcher(tmp_path):
+  launcher = _launch_until_epoch(tmp_path, extra=["--heartbeat-timeout", "5"], launcher=["--grace", "5"])
+  children = _children(launcher.pid)
+  victim = next(pid for pid in children if "--process-id\x001" in _cmdline(pid))
+  os.kill(victim, signal.SIGSTOP)
+  began = time.monotonic()
+  out, err = launcher.communicate(timeout=180)
+  elapsed = time.monotonic() - began
+  lines = err.strip().splitlines()
+  # JAX's heartbeats notice the silent process and end process 0 (with JAX's own abort); the
+  # launcher blames the stopped process, not the one that ended first
+  assert launcher.returncode == 128 + signal.SIGSTOP, lines[-3:]
+  assert lines[-1].startswith("launch_local: process 1 was stopped (SIGSTOP or similar") and \
+      lines[-1].endswith("stopped answering JAX's heartbeats (run.py --heartbeat-timeout); process(es) 0 ended "
+                         "after it"), lines[-1]
+  assert elapsed < 60, elapsed
+  assert not [pid for pid in children if _cmdline(pid)], "a process outlived the launcher"
 
 
 def _all_pids():
@@ -380,6 +492,7 @@ def _cmdline(pid):
 
 
 @pytest.mark.slow
+@MP
 def test_slurm_style_discovery_with_a_faked_environment(tmp_path):
   """--distributed: the coordinator, process count and id come from SLURM's variables (as JAX
   reads them); the run matches the same run started with explicit flags."""
@@ -401,25 +514,6 @@ def test_slurm_style_discovery_with_a_faked_environment(tmp_path):
 
 
 # --------------------------------------------------------------------------- plumbing (quick)
-
-
-def test_cluster_detection_reads_a_faked_slurm_environment(monkeypatch):
-  for key in [k for k in os.environ if k.startswith(("SLURM_", "OMPI_", "JAX_COORDINATOR"))]:
-    monkeypatch.delenv(key)
-  with pytest.raises(UserError, match="--distributed: no cluster environment found .* to supply --coordinator, "
-                                      "--num-processes, --process-id"):
-    parallel._detect(None, None, None, 10)
-  monkeypatch.setenv("SLURM_JOB_ID", "4242")
-  monkeypatch.setenv("SLURM_STEP_NODELIST", "node[007-009],other")
-  monkeypatch.setenv("SLURM_NTASKS", "6")
-  monkeypatch.setenv("SLURM_PROCID", "4")
-  monkeypatch.setenv("SLURM_LOCALID", "1")
-  port = 4242 % 2**12 + 65535 - 2**12 + 1  # JAX's port rule for SLURM jobs
-  assert parallel._detect(None, None, None, 10) == (f"node007:{port}", 6, 4, [1])
-  # flags given on the command line win over the environment
-  assert parallel._detect("host:1234", None, 2, 10) == ("host:1234", 6, 2, [1])
-  monkeypatch.setenv("JAX_COORDINATOR_PORT", "5555")
-  assert parallel._detect(None, None, None, 10)[0] == "node007:5555"
 
 
 def _args(*argv):
@@ -465,6 +559,27 @@ def test_launcher_prefixes_every_line_and_progress_update(tmp_path):
   assert out.getvalue() == b"[3] first\n[3] bar 1%\r[3] bar 50%\r[3] last without newline\n"
 
 
+@pytest.mark.skipif(not pathlib.Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_launcher_sees_a_stopped_process():
+  child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    assert not launch_local.is_stopped(child.pid)
+    child.send_signal(signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while not launch_local.is_stopped(child.pid) and time.monotonic() < deadline:
+      time.sleep(0.01)
+    assert launch_local.is_stopped(child.pid)
+    child.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while launch_local.is_stopped(child.pid) and time.monotonic() < deadline:
+      time.sleep(0.01)
+    assert not launch_local.is_stopped(child.pid)
+  finally:
+    child.kill()
+    child.wait()
+  assert not launch_local.is_stopped(child.pid)  # gone: not stopped
+
+
 def test_only_process_0_writes_results(tmp_path, monkeypatch):
   import jax
   path = tmp_path / "r.json"
@@ -494,6 +609,4 @@ def test_local_copy_and_replicate_keep_single_process_values():
   np.testing.assert_array_equal(back["a"], tree["a"])
   assert int(back["b"]) == 4
   assert parallel.broadcast_float(0.1) == 0.1 and parallel.differing_processes("ab" * 16) == []
-  assert parallel.data_digest(data.load("synthetic", **SMALL)) == parallel.data_digest(data.load("synthetic", **SMALL))
-  assert parallel.data_digest(data.load("synthetic", **SMALL)) != parallel.data_digest(
-      data.load("synthetic", **{**SMALL, "data_seed": 3}))
+  parallel.agree_on_data(data.load("synthetic", **SMALL))  # one process agrees with itself

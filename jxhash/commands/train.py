@@ -52,6 +52,8 @@ def parser():
   p.add_argument("--process-id", type=int_at_least(0), default=None, help="multi-process: this process's index")
   p.add_argument("--init-timeout", type=int_at_least(1), default=300,
                  help="multi-process: seconds to wait for every process to join (default 300)")
+  p.add_argument("--heartbeat-timeout", type=int_at_least(1), default=100,
+                 help="multi-process: seconds without a heartbeat before JAX declares a process dead (default 100)")
   p.add_argument("--distributed", action="store_true",
                  help="multi-process: take the coordinator, process count and id that the three flags above "
                       "leave out from the cluster (SLURM, Open MPI, Cloud TPU; docs/multiprocess.md)")
@@ -111,7 +113,7 @@ def check_processes(args):
     raise UserError(f"--process-id {args.process_id} is outside 0..{args.num_processes - 1} "
                     f"(--num-processes {args.num_processes})")
   return dict(coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id,
-              detect=args.distributed)
+              detect=args.distributed, heartbeat_timeout=args.heartbeat_timeout)
 
 
 def run(args) -> dict:
