@@ -74,7 +74,6 @@ def _layouts(text: str) -> list[tuple[int, int]]:
 
 
 def equality(work: pathlib.Path, names: list[str], layouts: list[tuple[int, int]]) -> str:
-  sys.path.insert(0, str(ROOT))
   import numpy as np
   from jxhash import checkpoint, data
   rows = ["| case | layout | mAP i2t | mAP t2i | max abs mAP diff vs 1x4 | code bits differing vs 1x4 |",

@@ -27,10 +27,9 @@ from jxhash.errors import DataError, UserError
 from jxhash.index import HashIndex
 from test_bad_inputs import trained  # noqa: F401  (the module fixture: a tiny finished run)
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
+from jxhash.commands import index as index_cli
 
-import index as index_cli  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 IMAGE_DIM, TEXT_DIM = 128, 64  # the synthetic dataset's widths, which the `trained` run encodes
 

@@ -13,11 +13,10 @@ from conftest import TINY_SPLIT_FLAGS
 from jxhash import data
 from jxhash.index import HashIndex
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
+from jxhash.commands import index as index_cli
+from jxhash.commands import train as run_cli
 
-import index as index_cli  # noqa: E402
-import run as run_cli  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 TINY = [*TINY_SPLIT_FLAGS, "--epochs", "2", "--batch-size", "32", "--set", "image_hidden=32",
         "--set", "text_hidden=32", "--no-progress", "--eval-every", "0"]

@@ -19,6 +19,7 @@ launcher's commands and prefixes, and what only process 0 does, within one proce
 
 import json
 import os
+import importlib.util
 import pathlib
 import signal
 import socket
@@ -32,15 +33,24 @@ import pytest
 from jxhash import checkpoint, data, parallel, results
 from jxhash.errors import UserError
 
+from jxhash.commands import launch as launch_local
+from jxhash.commands import train as run_cli
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RUN = ROOT / "experiments" / "run.py"
 LAUNCH = ROOT / "experiments" / "launch_local.py"
-sys.path.insert(0, str(ROOT / "experiments"))
 
-import launch_local  # noqa: E402
-import run as run_cli  # noqa: E402
 
-from multiprocess_table import CASE_DATA, SMALL, case_args  # noqa: E402
+def _load_script(path: pathlib.Path):
+  """A script of experiments/ as a module, by its file path (scripts are not a package)."""
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+_table = _load_script(ROOT / "experiments" / "multiprocess_table.py")
+CASE_DATA, SMALL, case_args = _table.CASE_DATA, _table.SMALL, _table.case_args
 
 DCMH = case_args("dcmh")
 TIMEOUT = 900
@@ -521,22 +531,22 @@ def _args(*argv):
 
 
 def test_process_flags_are_checked_before_any_work():
-  assert run_cli._check_processes(_args()) is None
-  assert run_cli._check_processes(_args("--coordinator", "h:1", "--num-processes", "2", "--process-id", "1")) == dict(
-      coordinator="h:1", num_processes=2, process_id=1, detect=False)
-  assert run_cli._check_processes(_args("--distributed")) == dict(coordinator=None, num_processes=None,
-                                                                   process_id=None, detect=True)
-  assert run_cli._check_processes(_args("--distributed", "--coordinator", "h:9"))["coordinator"] == "h:9"
+  assert run_cli.check_processes(_args()) is None
+  assert run_cli.check_processes(_args("--coordinator", "h:1", "--num-processes", "2", "--process-id", "1")) == dict(
+      coordinator="h:1", num_processes=2, process_id=1, detect=False, heartbeat_timeout=100)
+  assert run_cli.check_processes(_args("--distributed")) == dict(coordinator=None, num_processes=None,
+                                                                   process_id=None, detect=True, heartbeat_timeout=100)
+  assert run_cli.check_processes(_args("--distributed", "--coordinator", "h:9"))["coordinator"] == "h:9"
   with pytest.raises(UserError, match="need --coordinator host:port, --num-processes N and --process-id i together"):
-    run_cli._check_processes(_args("--num-processes", "2"))
+    run_cli.check_processes(_args("--num-processes", "2"))
   with pytest.raises(UserError, match="expected host:port"):
-    run_cli._check_processes(_args("--distributed", "--coordinator", "h"))
+    run_cli.check_processes(_args("--distributed", "--coordinator", "h"))
 
 
 def test_launcher_commands_and_environment():
   cmds = launch_local.commands("py", ["--method", "mmach"], 3, 1234)
   assert cmds[0][-6:] == ["--coordinator", "localhost:1234", "--num-processes", "3", "--process-id", "0"]
-  assert cmds[2][:5] == ["py", "-u", str(RUN), "--method", "mmach"] and cmds[2][-1] == "2"
+  assert cmds[2][:7] == ["py", "-u", "-m", "jxhash", "train", "--method", "mmach"] and cmds[2][-1] == "2"
   assert "--no-progress" not in cmds[0] and "--no-progress" in cmds[1]  # one progress bar
   env = launch_local.process_env({"XLA_FLAGS": "--xla_foo=1 --xla_force_host_platform_device_count=8"}, 2)
   assert env["XLA_FLAGS"] == "--xla_foo=1 --xla_force_host_platform_device_count=2"
