@@ -127,7 +127,7 @@ def test_bad_input_is_one_line_and_exit_2(files, tmp_path, capsys):
   ok = ["--features", str(files["ok"])]
   out = ["--out", str(tmp_path / "db.npz")]
   cases = [
-      (build + ok + out + ["--batch", "0"], "--batch must be a positive int, got 0"),
+      (build + ok + out + ["--batch", "0"], "argument --batch: must be >= 1, got 0"),
       (build + ok + ["--out", str(tmp_path)], f"--out {tmp_path} is a directory; give a file name"),
       (build + ok + ["--out", str(files["text"] / "db.npz")], "lies under .*notes.txt, which is a file"),
       (build + ["--features", str(files["cube"])] + out, r"cube.npy holds an array of shape \(4, 3, 2\); expected \(N, D\)"),
@@ -139,8 +139,8 @@ def test_bad_input_is_one_line_and_exit_2(files, tmp_path, capsys):
       (build + ["--ids", str(files["short"])] + out, "--ids goes with --features"),
       (build + ["--features", str(tmp_path / "missing.npy")] + out, "--features file .*missing.npy does not exist"),
       (build + ok + out, "checkpoint path .*no-such-checkpoint does not exist"),  # only after the checks above
-      (["search", "--index", str(files["text"]), "--modality", "image", "--k", "0"], "--k must be a positive int, got 0"),
-      (["search", "--index", str(files["text"]), "--modality", "image", "--limit", "-2"], "--limit must be a positive int"),
+      (["search", "--index", str(files["text"]), "--modality", "image", "--k", "0"], "argument --k: must be >= 1, got 0"),
+      (["search", "--index", str(files["text"]), "--modality", "image", "--limit", "-2"], "argument --limit: must be >= 1, got -2"),
       (["search", "--index", str(tmp_path / "none.npz"), "--modality", "image"], "no HashIndex file at .*none.npz"),
       (["search", "--index", str(files["text"]), "--modality", "image"], "notes.txt is not a HashIndex file"),
   ]

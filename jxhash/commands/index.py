@@ -4,7 +4,7 @@
     jxhash index build --checkpoint checkpoints/dcmh-wiki \
         --dataset wikipedia --data-dir ../shared/data/wikipedia --split retrieval --modality text \
         --out wiki-text.npz
-    # image queries against it: top 10 ids and Hamming distances (or --json)
+    # image queries against it: each line "query <id>: <item id>:<distance> ..." (or --json)
     jxhash index search --index wiki-text.npz --dataset wikipedia \
         --data-dir ../shared/data/wikipedia --split query --modality image --k 10 --limit 3
     # the same index as a FAISS binary index file (faiss.read_index_binary loads it), and back
@@ -42,14 +42,6 @@ import sys
 
 import numpy as np
 
-
-
-def _positive(args, *names) -> None:
-  from jxhash.errors import UserError
-  for name in names:
-    value = getattr(args, name)
-    if value is not None and value < 1:
-      raise UserError(f"--{name} must be a positive int, got {value}")
 
 
 def _resolve_inputs(args) -> None:
@@ -150,7 +142,6 @@ def build(args) -> dict:
   from jxhash import checkpoint, fileio
   from jxhash.errors import UserError
   from jxhash.index import HashIndex
-  _positive(args, "batch")
   if not args.checkpoint:
     raise UserError("build needs --checkpoint")
   out = fileio.require_new_output(args.out, what="--out", overwrite=args.overwrite)
@@ -175,7 +166,6 @@ def search(args) -> dict:
   from jxhash import checkpoint, fileio
   from jxhash.errors import UserError
   from jxhash.index import HashIndex
-  _positive(args, "k", "limit")
   _resolve_inputs(args)
   declared = _declared_features(args)
   index_path = fileio.resolve(args.index)
@@ -200,6 +190,8 @@ def search(args) -> dict:
   if args.json:
     print(json.dumps(out))
   else:
+    print(f"# each line: query <query id>: <item id>:<Hamming distance> ... -- the {args.k} nearest indexed items, "
+          "nearest first, ties in insertion order (--json for a JSON object)")
     for r in out["results"]:
       pairs = " ".join(f"{i}:{d}" for i, d in zip(r["ids"], r["distances"]))
       print(f"query {r['query']}: {pairs}")
@@ -217,32 +209,32 @@ def convert(args) -> dict:
 
 
 def parse_args(argv):
-  from jxhash.cli import ArgumentParser
+  from jxhash.cli import ArgumentParser, int_at_least
   p = ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = p.add_subparsers(dest="command", required=True)
   formats = ("jxhash", "faiss")
   for name in ("build", "search"):
     s = sub.add_parser(name)
     s.add_argument("--checkpoint", default=None, help="run directory or checkpoint (build: required)")
-    s.add_argument("--seed", type=int, default=0, help="seed index of a multi-seed checkpoint")
+    s.add_argument("--seed", type=int_at_least(0), default=0, help="seed index of a multi-seed checkpoint")
     s.add_argument("--features", default=None, help="items from an (N, D) features file (path or path:key)")
     s.add_argument("--ids", default=None, help="integer ids of the --features rows (path or path:key)")
     s.add_argument("--dataset", default=None)
     s.add_argument("--data-dir", default=None)
     s.add_argument("--split", default="retrieval" if name == "build" else "query",
                    choices=("query", "retrieval", "train", "val"))
-    s.add_argument("--split-seed", type=int, default=0)
+    s.add_argument("--split-seed", type=int_at_least(0), default=0)
     s.add_argument("--modality", required=True, choices=("image", "text"))
     if name == "build":
       s.add_argument("--out", required=True, help="index file to write")
       s.add_argument("--format", default="jxhash", choices=formats, help="index file format (default jxhash)")
-      s.add_argument("--batch", type=int, default=65536, help="items encoded per batch")
+      s.add_argument("--batch", type=int_at_least(1), default=65536, help="items encoded per batch")
       s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     else:
       s.add_argument("--index", required=True, help="index file (jxhash .npz or FAISS binary index)")
       s.add_argument("--engine", default="flat", choices=("flat", "mih", "faiss"), help="search engine (default flat)")
-      s.add_argument("--k", type=int, default=10)
-      s.add_argument("--limit", type=int, default=None, help="only the first N queries")
+      s.add_argument("--k", type=int_at_least(1), default=10, help="neighbours per query (default 10)")
+      s.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N queries")
       s.add_argument("--json", action="store_true")
   c = sub.add_parser("convert", help="rewrite an index in another format")
   c.add_argument("--index", required=True, help="index file (jxhash .npz or FAISS binary index)")
@@ -252,10 +244,15 @@ def parse_args(argv):
   return p.parse_args(argv)
 
 
+class _Parser:
+  def parse_args(self, argv):
+    return parse_args(argv)
+
+
 def main(argv=None) -> int:
-  args = parse_args(argv)
-  from jxhash.errors import exit_code
-  return exit_code({"build": build, "search": search, "convert": convert}[args.command], args)
+  from jxhash import cli
+  return cli.main(lambda args: {"build": build, "search": search, "convert": convert}[args.command](args), argv,
+                  _Parser())
 
 
 if __name__ == "__main__":
