@@ -72,6 +72,7 @@ def parser():
   p.add_argument("--resume", action="store_true", help="continue this run from its latest checkpoint")
   p.add_argument("--overwrite", action="store_true", help="replace results/checkpoints of a different run")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.add_argument("--tensorboard", default=None, metavar="DIR", help="write TensorBoard logs to DIR/<run name>/")
   p.add_argument("--coordinator", default=None, help="multi-process: coordinator host:port")
   p.add_argument("--num-processes", type=int_at_least(1), default=None, help="multi-process: number of processes")
   p.add_argument("--process-id", type=int_at_least(0), default=None, help="multi-process: this process's index")
@@ -168,7 +169,7 @@ def build_config(spec, args):
 
 
 def run(args) -> dict:
-  from jxhash import checkpoint, data as data_lib, fileio, identity, parallel, results, train
+  from jxhash import checkpoint, data as data_lib, fileio, identity, metric_log, parallel, results, train
   from jxhash.errors import UserError
   from jxhash.methods import get_method
 
@@ -209,10 +210,11 @@ def run(args) -> dict:
                                             resume=args.resume, overwrite=args.overwrite)
     if group is not None:
       group.hint = functools.partial(_resume_hint, store.directory)
+  log = metric_log.open(args.tensorboard and fileio.resolve(args.tensorboard) / name, config=ident)
   try:
     print(f"{name}: {spec.name} on {data.name}, {config.bits} bits, splits {data.sizes()}, "
           f"{options.num_seeds} seed(s), {len(parallel.devices())} device(s)")
-    fit = train.fit(spec, config, data, options, store=store)
+    fit = train.fit(spec, config, data, options, store=store, metric_log=log)
     res = results.build(spec, config, data, options, fit,
                         extra={"run_name": name, "checkpoint": str(store.directory) if store else None})
     try:
@@ -222,6 +224,7 @@ def run(args) -> dict:
               "it again and write the results") if store else ""
       raise UserError(f"{e}{hint}") from e
   finally:
+    log.close()
     if store is not None:
       store.close()
   std = res.get("map_std", {"i2t": None, "t2i": None})
