@@ -52,7 +52,7 @@ _WIDTH = 10.0  # inches
 
 # ------------------------------------------------------------------------------ matplotlib
 
-def _matplotlib():
+def require_matplotlib():
   """(Figure, FigureCanvasAgg); a UserError naming the extra when matplotlib is missing."""
   try:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -64,7 +64,7 @@ def _matplotlib():
 
 def _figure(width: float, height: float):
   # a Figure on its own Agg canvas: no pyplot, so no global state and no GUI backend
-  Figure, Canvas = _matplotlib()
+  Figure, Canvas = require_matplotlib()
   fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
   Canvas(fig)
   return fig
@@ -455,7 +455,7 @@ def write(runs: list, folder) -> list[pathlib.Path]:
   """Write every figure of `runs` into `folder` (atomically, PNG); the paths written."""
   from jxhash import fileio
   folder = pathlib.Path(folder)
-  _matplotlib()
+  require_matplotlib()
   written = []
   for name, (kind, dataset, bits) in figure_names(runs).items():
     mine = [r for r in runs if r["dataset"] == dataset and (bits is None or r["bits"] == bits)]
