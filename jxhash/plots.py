@@ -282,10 +282,10 @@ def history_samples(r: dict) -> dict:
 
 # ---------------------------------------------------------------------------------- drawing
 
-def _band(ax, x, mean, std, color, label, *, marker=None):
-  ax.plot(x, mean, color=color, marker=marker, markersize=3, linewidth=1.5, label=label)
+def _band(ax, x, mean, std, style, label, *, marker=None):
+  ax.plot(x, mean, **style, marker=marker, markersize=3, linewidth=1.5, label=label)
   if np.any(std > 0):
-    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+    ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.2, linewidth=0)
 
 
 def _chance_line(ax, value):
@@ -313,8 +313,9 @@ def _legend(fig, series: list[Series], *, base_height: float) -> None:
              alignment="left" if key else "center")
 
 
-def _colors(series):
-  return {id(s): f"C{i % 10}" for i, s in enumerate(series)}
+def _styles(series):
+  """{id(series): line style}: the 10 colours of the cycle, then again dash-dotted, dotted."""
+  return {id(s): {"color": f"C{i % 10}", "linestyle": ("-", "-.", ":")[i // 10 % 3]} for i, s in enumerate(series)}
 
 
 def _title(fig, text: str, series: list[Series]) -> None:
@@ -329,14 +330,14 @@ def curves_figure(runs: list) -> "Figure":
   series = group_series(runs)
   fig = _figure(_WIDTH, 7.0)
   axes = fig.subplots(2, 2)
-  colors = _colors(series)
+  styles = _styles(series)
   for col, d in enumerate(DIRECTIONS):
     for s in series:
       pn = [r["metrics"][d]["p@n"] for r in s.runs if "p@n" in r.get("metrics", {}).get(d, {})]
       pn = [p for p in pn if p["n"] == pn[0]["n"]] if pn else []
       if pn:
         mean, std = _mean_std([p["precision"] for p in pn])
-        _band(axes[0, col], np.asarray(pn[0]["n"], np.float64), mean, std, colors[id(s)], s.label, marker="o")
+        _band(axes[0, col], np.asarray(pn[0]["n"], np.float64), mean, std, styles[id(s)], s.label, marker="o")
       curves = [pr_by_radius(r["metrics"][d]["pr_radius"]) for r in s.runs
                 if "pr_radius" in r.get("metrics", {}).get(d, {})]
       curves = [c for c in curves if c[0].size == curves[0][0].size] if curves else []
@@ -344,7 +345,7 @@ def curves_figure(runs: list) -> "Figure":
         precision, precision_std = _mean_std([c[0] for c in curves])
         recall, _ = _mean_std([c[1] for c in curves])
         keep = np.isfinite(precision) & np.isfinite(recall)
-        _band(axes[1, col], recall[keep], precision[keep], precision_std[keep], colors[id(s)], s.label, marker=".")
+        _band(axes[1, col], recall[keep], precision[keep], precision_std[keep], styles[id(s)], s.label, marker=".")
     level = _chance_level(runs, d, "precision")
     for ax in axes[:, col]:
       _chance_line(ax, level)
@@ -361,7 +362,7 @@ def map_vs_bits_figure(runs: list) -> "Figure":
   series = group_series(runs, ignore_bits=True)
   fig = _figure(_WIDTH, 4.0)
   axes = fig.subplots(1, 2)
-  colors = _colors(series)
+  styles = _styles(series)
   all_bits = sorted({r["bits"] for r in runs})
   for ax, d in zip(axes, DIRECTIONS):
     for s in series:
@@ -373,7 +374,7 @@ def map_vs_bits_figure(runs: list) -> "Figure":
         same = [r for r in s.runs if r["bits"] == b]
         if len(same) == 1 and "per_seed" not in same[0] and "map_std" in same[0]:
           std[i] = same[0]["map_std"].get(d, 0.0)
-      _band(ax, np.asarray(bits, np.float64), mean, std, colors[id(s)], s.label, marker="o")
+      _band(ax, np.asarray(bits, np.float64), mean, std, styles[id(s)], s.label, marker="o")
     _chance_line(ax, _chance_level(runs, d, "map"))
     ax.set(xscale="log", xlabel="bits", ylabel="mAP@all", title=f"{d} mAP")
     ax.set_xticks(all_bits, [str(b) for b in all_bits])
@@ -403,7 +404,7 @@ def training_figure(runs: list) -> "Figure | None":
   base = 3.0 * nrows + 0.4
   fig = _figure(max(_WIDTH, 3.6 * ncols), base)
   axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
-  colors = _colors(series)
+  styles = _styles(series)
   for ax, name in zip(axes, names):
     for s in series:
       by_epoch = samples[id(s)].get(name)
@@ -413,7 +414,7 @@ def training_figure(runs: list) -> "Figure | None":
       # seeds of one file are samples; seed-mean curves of several files are too
       stats = [_mean_std([v for values in by_epoch[e] for v in values]) for e in epochs]
       _band(ax, np.asarray(epochs, np.float64), np.array([m for m, _ in stats]), np.array([sd for _, sd in stats]),
-            colors[id(s)], s.label, marker="o" if name == "val_map" else None)
+            styles[id(s)], s.label, marker="o" if name == "val_map" else None)
     ax.set(xlabel="epoch", title="val mAP (mean of i2t, t2i)" if name == "val_map" else name)
     ax.grid(alpha=0.3)
   for ax in axes[len(names):]:

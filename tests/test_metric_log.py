@@ -92,3 +92,26 @@ def test_training_run_logs_every_epoch_equal_to_the_history(tmp_path):
     assert math.isclose(h["val_map"], np.mean(h["per_seed"]["val_map"]), rel_tol=1e-9)
   np.testing.assert_allclose([v for _, v in scalars["seed4/val_map"]], [h["per_seed"]["val_map"][1] for h in evaluated],
                              rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_run_py_tensorboard_flag_logs_under_the_run_name(tmp_path, capsys):
+  import json
+  import pathlib
+  import sys
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
+  import run
+  out = tmp_path / "r.json"
+  code = run.main(["--method=dcmh", "--epochs", "2", "--eval-every", "1", "--bits", "8", "--batch-size", "60", "--set", "image_hidden=16",
+                   "--data-option", "num_items=300", "--data-option", "num_query=50", "--data-option", "num_train=120",
+                   "--data-option", "num_val=30", "--no-checkpoint", "--no-progress", "--out", str(out),
+                   "--tensorboard", str(tmp_path / "tb")])
+  assert code == 0, capsys.readouterr().err
+  res = json.loads(out.read_text())
+  (folder,) = (tmp_path / "tb").iterdir()
+  assert folder.name == res["run_name"]
+  scalars, acc = _read(folder)
+  assert [s for s, _ in scalars["image/loss"]] == [1, 2]
+  np.testing.assert_allclose([v for _, v in scalars["val_map"]], [h["val_map"] for h in res["history"]], rtol=1e-6)
+  text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+  assert res["data_fingerprint"] in text
