@@ -12,7 +12,7 @@ is made; without it every function raises a one-line `UserError` naming the `plo
 Figures (one PNG each, `write` names them):
   <dataset>-<bits>bits.png           P@N and precision-recall by Hamming radius, both directions
   <dataset>-map-vs-bits.png          mAP@all against code length, both directions (2+ lengths)
-  <dataset>-<bits>bits-training.png  each logged loss and val mAP per epoch (runs with a history)
+  <dataset>-<bits>bits-training.png  val mAP and the losses per epoch (runs with a history)
 
 Runs that differ only in their model seed (separate files, or one file's vmapped seeds) are one
 curve: the mean, with a band of ± one standard deviation over the seeds (population std, as in
@@ -386,7 +386,8 @@ def map_vs_bits_figure(runs: list) -> "Figure":
 
 
 def training_figure(runs: list) -> "Figure | None":
-  """Each logged quantity (losses, val mAP) per epoch, one panel each; None without a history."""
+  """Val mAP and each logged loss per epoch, one panel each (with several methods only the
+  phases' total losses); None without a history."""
   series = [s for s in group_series(runs) if any(r.get("history") for r in s.runs)]
   if not series:
     return None
@@ -398,7 +399,11 @@ def training_figure(runs: list) -> "Figure | None":
         for epoch, values in by_epoch.items():
           merged.setdefault(name, {}).setdefault(epoch, []).append(values)
     samples[id(s)] = merged
-  names = sorted({n for m in samples.values() for n in m}, key=lambda n: (n == "val_map", n))
+  names = sorted({n for m in samples.values() for n in m}, key=lambda n: (n != "val_map", n))
+  if len({s.method for s in series}) > 1:
+    # methods share no loss terms: their phase totals (`<phase>/loss`, `.../gate_loss`) compare
+    # training progress; the terms stay in TensorBoard and in single-method figures
+    names = [n for n in names if n == "val_map" or n.endswith("loss")]
   ncols = min(3, len(names))
   nrows = math.ceil(len(names) / ncols)
   base = 3.0 * nrows + 0.4

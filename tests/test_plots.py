@@ -114,8 +114,11 @@ def test_five_seeds_of_one_method_fold_into_one_curve_with_a_band(tmp_path):
   training = plots.training_figure(FIVE_SEEDS)
   training.savefig(tmp_path / "training.png")
   assert _check_layout(training, tmp_path / "training.png") == ["dcmh"]
-  assert [ax.get_title() for ax in training.axes if ax.get_visible()] == ["image/loss", "text/loss",
-                                                                           "val mAP (mean of i2t, t2i)"]
+  assert [ax.get_title() for ax in training.axes if ax.get_visible()] == ["val mAP (mean of i2t, t2i)",
+                                                                           "image/loss", "text/loss"]
+  (loss,) = training.axes[1].get_lines()
+  np.testing.assert_allclose(loss.get_ydata(), [np.mean([r["history"][e]["image/loss"] for r in FIVE_SEEDS])
+                                                for e in range(20)], rtol=1e-12)
 
 
 @pytest.mark.slow  # renders and saves several figures
