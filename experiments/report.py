@@ -474,7 +474,8 @@ def new_readme(content: str, sections: dict, *, where: str, force: bool) -> str:
     kept = set(row_keys(text))
     dropped = sorted({k for k in row_keys(old) if k not in kept})
     if dropped and not force:
-      shown = "; ".join(_show_key(k) for k in dropped[:5]) + (f"; and {len(dropped) - 5} more" if len(dropped) > 5 else "")
+      shown = "; ".join(_show_key(k) for k in dropped[:5])
+      shown += f"; and {len(dropped) - 5} more" if len(dropped) > 5 else ""
       raise UserError(f"{where}: the new {section!r} table would drop {len(dropped)} row(s) that these results "
                       f"do not give: {shown}; pass their results files too, or --force to drop them")
     content = replace_section(content, section, text, where=where)

@@ -102,7 +102,8 @@ def test_run_py_tensorboard_flag_logs_under_the_run_name(tmp_path, capsys):
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
   import run
   out = tmp_path / "r.json"
-  code = run.main(["--method=dcmh", "--epochs", "2", "--eval-every", "1", "--bits", "8", "--batch-size", "60", "--set", "image_hidden=16",
+  code = run.main(["--method=dcmh", "--epochs", "2", "--eval-every", "1", "--bits", "8", "--batch-size", "60",
+                   "--set", "image_hidden=16",
                    "--data-option", "num_items=300", "--data-option", "num_query=50", "--data-option", "num_train=120",
                    "--data-option", "num_val=30", "--no-checkpoint", "--no-progress", "--out", str(out),
                    "--tensorboard", str(tmp_path / "tb")])

@@ -106,7 +106,8 @@ BAD_RESULTS = [
      "field 'metrics.i2t.p@n.precision[1]' must be between 0 and 1 (it is a precision), got 1.25"),
     (result(metrics={"t2i": {"pr_radius": {"radius": [0, 1], "precision": [0.1, 2.0], "recall": [0.1, 1.0]}}}),
      "field 'metrics.t2i.pr_radius.precision[1]' must be between 0 and 1"),
-    (result(metrics={"t2i": {"pr_radius": {"radius": [0, 1], "retrieved": [1.0, 2.0], "retrieved_relevant": [1.0, 3.0]}}}),
+    (result(metrics={"t2i": {"pr_radius": {"radius": [0, 1], "retrieved": [1.0, 2.0],
+                                           "retrieved_relevant": [1.0, 3.0]}}}),
      "field 'metrics.t2i.pr_radius.retrieved_relevant[1]' must be between 0 and retrieved[1] = 2.0"),
     (result(per_seed=[{"seed": 0, "i2t": {"map": 7.5}}]), "field 'per_seed[0].i2t.map' must be between 0 and 1"),
     (result(per_seed={"i2t": 0.5}), "field 'per_seed' must be a list, got object"),
@@ -489,3 +490,15 @@ def test_plots_without_matplotlib_is_one_line_naming_the_extra(tmp_path, capsys,
   assert code == 2 and out == ""
   assert err == 'error: plots need matplotlib, which is not installed: pip install "jxhash[plot]"\n'
   assert not (tmp_path / "plots").exists()
+
+
+def test_many_dropped_rows_are_counted():
+  rows = "".join(f"| synthetic | dcmh | {b} | x | x | 1 | last | defaults | 1 | cpu |\n" for b in range(1, 8))
+  content = ("<!-- results:s:start -->\n| dataset | method | bits | a | b | seeds | model | settings (--set) | t | on |\n"
+             f"|---|---|---|---|---|---|---|---|---|---|\n{rows}<!-- results:s:end -->\n")
+  from jxhash.errors import UserError
+  with pytest.raises(UserError, match=r"would drop 7 row\(s\) .*: synthetic dcmh 1 bits \(defaults\); .*"
+                                      r"synthetic dcmh 5 bits \(defaults\); and 2 more; pass"):
+    report.new_readme(content, {"s": "new"}, where="R.md", force=False)
+  assert report.new_readme(content, {"s": "new"}, where="R.md", force=True) == \
+      "<!-- results:s:start -->\nnew\n<!-- results:s:end -->\n"
