@@ -1,9 +1,19 @@
-"""Results JSON files -> a markdown table (and PR / P@N plots).
+"""Results JSON files -> a markdown table (and figures, and the README's tables).
 
     python experiments/report.py results/*.json                    # print the table
-    python experiments/report.py results/wiki/*.json --plots plots/ # also write PNG curves
+    python experiments/report.py results/wiki/*.json --plots plots/ # also write the figures
+    python experiments/report.py results/wiki/*.json --update-readme README.md
+        # replace each dataset's table between <!-- results:<dataset>:start --> and ...:end -->
     python experiments/report.py results/wiki/*.json --readme README.md --section wikipedia
-        # replace the table between <!-- results:wikipedia:start --> and ...:end --> in README.md
+        # the same for one named section, holding every given run
+
+--plots writes the figures of `jxhash.plots` (pip install "jxhash[plot]"): per dataset and
+code length P@N and precision-recall curves and the training curves, and mAP against code
+length per dataset; seeds of one setting are one curve with a ± std band (docs/plots-and-logs.md).
+
+A README table is only ever rewritten by --update-readme or --readme, and neither drops a row of
+the existing table that the given results do not produce again (matched by dataset, method,
+bits and settings): it names those rows and stops, unless --force.
 
 Each row names the settings it used: the config fields that differ from the method's
 defaults, the split and the model-selection rule. Runs compared side by side (same dataset and
@@ -12,8 +22,10 @@ method there (seeds, config values, split, augmentation), so the table row and t
 of a run carry the same label.
 
 Every input is checked before anything is written: a results file that is not a jxhash results
-object (or has a field of the wrong type, or a NaN where a number is read), README markers that
-are missing, doubled or out of order, a --readme or --plots location that cannot be written.
+object (or has a field of the wrong type, a NaN where a number is read, an mAP or a precision
+outside [0, 1], a dataset name that is not a plain name), README markers that are missing,
+doubled or out of order, README rows that would be dropped, a --readme or --plots location that
+cannot be written.
 Each is one line `error: ...` on stderr naming the file and field, exit code 2. The README and
 the plots are replaced atomically (a full disk leaves the previous file).
 """
@@ -35,6 +47,7 @@ DIRECTIONS = ("i2t", "t2i")
 MAX_RESULTS_BYTES = 64 * 2**20
 SECTION_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 ANY_MARKER = re.compile(r"<!-- results:[^ ]*:(?:start|end) -->")
+PLAIN_NAME_BREAKERS = re.compile(r"[|\x00-\x1f\x7f]|<!--|-->")
 
 
 # ------------------------------------------------------------------------ reading results
@@ -86,9 +99,20 @@ class _Checker:
     if minimum is not None and value < minimum:
       self.fail(field, f"must be >= {minimum}, got {value}")
 
+  def fraction(self, value, field: str, what: str):
+    """A finite number in [0, 1] (an mAP, a precision); `what` names it in the message."""
+    self.number(value, field)
+    if not 0 <= value <= 1:
+      self.fail(field, f"must be between 0 and 1 (it is {what}), got {value}")
+
   def integer(self, value, field: str, *, minimum: int | None = None):
     if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
       self.wrong(field, "an integer" if minimum is None else f"an integer >= {minimum}", value)
+
+  def sequence(self, value, field: str) -> list:
+    if not isinstance(value, list):
+      self.wrong(field, "a list", value)
+    return value
 
   def mapping(self, value, field: str) -> dict:
     if not isinstance(value, dict):
@@ -139,10 +163,13 @@ def check_results(path: pathlib.Path, r) -> dict:
   c = _Checker(path)
   c.string(r, "method", required=True)
   c.string(r, "dataset", required=True)
+  if PLAIN_NAME_BREAKERS.search(r["dataset"]):
+    # it names a README section and a table cell: a marker, a pipe or a line break would corrupt them
+    c.wrong("dataset", "a plain name (no '|', '<!--', '-->' or line break)", r["dataset"])
   c.integer(c.require(r, "bits"), "bits", minimum=1)
   c.mapping(c.require(r, "map"), "map")
   for d in DIRECTIONS:
-    c.number(c.require(r["map"], d, prefix="map."), f"map.{d}")
+    c.fraction(c.require(r["map"], d, prefix="map."), f"map.{d}", "an mAP")
   if "map_std" in r:
     c.mapping(r["map_std"], "map_std")
     for d, v in r["map_std"].items():
@@ -161,14 +188,45 @@ def check_results(path: pathlib.Path, r) -> dict:
   if "metrics" in r:
     for d, m in c.mapping(r["metrics"], "metrics").items():
       c.mapping(m, f"metrics.{d}")
+      if "map" in m:
+        c.fraction(m["map"], f"metrics.{d}.map", "an mAP")
       if "p@n" in m:
         c.same_length(c.mapping(m["p@n"], f"metrics.{d}.p@n"), ("n", "precision"), f"metrics.{d}.p@n")
+        for i, v in enumerate(m["p@n"]["precision"]):
+          c.fraction(v, f"metrics.{d}.p@n.precision[{i}]", "a precision")
       if "pr_radius" in m:
         pr = c.mapping(m["pr_radius"], f"metrics.{d}.pr_radius")
         # files written before the counts format hold precision and recall per radius
         keys = ("radius", "precision", "recall") if "precision" in pr else ("radius", "retrieved",
                                                                             "retrieved_relevant")
         c.same_length(pr, keys, f"metrics.{d}.pr_radius")
+        field = f"metrics.{d}.pr_radius"
+        if "precision" in pr:
+          for key in ("precision", "recall"):
+            for i, v in enumerate(pr[key]):
+              c.fraction(v, f"{field}.{key}[{i}]", f"a {key}")
+        else:
+          for i, (good, got) in enumerate(zip(pr["retrieved_relevant"], pr["retrieved"])):
+            if not 0 <= good <= got * (1 + 1e-9):
+              c.fail(f"{field}.retrieved_relevant[{i}]", f"must be between 0 and retrieved[{i}] = {got} "
+                     f"(a precision in [0, 1]), got {good}")
+  if "per_seed" in r:
+    for i, p in enumerate(c.sequence(r["per_seed"], "per_seed")):
+      c.mapping(p, f"per_seed[{i}]")
+      for d in DIRECTIONS:
+        if d in p:
+          c.fraction(c.require(c.mapping(p[d], f"per_seed[{i}].{d}"), "map", prefix=f"per_seed[{i}].{d}."),
+                     f"per_seed[{i}].{d}.map", "an mAP")
+  if "history" in r:
+    for i, entry in enumerate(c.sequence(r["history"], "history")):
+      c.mapping(entry, f"history[{i}]")
+      c.integer(c.require(entry, "epoch", prefix=f"history[{i}]."), f"history[{i}].epoch", minimum=0)
+      for key, value in entry.items():
+        if key == "per_seed":
+          for name, values in c.mapping(value, f"history[{i}].per_seed").items():
+            c.numbers(values, f"history[{i}].per_seed.{name}")
+        elif key != "stage":
+          c.number(value, f"history[{i}].{key}")
   return r
 
 
@@ -294,8 +352,9 @@ def labelled(rows: list[dict]) -> dict:
 # ---------------------------------------------------------------------------------- table
 
 def _md(text) -> str:
-  """A markdown table cell: a `|` or a line break in a name would split the row."""
-  return str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+  """A markdown table cell: a `|` or a line break in a name would split the row, and a `<!--`
+  could open a README marker (`&lt;` shows as `<`)."""
+  return str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ").replace("<", "&lt;")
 
 
 def _cell(r, d):
@@ -320,79 +379,10 @@ def table(rows: list[dict]) -> str:
 
 # ---------------------------------------------------------------------------------- plots
 
-def pr_points(pr_radius: dict):
-  """(recall, precision) of the radii where both are defined.
-
-  Results files from before the counts format hold precision and recall per radius, with
-  precision 0 at radii that retrieved nothing; those (recall 0, precision 0) points are dropped
-  (a radius that retrieved only irrelevant pairs gave the same pair and cannot be told apart).
-  """
-  import numpy as np
-  if "precision" in pr_radius:
-    precision = np.asarray(pr_radius["precision"], np.float64)
-    recall = np.asarray(pr_radius["recall"], np.float64)
-    keep = (precision != 0) | (recall != 0)
-    return recall[keep], precision[keep]
-  from jxhash import metrics
-  _, precision, recall = metrics.pr_curve_points(pr_radius)
-  return recall, precision
-
-
-def _file_name(dataset: str, bits: int) -> str:
-  # the dataset name comes from a JSON file: keep it from naming a path elsewhere
-  safe = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset).lstrip(".") or "dataset"
-  return f"{safe}-{bits}bits.png"
-
-
-def plot_paths(rows: list[dict], folder: pathlib.Path) -> dict:
-  """{(dataset, bits): PNG path}; a UserError if two groups would share a file name."""
-  from jxhash.errors import UserError
-  out, owner = {}, {}
-  for key in sorted(groups(rows)):
-    name = _file_name(*key)
-    if name in owner:
-      raise UserError(f"datasets {owner[name]!r} and {key[0]!r} would both be plotted to {folder / name}")
-    owner[name] = key[0]
-    out[key] = folder / name
-  return out
-
-
 def plots(rows: list[dict], folder: pathlib.Path) -> list[pathlib.Path]:
-  """One PNG per dataset and bits: P@N and precision-recall by Hamming radius, both directions."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  from jxhash import fileio
-
-  labels = labelled(rows)
-  paths = plot_paths(rows, folder)
-  written = []
-  for (dataset, bits), group in sorted(groups(rows).items()):
-    fig, axes = plt.subplots(2, 2, figsize=(10, 8))
-    try:
-      for col, d in enumerate(DIRECTIONS):
-        for r in group:
-          m = r.get("metrics", {}).get(d, {})
-          if "p@n" in m:
-            axes[0, col].plot(m["p@n"]["n"], m["p@n"]["precision"], marker="o", label=labels[id(r)])
-          if "pr_radius" in m:
-            recall, precision = pr_points(m["pr_radius"])
-            axes[1, col].plot(recall, precision, marker=".", label=labels[id(r)])
-        axes[0, col].set(xscale="log", xlabel="N", ylabel="precision@N", title=f"{d} P@N")
-        axes[1, col].set(xlabel="recall", ylabel="precision", title=f"{d} PR (Hamming radius)")
-        for ax in axes[:, col]:
-          ax.grid(alpha=0.3)
-          if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-      fig.suptitle(f"{dataset}, {bits} bits")
-      fig.tight_layout()
-      path = paths[dataset, bits]
-      with fileio.atomic_output(path, what="plot") as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    finally:
-      plt.close(fig)
-    written.append(path)
-  return written
+  """Every figure of `jxhash.plots` for `rows`, as PNG files in `folder`."""
+  from jxhash import plots as plots_lib
+  return plots_lib.write(rows, folder)
 
 
 # --------------------------------------------------------------------------------- README
@@ -424,22 +414,87 @@ def replace_section(content: str, section: str, text: str, *, where: str) -> str
   return f"{content[:i]}{start}\n{text}\n{content[j:]}"
 
 
-def check_readme(path, section: str) -> tuple[pathlib.Path, str]:
-  """The resolved README and its text, if it exists, is writable and has the section's markers."""
+def check_readme(path, what: str) -> tuple[pathlib.Path, str]:
+  """The resolved README (`what`: the flag naming it) and its text, if it exists and is writable."""
   from jxhash import fileio
   from jxhash.errors import UserError
-  readme = fileio.require_readable_file(path, what="--readme")
-  fileio.require_writable_file(readme, what="--readme")
+  readme = fileio.require_readable_file(path, what=what)
+  fileio.require_writable_file(readme, what=what)
   if not os.access(readme, os.W_OK):
-    raise UserError(f"--readme {readme} is read-only")
+    raise UserError(f"{what} {readme} is read-only")
   try:
     content = readme.read_bytes().decode("utf-8")
   except OSError as e:
-    raise UserError(f"cannot read --readme {readme}: {fileio.describe_os_error(e)}") from None
+    raise UserError(f"cannot read {what} {readme}: {fileio.describe_os_error(e)}") from None
   except UnicodeDecodeError as e:
-    raise UserError(f"--readme {readme} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-  replace_section(content, section, "", where=f"--readme {readme}")  # markers checked now
+    raise UserError(f"{what} {readme} is not UTF-8 text ({e.reason} at byte {e.start})") from None
   return readme, content
+
+
+def _cells(line: str) -> list[str]:
+  """The cells of a markdown table row, unescaped as `_md` escaped them."""
+  parts = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+  return [p.strip().replace("\\|", "|").replace("&lt;", "<") for p in parts]
+
+
+def row_keys(text: str) -> list[tuple]:
+  """(dataset, method, bits, settings) of each row of the results table in `text` (rows of a
+  table whose header lacks those columns, and text outside tables, have none)."""
+  keys, columns = [], None
+  for line in text.splitlines():
+    if not line.lstrip().startswith("|"):
+      columns = None
+      continue
+    cells = _cells(line)
+    if columns is None:  # a header
+      names = [c.split(" (")[0] for c in cells]
+      columns = [names.index(n) if n in names else None for n in ("dataset", "method", "bits", "settings")]
+      continue
+    if None in columns or set("".join(cells)) <= set("-: ") or len(cells) <= max(columns):
+      continue  # the separator row, or a table of something else
+    dataset, label, bits, settings = (cells[i] for i in columns)
+    # the method cell is a label, "dcmh (epochs=300)": its setting is in the settings column
+    keys.append((dataset, re.split(r" [(\[]", label, maxsplit=1)[0], bits, settings))
+  return keys
+
+
+def _show_key(key: tuple) -> str:
+  dataset, method, bits, settings = key
+  return f"{dataset} {method} {bits} bits ({settings})"
+
+
+def new_readme(content: str, sections: dict, *, where: str, force: bool) -> str:
+  """`content` with each {section: table} replaced, refusing (UserError, unless `force`) to
+  drop a row of an existing table whose (dataset, method, bits, settings) no new row has."""
+  from jxhash.errors import UserError
+  for section, text in sections.items():
+    start, end = _markers(section)
+    replace_section(content, section, "", where=where)  # the markers are checked first
+    old = content[content.index(start) + len(start):content.index(end)]
+    kept = set(row_keys(text))
+    dropped = sorted({k for k in row_keys(old) if k not in kept})
+    if dropped and not force:
+      shown = "; ".join(_show_key(k) for k in dropped[:5])
+      shown += f"; and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+      raise UserError(f"{where}: the new {section!r} table would drop {len(dropped)} row(s) that these results "
+                      f"do not give: {shown}; pass their results files too, or --force to drop them")
+    content = replace_section(content, section, text, where=where)
+  return content
+
+
+def readme_sections(rows: list[dict], args) -> dict:
+  """{section: table text} to write: one section of every row (--readme --section), or one per
+  dataset (--update-readme)."""
+  from jxhash.errors import UserError
+  if args.readme:
+    return {args.section: table(rows)}
+  out = {}
+  for dataset in sorted({r["dataset"] for r in rows}):
+    if not SECTION_NAME.fullmatch(dataset):
+      raise UserError(f"dataset {dataset!r} cannot name a README section (letters, digits, '_', '.' or '-'); "
+                      "use --readme FILE --section NAME")
+    out[dataset] = table([r for r in rows if r["dataset"] == dataset])
+  return out
 
 
 # ----------------------------------------------------------------------------------- main
@@ -449,22 +504,33 @@ def run(args) -> None:
   from jxhash.errors import UserError
   if not SECTION_NAME.fullmatch(args.section):
     raise UserError(f"--section must be letters, digits, '_', '.' or '-', got {args.section!r}")
+  if args.readme and args.update_readme:
+    raise UserError("--readme and --update-readme both name a README to write; give one")
+  flag = "--readme" if args.readme else "--update-readme"
   # Every output location and every input is checked before anything is written.
-  readme = check_readme(args.readme, args.section) if args.readme else None
+  readme = check_readme(args.readme or args.update_readme, flag) if (args.readme or args.update_readme) else None
+  if readme is not None and args.readme:
+    replace_section(readme[1], args.section, "", where=f"--readme {readme[0]}")  # markers, before reading results
   folder = fileio.require_writable_dir(args.plots, what="--plots folder") if args.plots else None
+  if folder is not None:
+    from jxhash import plots as plots_lib
+    plots_lib.require_matplotlib()
   rows = load_results(args.files)
   text = table(rows)
   if folder is not None:
-    plot_paths(rows, folder)
+    plots_lib.figure_names(rows)  # two datasets sharing a file name
+  new = None
+  if readme is not None:
+    new = new_readme(readme[1], readme_sections(rows, args), where=f"{flag} {readme[0]}", force=args.force)
   print(text)
   if folder is not None:
     for path in plots(rows, folder):
       print(f"wrote {path}")
   if readme is not None:
-    path, content = readme
-    new = replace_section(content, args.section, text, where=f"--readme {path}")
-    fileio.atomic_write(path, new, what="--readme")
-    print(f"wrote the {args.section!r} section of {path}")
+    path = readme[0]
+    fileio.atomic_write(path, new, what=flag)
+    sections = [args.section] if args.readme else sorted({r["dataset"] for r in rows})
+    print(f"wrote the {', '.join(map(repr, sections))} section{'s' * (len(sections) > 1)} of {path}")
 
 
 def main(argv=None) -> int:
@@ -472,9 +538,12 @@ def main(argv=None) -> int:
   from jxhash.cli import ArgumentParser
   p = ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("files", nargs="+", help="results JSON files")
-  p.add_argument("--plots", default=None, help="folder for PNG curves")
-  p.add_argument("--readme", default=None, help="markdown file whose marked section gets the table")
+  p.add_argument("--plots", default=None, help="folder for the PNG figures (needs jxhash[plot])")
+  p.add_argument("--update-readme", default=None, metavar="FILE",
+                 help="replace each dataset's table in FILE (between <!-- results:<dataset>:start/end --> markers)")
+  p.add_argument("--readme", default=None, help="markdown file whose --section gets the table of every given run")
   p.add_argument("--section", default="main", help="marker name in --readme")
+  p.add_argument("--force", action="store_true", help="let a README update drop rows these results do not give")
   args = p.parse_args(argv)
   from jxhash.errors import exit_code
   return exit_code(run, args)

@@ -8,7 +8,8 @@
 
 `run` checks every input and output location before any data is read (`plan`), computes the
 run's identity once (`jxhash.identity`), and names the run from it. Outputs go under
-`settings.output.workdir`: results/<name>.json and checkpoints/<name>/.
+`settings.output.workdir`: results/<name>.json, checkpoints/<name>/ and logs/<name>/ (TensorBoard
+event files with the losses and val mAP of every epoch; `output.tensorboard=False` writes none).
 
 A run resumes by itself: when its checkpoint folder holds this run's checkpoints (same
 identity), training continues from the latest one; when its results file already holds this
@@ -143,7 +144,7 @@ def run(s: Settings, *, processes: dict | None = None, init_timeout: int = 300, 
     processes: multi-process start arguments for `jxhash.parallel.start` (None: one process).
     init_timeout: seconds to wait for every process to join.
   """
-  from jxhash import checkpoint, identity, parallel, results, train
+  from jxhash import checkpoint, identity, metric_log, parallel, results, train
   from jxhash import data as data_lib
   p = plan(s)
   group = parallel.start(**processes, timeout=init_timeout) if processes is not None else None
@@ -169,6 +170,10 @@ def run(s: Settings, *, processes: dict | None = None, init_timeout: int = 300, 
                                             overwrite=s.output.overwrite)
     if group is not None:
       group.hint = lambda: _resume_hint(store.directory)
+  start = store.latest_epoch() if store is not None and resume else None
+  logs = p.workdir / "logs" / name if s.output.tensorboard else None
+  log = metric_log.open(logs, config={"identity": ident, "settings": s.to_json()},
+                        purge_step=(start or 0) + 1 if logs is not None else None)
   try:
     preset = f", preset {s.method.preset}" if s.method.preset else ""
     changed = describe_changes(p.spec, s)
@@ -177,7 +182,7 @@ def run(s: Settings, *, processes: dict | None = None, init_timeout: int = 300, 
     echo(f"{name}: {p.spec.name}{preset} on {data.name}, {p.config.bits} bits, epochs {epochs}, splits "
          f"{data.sizes()}, {options.num_seeds} seed(s), {len(parallel.devices())} device(s)"
          + (f"; set {changed}" if changed else ""))
-    fit = train.fit(p.spec, p.config, data, options, store=store)
+    fit = train.fit(p.spec, p.config, data, options, store=store, metric_log=log)
     res = results.build(p.spec, p.config, data, options, fit, identity=ident,
                         extra={"run_name": name, "preset": s.method.preset,
                                "checkpoint": str(store.directory) if store else None})
@@ -188,6 +193,7 @@ def run(s: Settings, *, processes: dict | None = None, init_timeout: int = 300, 
               "write the results") if store else ""
       raise UserError(f"{e}{hint}") from e
   finally:
+    log.close()
     if store is not None:
       store.close()
   return Results(res, out if parallel.is_primary() else None, name, ck_dir, fit=fit, spec=p.spec, config=p.config)

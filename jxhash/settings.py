@@ -168,7 +168,8 @@ class OutputSettings:
     checkpoint: write orbax checkpoints (a run with them resumes by itself after a kill).
     restart: train from scratch even where this run's checkpoints exist.
     overwrite: replace the results and checkpoints of another run, or of this run once complete.
-    tensorboard: write TensorBoard logs under <workdir>/logs/<name>/ (None: when available).
+    tensorboard: write TensorBoard logs (losses and val mAP per epoch, the settings) under
+      <workdir>/logs/<name>/.
   """
 
   workdir: str = "."
@@ -179,7 +180,7 @@ class OutputSettings:
   progress: bool = True
   restart: bool = False
   overwrite: bool = False
-  tensorboard: bool | None = None
+  tensorboard: bool = True
 
   def __post_init__(self):
     _path(self.workdir, "output.workdir", optional=False)
@@ -188,9 +189,8 @@ class OutputSettings:
       check_run_name(_str(self.name, "output.name"))
     _path(self.out, "output.out")
     _path(self.checkpoint_dir, "output.checkpoint_dir")
-    for name in ("checkpoint", "progress", "restart", "overwrite"):
+    for name in ("checkpoint", "progress", "restart", "overwrite", "tensorboard"):
       _bool(getattr(self, name), f"output.{name}")
-    _bool(self.tensorboard, "output.tensorboard", optional=True)
 
 
 SECTIONS = {"data": DataSettings, "method": MethodSettings, "train": TrainSettings, "eval": EvalSettings,

@@ -11,7 +11,9 @@ Seeds: the state carries a leading seed axis and the epoch program is vmapped ov
 `num_seeds=S` trains S independent models (model seeds seed, seed+1, ...) in one program on
 the same data split; S = 1 is the ordinary run.
 
-Progress goes to the `jxhash.train` logger (resume and stage messages) and to a tqdm bar.
+Progress goes to the `jxhash.train` logger (resume and stage messages) and to a progress bar
+(`jxhash.progress`: sparse lines when stderr is not a terminal); each epoch's history entry
+also to an optional `jxhash.metric_log` (TensorBoard).
 
 Multi-process runs (`jxhash.parallel.start` first; docs/multiprocess.md): every process calls
 `fit` with the same arguments and runs the same compiled epochs in the same order. Evaluation
@@ -40,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jxhash import parallel
+from jxhash import parallel, progress
 from jxhash.data import CrossModalData
 from jxhash.data import augment as augment_lib
 from jxhash.data.core import take_rows
@@ -104,7 +106,8 @@ class FitResult:
     state: the selected RunState (best on val, else the last).
     final: per direction ("i2t", "t2i"), per seed-averaged metrics on query vs retrieval.
     per_seed: list over seeds of {"i2t": {...}, "t2i": {...}} metrics.
-    history: one dict per evaluation or epoch log (epoch, stage, losses, val mAP).
+    history: one dict per epoch (epoch, stage, losses, val mAP where evaluated; means over
+      seeds, and with several seeds "per_seed": {name: [value per seed]}).
     selected: "best-val@<epoch>" ("best-val@<stage>:<epoch in stage>" for methods of several
       stages) or "last".
     train_time: seconds spent in training epochs (compilation included).
@@ -131,7 +134,7 @@ class _Selection:
 
 
 def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = TrainOptions(), *,
-        store=None) -> FitResult:
+        store=None, metric_log=None) -> FitResult:
   """Train `spec` with `config` on `data`, select on val, evaluate query vs retrieval.
 
   Args:
@@ -140,6 +143,8 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
     data: the dataset; its train split is trained on, val selects, query/retrieval test.
     options: trainer settings.
     store: a `jxhash.checkpoint.CheckpointStore` for this run (None: no checkpoints).
+    metric_log: a `jxhash.metric_log.MetricLog` that gets every history entry (None: none);
+      the caller opens and closes it.
 
   Raises:
     TrainingDiverged: a loss became non-finite (the last checkpoint is kept).
@@ -179,7 +184,7 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
   compiled = {}
   has_val = data.val.size > 0
   t0 = time.perf_counter()
-  bar = _progress(total, int(state.epoch), spec.name, options.progress)
+  bar = progress.bar(total, int(state.epoch), spec.name, options.progress)
   done = int(state.epoch)  # epochs completed, for the message of an interruption
   try:
     for epoch in range(int(state.epoch), total):
@@ -195,10 +200,16 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
         state = compile_finish(stage)(state, arrays)
       entry = {"epoch": epoch + 1, "stage": stage.name, **{k: float(v.mean()) for k, v in logs.items()}}
       due = options.eval_every and (epoch + 1 - first) % options.eval_every == 0
+      seeds = {k: v.mean(axis=1).tolist() for k, v in logs.items()}
       if stage.evaluate and has_val and (due or last_of_stage):
-        entry["val_map"] = _select(spec, state, data, stats, options, selection, store, epoch + 1)
+        entry["val_map"], seeds["val_map"] = _select(spec, state, data, stats, options, selection, store, epoch + 1)
+      if options.num_seeds > 1:  # the mean hides the spread: keep each seed's value
+        entry["per_seed"] = seeds
       selection.history.append(entry)
-      bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k not in ("epoch", "stage")}, refresh=False)
+      if metric_log is not None:
+        metric_log.epoch(entry, first_seed=options.seed)
+      bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k not in ("epoch", "stage", "per_seed")},
+                      refresh=False)
       bar.update(1)
       done = epoch + 1
       if store is not None and (due or last_of_stage):
@@ -254,8 +265,9 @@ def _start(spec, config, state: RunState, store, options: TrainOptions, total: i
 
 
 def _select(spec, state: RunState, data, stats, options: TrainOptions, selection: _Selection, store,
-            epoch: int) -> float:
-  """Score every seed on val (mean over seeds); keep the state if it is the best so far.
+            epoch: int) -> tuple[float, list]:
+  """Score every seed on val; keep the state if the mean over seeds is the best so far.
+  Returns the mean and the per-seed scores.
 
   With several processes each scores its own copy and all follow process 0's score, so that
   they agree on every save (a checkpoint save needs all of them)."""
@@ -268,7 +280,7 @@ def _select(spec, state: RunState, data, stats, options: TrainOptions, selection
     selection.state = jax.device_get(parallel.local_copy(state))
     if store is not None:
       store.save_best(state, stats, epoch)
-  return score
+  return score, scores
 
 
 def _check_finite(logs: dict, stage: str, epoch: int) -> None:
@@ -279,8 +291,3 @@ def _check_finite(logs: dict, stage: str, epoch: int) -> None:
       raise TrainingDiverged(f"non-finite {name.split('/', 1)[1]} in stage {stage!r}, phase "
                              f"{name.split('/')[0]!r}, epoch {epoch}, step {step + 1} (seed index {seed}); "
                              "the last good checkpoint is kept")
-
-
-def _progress(total: int, start: int, name: str, enabled: bool):
-  from tqdm.auto import tqdm
-  return tqdm(total=total, initial=start, desc=name, unit="epoch", disable=not enabled, dynamic_ncols=True)

@@ -98,6 +98,31 @@ BAD_RESULTS = [
     (result(metrics={"t2i": {"pr_radius": {"radius": [0, 1], "retrieved": [1, 2]}}}),
      "field 'metrics.t2i.pr_radius.retrieved_relevant' must be a list of numbers, got null"),
     (result(metrics=[1]), "field 'metrics' must be an object"),
+    # values no evaluation gives: the table and the plots would show them as results
+    (result(map={"i2t": 7.5, "t2i": 0.2}), "field 'map.i2t' must be between 0 and 1 (it is an mAP), got 7.5"),
+    (result(map={"i2t": 0.5, "t2i": -3}), "field 'map.t2i' must be between 0 and 1 (it is an mAP), got -3"),
+    (result(metrics={"i2t": {"map": 1.5}}), "field 'metrics.i2t.map' must be between 0 and 1"),
+    (result(metrics={"i2t": {"p@n": {"n": [1, 10], "precision": [0.5, 1.25]}}}),
+     "field 'metrics.i2t.p@n.precision[1]' must be between 0 and 1 (it is a precision), got 1.25"),
+    (result(metrics={"t2i": {"pr_radius": {"radius": [0, 1], "precision": [0.1, 2.0], "recall": [0.1, 1.0]}}}),
+     "field 'metrics.t2i.pr_radius.precision[1]' must be between 0 and 1"),
+    (result(metrics={"t2i": {"pr_radius": {"radius": [0, 1], "retrieved": [1.0, 2.0],
+                                           "retrieved_relevant": [1.0, 3.0]}}}),
+     "field 'metrics.t2i.pr_radius.retrieved_relevant[1]' must be between 0 and retrieved[1] = 2.0"),
+    (result(per_seed=[{"seed": 0, "i2t": {"map": 7.5}}]), "field 'per_seed[0].i2t.map' must be between 0 and 1"),
+    (result(per_seed={"i2t": 0.5}), "field 'per_seed' must be a list, got object"),
+    (result(history=[{"epoch": 1, "stage": "train", "image/loss": "low"}]),
+     "field 'history[0].image/loss' must be a finite number, got string"),
+    (result(history=[{"stage": "train"}]), "field 'history[0].epoch' is missing"),
+    (result(history=[{"epoch": 1, "per_seed": {"val_map": [0.5, None]}}]),
+     "field 'history[0].per_seed.val_map[1]' must be a finite number, got null"),
+    ('{"method": "dcmh", "dataset": "s", "bits": 16, "map": {"i2t": 0.1, "t2i": 0.1}, '
+     '"metrics": {"i2t": {"map": NaN}}}', "field 'metrics.i2t.map' must be a finite number, got NaN"),
+    # dataset names become README sections and table cells
+    (result(dataset="wiki<!-- results:main:end -->"), "field 'dataset' must be a plain name (no '|', '<!--'"),
+    (result(dataset="wiki|pedia"), "field 'dataset' must be a plain name"),
+    (result(dataset="wiki\npedia"), "field 'dataset' must be a plain name"),
+    (result(dataset="wiki-->"), "field 'dataset' must be a plain name"),
 ]
 
 
@@ -364,3 +389,116 @@ def test_command_line_exit_code_2(tmp_path):
   assert proc.returncode == 2 and proc.stdout == ""
   assert proc.stderr == f"error: results file {bad} holds a JSON list, not a results object " \
                         "(one object with method, dataset, bits, map, ...)\n"
+
+
+# ------------------------------------------------------------------------ --update-readme
+
+TWO_SECTIONS = ("# Results\n<!-- results:synthetic:start -->\nold\n<!-- results:synthetic:end -->\nbetween\n"
+                "<!-- results:other:start -->\n| dataset | method | bits |\n|---|---|---|\n| other | x | 8 |\n"
+                "<!-- results:other:end -->\n")
+
+
+def _section(text: str, name: str) -> str:
+  return text.split(f"<!-- results:{name}:start -->\n")[1].split(f"\n<!-- results:{name}:end -->")[0]
+
+
+def test_update_readme_replaces_each_datasets_section_only(tmp_path, capsys):
+  readme = write(tmp_path / "README.md", TWO_SECTIONS)
+  files = [write(tmp_path / "a.json", result()), write(tmp_path / "b.json", result(method="dcph", bits=32))]
+  code, out, err = run_report(capsys, *files, "--update-readme", readme)
+  assert code == 0 and err == "" and f"wrote the 'synthetic' section of {readme}" in out
+  text = readme.read_text()
+  assert _section(text, "synthetic") == report.table(report.load_results(files))
+  assert text.split("<!-- results:synthetic:end -->")[1] == TWO_SECTIONS.split("<!-- results:synthetic:end -->")[1]
+  # its own rows again (relabelled when a run joins them) are not dropped rows
+  more = files + [write(tmp_path / "c.json", result(config={"bits": 16, "lr": 0.03}))]
+  code, _, err = run_report(capsys, *more, "--update-readme", readme)
+  assert code == 0, err
+  assert "| dcmh (lr=0.01) | 16 |" in readme.read_text() and "| dcmh (lr=0.03) | 16 |" in readme.read_text()
+
+
+def test_update_readme_refuses_to_drop_rows_it_did_not_produce(tmp_path, capsys):
+  readme = write(tmp_path / "README.md", TWO_SECTIONS)
+  files = [write(tmp_path / "a.json", result()), write(tmp_path / "b.json", result(method="dcph", bits=32)),
+           write(tmp_path / "c.json", result(config={"bits": 16, "lr": 0.5}))]
+  assert run_report(capsys, *files, "--update-readme", readme)[0] == 0
+  before = readme.read_bytes()
+  code, out, err = run_report(capsys, files[0], "--update-readme", readme, "--plots", tmp_path / "plots")
+  assert code == 2 and out == "" and err.count("\n") == 1
+  assert (f"error: --update-readme {readme}: the new 'synthetic' table would drop 2 row(s) that these results do "
+          "not give: synthetic dcmh 16 bits (lr=0.5); synthetic dcph 32 bits (lr=0.01); pass their results files "
+          "too, or --force to drop them") in err
+  assert readme.read_bytes() == before and not (tmp_path / "plots").exists()
+  code, out, _ = run_report(capsys, files[0], "--update-readme", readme, "--force")
+  assert code == 0
+  section = _section(readme.read_text(), "synthetic")
+  assert section == report.table(report.load_results(files[:1])) and "dcph" not in section
+  # --readme --section keeps the same guard
+  one = write(tmp_path / "ONE.md", README)
+  assert run_report(capsys, *files, "--readme", one)[0] == 0
+  code, _, err = run_report(capsys, files[1], "--readme", one)
+  assert code == 2 and "the new 'main' table would drop 2 row(s)" in err
+
+
+def test_update_readme_needs_each_datasets_markers_and_a_section_name(tmp_path, capsys):
+  readme = write(tmp_path / "README.md", TWO_SECTIONS)
+  code, _, err = run_report(capsys, write(tmp_path / "a.json", result(dataset="wikipedia")), "--update-readme", readme)
+  assert code == 2 and err.count("\n") == 1
+  assert f"--update-readme {readme} has no <!-- results:wikipedia:start --> marker" in err
+  code, _, err = run_report(capsys, write(tmp_path / "b.json", result(dataset="my data")), "--update-readme", readme)
+  assert code == 2 and "dataset 'my data' cannot name a README section" in err
+  code, _, err = run_report(capsys, tmp_path / "a.json", "--update-readme", readme, "--readme", readme)
+  assert code == 2 and "give one" in err
+  assert readme.read_text() == TWO_SECTIONS
+
+
+def test_no_cell_can_write_a_readme_marker(tmp_path, capsys):
+  readme = write(tmp_path / "README.md", README)
+  evil = result(method="x<!-- results:main:end -->", settings="<!-- results:main:start -->")
+  assert run_report(capsys, write(tmp_path / "a.json", evil), "--readme", readme)[0] == 0
+  text = readme.read_text()
+  assert text.count("<!--") == 2 and "x&lt;!-- results:main:end -->" in text
+  # the README is still well formed: the same update runs again and changes nothing
+  assert run_report(capsys, tmp_path / "a.json", "--readme", readme)[0] == 0 and readme.read_text() == text
+
+
+def test_row_keys_read_the_table_back():
+  rows = [result(method="a|b"), result(bits=32, settings="x\ny")]
+  text = report.table([dict(r, _path=f"r{i}.json") for i, r in enumerate(rows)])
+  assert report.row_keys(text) == [("synthetic", "a|b", "16", "defaults"), ("synthetic", "dcmh", "32", "x y")]
+  assert report.row_keys("| a | b |\n|---|---|\n| 1 | 2 |\n") == []  # another table
+
+
+# --------------------------------------------------------------------------------- figures
+
+def test_plots_writes_every_figure(tmp_path, capsys):
+  history = [{"epoch": e, "stage": "train", "image/loss": 1.0 / e} for e in (1, 2, 3)]
+  files = [write(tmp_path / f"{b}.json", result(bits=b, history=history)) for b in (16, 32)]
+  code, out, _ = run_report(capsys, *files, "--plots", tmp_path / "plots")
+  assert code == 0
+  names = sorted(p.name for p in (tmp_path / "plots").iterdir())
+  assert names == ["synthetic-16bits-training.png", "synthetic-16bits.png", "synthetic-32bits-training.png",
+                   "synthetic-32bits.png", "synthetic-map-vs-bits.png"]
+  assert all(f"wrote {tmp_path / 'plots' / n}" in out for n in names)
+
+
+def test_plots_without_matplotlib_is_one_line_naming_the_extra(tmp_path, capsys, monkeypatch):
+  for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+    monkeypatch.delitem(sys.modules, name)
+  monkeypatch.setitem(sys.modules, "matplotlib", None)
+  code, out, err = run_report(capsys, write(tmp_path / "a.json", result()), "--plots", tmp_path / "plots")
+  assert code == 2 and out == ""
+  assert err == 'error: plots need matplotlib, which is not installed: pip install "jxhash[plot]"\n'
+  assert not (tmp_path / "plots").exists()
+
+
+def test_many_dropped_rows_are_counted():
+  rows = "".join(f"| synthetic | dcmh | {b} | x | x | 1 | last | defaults | 1 | cpu |\n" for b in range(1, 8))
+  content = ("<!-- results:s:start -->\n| dataset | method | bits | a | b | seeds | model | settings (--set) | t | on |\n"
+             f"|---|---|---|---|---|---|---|---|---|---|\n{rows}<!-- results:s:end -->\n")
+  from jxhash.errors import UserError
+  with pytest.raises(UserError, match=r"would drop 7 row\(s\) .*: synthetic dcmh 1 bits \(defaults\); .*"
+                                      r"synthetic dcmh 5 bits \(defaults\); and 2 more; pass"):
+    report.new_readme(content, {"s": "new"}, where="R.md", force=False)
+  assert report.new_readme(content, {"s": "new"}, where="R.md", force=True) == \
+      "<!-- results:s:start -->\nnew\n<!-- results:s:end -->\n"

@@ -47,6 +47,8 @@ def parser():
   p.add_argument("--overwrite", action="store_true",
                  help="retrain a finished run, or replace another run's results and checkpoints")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.add_argument("--no-tensorboard", action="store_true",
+                 help="write no TensorBoard logs (default: <workdir>/logs/<run name>/, losses and val mAP per epoch)")
   p.add_argument("--coordinator", default=None, help="multi-process: coordinator host:port")
   p.add_argument("--num-processes", type=int_at_least(1), default=None, help="multi-process: number of processes")
   p.add_argument("--process-id", type=int_at_least(0), default=None, help="multi-process: this process's index")
@@ -92,6 +94,7 @@ def settings_of(args):
     s = s.replace(method={"set": {**s.method.set, **smoke}})
   return s.replace(output={"workdir": args.workdir, "out": args.out, "checkpoint_dir": args.checkpoint_dir,
                            "checkpoint": not args.no_checkpoint, "progress": not args.no_progress,
+                           "tensorboard": not args.no_tensorboard,
                            "restart": args.restart, "overwrite": args.overwrite})
 
 
