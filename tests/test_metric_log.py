@@ -95,24 +95,26 @@ def test_training_run_logs_every_epoch_equal_to_the_history(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_py_tensorboard_flag_logs_under_the_run_name(tmp_path, capsys):
+def test_every_run_logs_under_its_workdir_and_run_name(tmp_path, capsys):
   import json
-  import pathlib
-  import sys
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
-  import run
+  from jxhash.commands import train as run_cli
   out = tmp_path / "r.json"
-  code = run.main(["--method=dcmh", "--epochs", "2", "--eval-every", "1", "--bits", "8", "--batch-size", "60",
-                   "--set", "image_hidden=16",
-                   "--data-option", "num_items=300", "--data-option", "num_query=50", "--data-option", "num_train=120",
-                   "--data-option", "num_val=30", "--no-checkpoint", "--no-progress", "--out", str(out),
-                   "--tensorboard", str(tmp_path / "tb")])
+  code = run_cli.main(["--method=dcmh", "--epochs", "2", "--eval-every", "1", "--bits", "8", "--batch-size", "60",
+                       "--set", "image_hidden=16",
+                       "--data-option", "num_items=300", "--data-option", "num_query=50", "--data-option", "num_train=120",
+                       "--data-option", "num_val=30", "--no-checkpoint", "--no-progress", "--out", str(out),
+                       "--workdir", str(tmp_path)])
   assert code == 0, capsys.readouterr().err
   res = json.loads(out.read_text())
-  (folder,) = (tmp_path / "tb").iterdir()
+  (folder,) = (tmp_path / "logs").iterdir()
   assert folder.name == res["run_name"]
   scalars, acc = _read(folder)
   assert [s for s, _ in scalars["image/loss"]] == [1, 2]
   np.testing.assert_allclose([v for _, v in scalars["val_map"]], [h["val_map"] for h in res["history"]], rtol=1e-6)
   text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
   assert res["data_fingerprint"] in text
+  # --no-tensorboard writes none
+  assert run_cli.main(["--method=dcmh", "--epochs", "1", "--bits", "8", "--batch-size", "60", "--no-checkpoint", "--no-progress",
+                       "--workdir", str(tmp_path / "quiet"), "--no-tensorboard", "--data-option", "num_items=300",
+                       "--data-option", "num_query=50", "--data-option", "num_train=120"]) == 0
+  assert not (tmp_path / "quiet" / "logs").exists()

@@ -1,4 +1,4 @@
-"""experiments/report.py: one-line errors (exit 2) before anything is written, atomic README and
+"""jxhash report (experiments/report.py): one-line errors (exit 2) before anything is written, atomic README and
 plot writes, run labels that tell runs apart, and PR curves without undefined points."""
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
 
-import report  # noqa: E402
+from jxhash.commands import report  # noqa: E402
 
 README = "# Title\r\nintro\n<!-- results:main:start -->\nold table\n<!-- results:main:end -->\ntail\n"
 
