@@ -59,6 +59,7 @@ import re
 import shutil
 import signal
 import threading
+import time
 from typing import Any
 
 import jax
@@ -87,6 +88,7 @@ _KINDS = ("latest", "best")
 # kill between an epoch's best and latest saves (see the module docstring)
 _KEEP = {"latest": 1, "best": 2}
 _SUPERSEDED = "superseded"
+_ECHO_GRACE_S = 0.5  # see CheckpointStore._save
 _OPENED = "jxhash-checkpoint-store-opened"  # barrier: process 0 has prepared the run directory
 
 
@@ -116,6 +118,45 @@ def json_digest(obj) -> str:
   """A checksum (blake2b, hex) of `obj`'s canonical JSON (sorted keys)."""
   text = json.dumps(to_json(obj), sort_keys=True, separators=(",", ":"))
   return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+class _HeldOutput:
+  def __init__(self):
+    self.keep = True
+
+  def drop(self) -> None:
+    self.keep = False
+
+
+@contextlib.contextmanager
+def _native_stderr_held():
+  """Hold what is written to file descriptor 2 during the block, and write it out after it
+  unless `drop()` was called. Orbax's native writer threads (tensorstore callbacks into a closed
+  asyncio loop) print tracebacks there when a save fails, which no Python handler can catch; a
+  failed save is reported in one line instead. Python's own `sys.stderr` is flushed first."""
+  import sys
+  import tempfile
+  held = _HeldOutput()
+  try:
+    sys.stderr.flush()
+    saved = os.dup(2)
+  except (OSError, ValueError):  # no usable descriptor 2 (an embedding host): hold nothing
+    yield held
+    return
+  with tempfile.TemporaryFile() as tmp:
+    os.dup2(tmp.fileno(), 2)
+    try:
+      yield held
+    finally:
+      with contextlib.suppress(Exception):
+        sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      if held.keep:
+        tmp.seek(0)
+        data = tmp.read()
+        if data:
+          os.write(2, data)
 
 
 @contextlib.contextmanager
@@ -251,15 +292,25 @@ class CheckpointStore:
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               inputs=ocp.args.StandardSave(stats),
                               meta=ocp.args.JsonSave(to_json({**self.meta, "trainer": extra, "digest": digest})))
-    try:
-      with _interrupts_held():
-        self._managers[name].save(epoch, args=args, force=True)
-    except Exception as e:  # noqa: BLE001  (orbax reports a failed write as OSError or ValueError)
-      # let orbax's writer threads end now: left running, they fail again at exit, noisily
-      with contextlib.suppress(Exception):
-        self._managers[name].wait_until_finished()
-      raise UserError(f"cannot save the {name} checkpoint in {self.directory}: {_write_failure(e)}; "
-                      "the previous checkpoint is kept") from e
+    failure = None
+    with _native_stderr_held() as held:
+      try:
+        with _interrupts_held():
+          self._managers[name].save(epoch, args=args, force=True)
+      except Exception as e:  # noqa: BLE001  (orbax reports a failed write as OSError or ValueError)
+        # let orbax's writer threads end now: left running, they fail again at exit, noisily
+        with contextlib.suppress(Exception):
+          self._managers[name].wait_until_finished()
+        with contextlib.suppress(Exception):
+          self._managers[name].close()  # joins its threads: their late echoes land in the held output
+        # tensorstore's native callbacks may still fire into the closed loop for a moment; a failed
+        # save ends the run anyway, so wait that moment out inside the held output
+        time.sleep(_ECHO_GRACE_S)
+        failure = e
+        held.drop()  # their echoes of this failure (native tracebacks), which one line replaces
+    if failure is not None:
+      raise UserError(f"cannot save the {name} checkpoint in {self.directory}: {_write_failure(failure)}; "
+                      "the previous checkpoint is kept") from failure
 
   def _restore(self, name, template, step=None):
     """The checkpoint of epoch `step` (default: the newest) and its trainer bookkeeping."""

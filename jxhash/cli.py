@@ -62,10 +62,40 @@ def float_at_least(low: float) -> Callable[[str], float]:
 def main(fn: Callable, argv, parser: argparse.ArgumentParser) -> int:
   """Parse `argv` with `parser` and run `fn(args)`: the exit code (module docstring)."""
   try:
-    with _quiet_logs("absl", "asyncio"):
-      return exit_code(lambda: fn(parser.parse_args(argv)))
+    with _quiet_logs(*_QUIET):
+      code = exit_code(lambda: fn(parser.parse_args(argv)))
   except SystemExit as e:  # --help (0) or a bad flag (2, its one line already printed)
     return e.code if isinstance(e.code, int) else 2
+  if code != 0:
+    # the failure is reported (one line); writer threads that fail with it (orbax's, after a full
+    # disk) log their own echoes until the process ends: those stay silent too
+    for name in _QUIET:
+      logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    if argv is None:
+      quiet_after_failure()
+  return code
+
+
+_QUIET = ("absl", "asyncio")
+
+
+def quiet_after_failure() -> None:
+  """Send whatever the process prints to stderr after its one-line error to /dev/null.
+
+  Only for a command-line process that is about to exit with an error it has reported: orbax's
+  writer threads, failing with the same full disk, have native code (tensorstore callbacks into a
+  closed asyncio loop) print tracebacks at exit, which no Python handler sees. Never called for
+  in-process calls (`main(argv)` with a list), which must not lose their stderr.
+  """
+  import os
+  import sys
+  sys.stderr.flush()
+  try:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+  except OSError:
+    pass
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@
 The writer is tensorboardX (pure Python, protobuf only): CLU's metric writers would do the same
 but write summaries through `tf.summary`, which pulls in TensorFlow (hundreds of MB) for a few
 scalars; tensorboardX writes the same event files that TensorBoard, `tbparse` and
-`EventAccumulator` read, without it.
+`EventAccumulator` read, without it. `MetricLog` uses its synchronous record writer and summary
+protos (see the class docstring for why not its threaded `SummaryWriter`).
 
 What is written, at step = epoch (1-based, the history's `epoch`):
   - every number of the run's history entry (`jxhash.train.FitResult.history`): the phase
@@ -28,8 +29,10 @@ Synopsis:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
+import time
 
 from jxhash import fileio
 
@@ -54,20 +57,59 @@ class MetricLog:
   """One run's TensorBoard event file in `directory` (created if missing).
 
   A context manager; `close` flushes. Steps are epochs (`scalars(step, {...})`).
+
+  Events go through tensorboardX's synchronous `EventsWriter` (its record format and summary
+  protos), not its `SummaryWriter`: that one writes from a background thread, whose failure on a
+  full disk cannot be caught and prints tracebacks after jxhash's own one-line error, at exit too.
+  One event per epoch costs nothing to write in place. A write that fails (a full disk, a removed
+  folder) stops the log with one warning on the `jxhash` logger; training goes on.
   """
 
   def __init__(self, directory, *, purge_step: int | None = None):
     directory = fileio.require_writable_dir(directory, what="TensorBoard log folder")
-    from tensorboardX import SummaryWriter
+    from tensorboardX.event_file_writer import EventsWriter
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
     self.directory = directory
-    # purge_step: a run that continues from a checkpoint at epoch E writes from E + 1 on, and the
-    # events a killed attempt wrote past E are dropped from TensorBoard's view of the log
-    self._writer = SummaryWriter(logdir=str(directory), flush_secs=30, purge_step=purge_step)
+    self._event = Event
+    self._failed = False
+    self._writer = None
+    try:
+      directory.mkdir(parents=True, exist_ok=True)
+      self._writer = EventsWriter(str(directory / "events"))
+    except OSError as e:
+      self._fail(e)
+      return
+    self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+    if purge_step is not None:
+      # a run that continues from a checkpoint at epoch E writes from E + 1 on: TensorBoard drops
+      # the events a killed attempt wrote at or past this step
+      self._write(Event(wall_time=time.time(), step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+
+  def _fail(self, error: OSError) -> None:
+    if not self._failed:
+      logging.getLogger("jxhash").warning("TensorBoard log in %s stopped (%s); training goes on", self.directory,
+                                          fileio.describe_os_error(error))
+    self._failed = True
+
+  def _write(self, event, flush: bool = False) -> None:
+    if self._failed:
+      return
+    try:
+      self._writer.write_event(event)
+      if flush:
+        self._writer.flush()
+    except OSError as e:
+      self._fail(e)
+
+  def _summary(self, summary, step: int = 0) -> None:
+    self._write(self._event(wall_time=time.time(), step=int(step), summary=summary))
 
   def scalars(self, step: int, values: dict) -> None:
-    """Write each {tag: number} at `step`; non-finite values are written as they are."""
+    """Write each {tag: number} at `step` (flushed: a killed run keeps every epoch it logged)."""
+    from tensorboardX import summary
     for tag, value in values.items():
-      self._writer.add_scalar(tag, float(value), int(step))
+      self._summary(summary.scalar(tag, float(value)), step)
+    self.flush()
 
   def epoch(self, entry: dict, *, first_seed: int = 0) -> None:
     """Write a training history entry at its epoch (`epoch_scalars`)."""
@@ -75,21 +117,33 @@ class MetricLog:
 
   def config(self, settings: dict) -> None:
     """The run's settings: a JSON text summary `config` and TensorBoard hparams."""
+    from tensorboardX import summary
     settings = fileio.to_json(settings)
     text = json.dumps(settings, indent=2, sort_keys=True, default=str)
     # TensorBoard renders text summaries as markdown: indent to keep the JSON a code block
-    self._writer.add_text("config", "\n".join("    " + line for line in text.splitlines()), 0)
-    from tensorboardX.summary import hparams
+    self._summary(summary.text("config", "\n".join("    " + line for line in text.splitlines())))
     flat = {k: _hparam(v) for k, v in _flatten(settings).items()}
-    writer = self._writer._get_file_writer()  # hparams go to this run's file, not a sub-run
-    for summary in hparams(flat, {"val_map": math.nan}):
-      writer.add_summary(summary)
+    for item in summary.hparams(flat, {"val_map": math.nan}):
+      self._summary(item)
+    self.flush()
 
   def flush(self) -> None:
-    self._writer.flush()
+    if not self._failed and self._writer is not None:
+      try:
+        self._writer.flush()
+      except OSError as e:
+        self._fail(e)
 
   def close(self) -> None:
-    self._writer.close()
+    if self._writer is None:
+      return
+    try:
+      if not self._failed:
+        self._writer.flush()
+      self._writer.close()
+    except OSError as e:
+      self._fail(e)
+    self._writer = None
 
   def __enter__(self):
     return self

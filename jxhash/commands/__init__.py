@@ -36,6 +36,7 @@ def usage() -> str:
 
 
 def main(argv=None) -> int:
+  argv_given = argv
   argv = list(sys.argv[1:] if argv is None else argv)
   if not argv or argv[0] in ("-h", "--help"):
     print(usage(), end="")
@@ -45,4 +46,8 @@ def main(argv=None) -> int:
     print(f"error: unknown command {name!r}; commands: {', '.join(COMMANDS)} (see jxhash --help)", file=sys.stderr)
     return 2
   module = importlib.import_module(COMMANDS[name][0])
-  return module.main(rest)
+  code = module.main(rest)
+  if code and argv_given is None:
+    from jxhash.cli import quiet_after_failure
+    quiet_after_failure()
+  return code
