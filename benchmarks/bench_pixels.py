@@ -34,10 +34,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jxhash import data as jdata, epochs, inputs, runstate
+from jxhash import data as jdata
+from jxhash.training import epochs
+from jxhash.training import inputs
+from jxhash.training import runstate
 
 from jxhash.spec import Dims
-from jxhash import methods, parallel, train
+from jxhash import methods
+from jxhash import distributed as parallel
+from jxhash.training import trainer as train
 from jxhash.data import augment
 
 

@@ -35,7 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jxhash import data as jdata, inputs, methods, parallel, runstate
+from jxhash import data as jdata, methods
+from jxhash.training import inputs
+from jxhash import distributed as parallel
+from jxhash.training import runstate
 from jxhash.spec import Dims
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -142,7 +142,9 @@ def run_torch(args, arrays) -> dict:
 def _jax_setup(args, arrays):
   """DCMH spec, config, the single-seed RunState and the arrays, placed on the mesh."""
   import jax.numpy as jnp
-  from jxhash import methods, parallel, runstate
+  from jxhash import methods
+  from jxhash import distributed as parallel
+  from jxhash.training import runstate
   from jxhash.spec import Dims
 
   spec = methods.get_method("dcmh")
@@ -158,7 +160,7 @@ def _jax_setup(args, arrays):
 
 def trainer_epoch(stage, mesh):
   """The trainer's jitted epoch, `epochs.compile_epoch`, for an epoch that is not a stage's last."""
-  from jxhash import epochs
+  from jxhash.training import epochs
 
   return epochs.compile_epoch(stage, mesh)
 
@@ -174,7 +176,7 @@ def compile_epoch_vmapped(stage, mesh):
   Built from `epochs.run_epoch`, the one-seed epoch the trainer compiles.
   """
   import jax
-  from jxhash import epochs
+  from jxhash.training import epochs
   from jxhash.data import augment
 
   one_seed = functools.partial(epochs.run_epoch, stage=stage, mesh=mesh, aug=augment.Augment())
@@ -211,7 +213,7 @@ def run_scan(args, arrays, *, vmap: bool = False) -> dict:
 
 def run_step(args, arrays) -> dict:
   import jax
-  from jxhash import runstate
+  from jxhash.training import runstate
 
   spec, config, mesh, state, data = _jax_setup(args, arrays)
   stage = spec.stages(config, args.n)[0]

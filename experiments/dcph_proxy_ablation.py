@@ -126,7 +126,7 @@ def fingerprint_table(args) -> str:
       rows = []
       for name in names:
         config = config_lib.apply_overrides(dcph.Config(bits=bits), [f"{k}={v}" for k, v in overrides(name).items()])
-        # the init key of model seed s, as jxhash.runstate.init_state derives it
+        # the init key of model seed s, as jxhash.training.runstate.init_state derives it
         proxies = jax.vmap(lambda seed: dcph.train_proxies(jax.random.fold_in(jax.random.PRNGKey(seed), 0),
                                                            config, c))(seeds)
         stats = [{**dcph.proxy_fingerprint(p), **dcph.proxy_distances(p)} for p in np.asarray(proxies)]

@@ -73,7 +73,10 @@ def dual_variants(text: str) -> list[tuple[str, dict]]:
 def run(args) -> None:
   import numpy as np
 
-  from jxhash import config as config_lib, data, evaluation, metrics, runstate, train
+  from jxhash import config as config_lib, data, metrics
+  from jxhash.training import evaluation
+  from jxhash.training import runstate
+  from jxhash.training import trainer as train
   from jxhash.methods import get_method
 
   spec = get_method("hsidhn")

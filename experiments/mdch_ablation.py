@@ -50,7 +50,8 @@ def run(args) -> str:
   if unknown:
     raise UserError(f"--variants: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(VARIANTS)}")
 
-  from jxhash import config as config_lib, data as data_lib, metrics, train
+  from jxhash import config as config_lib, data as data_lib, metrics
+  from jxhash.training import trainer as train
   from jxhash.methods import get_method
 
   spec = get_method("mdch")

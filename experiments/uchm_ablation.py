@@ -47,7 +47,8 @@ def code_lengths(text: str) -> list[int]:
 
 def run(args) -> str:
   bits_list = code_lengths(args.bits)
-  from jxhash import config as config_lib, data as data_lib, metrics, train
+  from jxhash import config as config_lib, data as data_lib, metrics
+  from jxhash.training import trainer as train
   from jxhash.methods import get_method
 
   spec = get_method("uchm")

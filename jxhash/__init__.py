@@ -1,12 +1,17 @@
 """jxhash: deep cross-modal hashing in JAX/Flax.
 
-Submodules (imported on first use, so that importing one part does not import the others):
-`data` (datasets), `metrics` (Hamming ranking), `losses` (shared loss terms), `codes` (±1
-codes), `nets` (Flax networks), `spec` (the method contract), `methods` (the METHODS registry),
-`train` (the generic trainer) with `inputs`, `epochs`, `streaming`, `evaluation` and
-`runstate`, `checkpoint` (orbax save/restore), `identity` (what makes two runs the same),
-`results` (results files), `index` (packed-code search), `parallel` (device mesh), `fileio`
-(atomic writes, user paths).
+Packages by role (each package's docstring says what it may import; arrows point down only):
+
+    commands/      the `jxhash` command line (train, sweep, reproduce, report, index, launch, ...)
+    experiment     one experiment end to end (`run(settings) -> Results`), `settings` its config tree
+    training/      the generic trainer and its parts; `runs/` what a run keeps on disk
+    inference      restore a checkpoint and encode (imports no trainer); `checkpoint` names both
+    methods/       one module per method (networks from `nets/`, loss terms from `losses`)
+    metrics, index, data/, nets/, losses, codes    arrays in, arrays out
+    distributed/   device mesh and process group;  errors, fileio, cli, config   foundations
+
+Submodules are imported on first use (`jxhash.metrics`, ...), so importing one part does not
+import the others.
 """
 
 from __future__ import annotations
@@ -15,9 +20,8 @@ import importlib
 
 __version__ = "0.2.0"
 
-_SUBMODULES = ("checkpoint", "codes", "config", "data", "epochs", "errors", "evaluation", "fileio", "identity",
-               "index", "inputs", "losses", "methods", "metrics", "nets", "parallel", "results", "runstate", "spec",
-               "streaming", "train")
+_SUBMODULES = ("checkpoint", "codes", "config", "data", "distributed", "errors", "experiment", "fileio", "index",
+               "inference", "losses", "methods", "metrics", "nets", "runs", "settings", "spec", "training")
 
 
 def __getattr__(name: str):

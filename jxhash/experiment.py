@@ -7,7 +7,7 @@
     codes = result.encoder().encode("image", x)  # in memory, no checkpoint round trip
 
 `run` checks every input and output location before any data is read (`plan`), computes the
-run's identity once (`jxhash.identity`), and names the run from it. Outputs go under
+run's identity once (`jxhash.runs.identity`), and names the run from it. Outputs go under
 `settings.output.workdir`: results/<name>.json, checkpoints/<name>/ and logs/<name>/ (TensorBoard
 event files with the losses and val mAP of every epoch; `output.tensorboard=False` writes none).
 
@@ -84,7 +84,7 @@ def plan(s: Settings) -> Plan:
 
 
 def train_options(s: Settings, *, resume: bool):
-  from jxhash import train
+  from jxhash.training import trainer as train
   t = s.train
   return train.TrainOptions(seed=t.seed, num_seeds=t.seeds, eval_every=s.eval.eval_every, normalize=t.normalize,
                             top_k=s.eval.top_k, pn=s.eval.pn, resume=resume, progress=s.output.progress,
@@ -123,7 +123,7 @@ class Results:
     A run found complete on disk is restored from its checkpoint instead.
     """
     from jxhash import checkpoint
-    from jxhash.runstate import seed_slice
+    from jxhash.training.runstate import seed_slice
     if self.fit is None:
       if self.checkpoint_dir is None:
         raise UserError(f"run {self.name} was complete on disk and kept no checkpoint to encode with")
@@ -141,10 +141,15 @@ def run(s: Settings, *, processes: dict | None = None, init_timeout: int = 300, 
 
   Args:
     s: the settings.
-    processes: multi-process start arguments for `jxhash.parallel.start` (None: one process).
+    processes: multi-process start arguments for `jxhash.distributed.start` (None: one process).
     init_timeout: seconds to wait for every process to join.
   """
-  from jxhash import checkpoint, identity, metric_log, parallel, results, train
+  from jxhash import checkpoint
+  from jxhash.runs import identity
+  from jxhash.training import metric_log
+  from jxhash import distributed as parallel
+  from jxhash.runs import results
+  from jxhash.training import trainer as train
   from jxhash import data as data_lib
   p = plan(s)
   group = parallel.start(**processes, timeout=init_timeout) if processes is not None else None
@@ -209,7 +214,8 @@ def describe_changes(spec, s: Settings) -> str:
 
 def _finished(out: pathlib.Path, ident: dict, top_k=()) -> dict | None:
   """The results at `out` if they are this run's (same identity), else None."""
-  from jxhash import identity, parallel
+  from jxhash.runs import identity
+  from jxhash import distributed as parallel
   if not parallel.is_primary() or not out.is_file() or out.is_symlink():
     return None
   try:
@@ -228,7 +234,7 @@ def _finished(out: pathlib.Path, ident: dict, top_k=()) -> dict | None:
 
 def _finished_on_primary(out: pathlib.Path, mine: dict | None) -> dict | None:
   """In a multi-process run every process follows process 0's verdict on `_finished`."""
-  from jxhash import parallel
+  from jxhash import distributed as parallel
   if parallel.broadcast_float(1.0 if mine is not None else 0.0) != 1.0:
     return None
   return mine if mine is not None else {"map": None, "run_name": out.stem}
@@ -236,7 +242,8 @@ def _finished_on_primary(out: pathlib.Path, mine: dict | None) -> dict | None:
 
 def _check_same_run(ident: dict) -> None:
   """Every process of a multi-process run must be asked for the same run (same flags)."""
-  from jxhash import identity, parallel
+  from jxhash.runs import identity
+  from jxhash import distributed as parallel
   differ = parallel.differing_processes(identity.identity_hash(ident, length=64))
   if differ:
     raise UserError(f"process(es) {', '.join(map(str, differ))} were started with other settings than process 0 "

@@ -1,6 +1,6 @@
 """Figures of results files: retrieval curves, mAP against code length, training curves.
 
-Pure functions: results dicts (as `jxhash.results.build` writes them and `json.load` reads
+Pure functions: results dicts (as `jxhash.runs.results.build` writes them and `json.load` reads
 them back) in, matplotlib `Figure`s or PNG files out. matplotlib is imported only when a figure
 is made; without it every function raises a one-line `UserError` naming the `plot` extra.
 

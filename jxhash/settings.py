@@ -164,7 +164,7 @@ class OutputSettings:
   Attributes:
     workdir: root of every output (default: the current directory): results/<name>.json and
       checkpoints/<name>/ under it unless `out` / `checkpoint_dir` say otherwise.
-    name: the run's name (default: from its identity, `jxhash.identity.run_name`).
+    name: the run's name (default: from its identity, `jxhash.runs.identity.run_name`).
     checkpoint: write orbax checkpoints (a run with them resumes by itself after a kill).
     restart: train from scratch even where this run's checkpoints exist.
     overwrite: replace the results and checkpoints of another run, or of this run once complete.
@@ -185,7 +185,7 @@ class OutputSettings:
   def __post_init__(self):
     _path(self.workdir, "output.workdir", optional=False)
     if self.name is not None:
-      from jxhash.identity import check_run_name
+      from jxhash.runs.identity import check_run_name
       check_run_name(_str(self.name, "output.name"))
     _path(self.out, "output.out")
     _path(self.checkpoint_dir, "output.checkpoint_dir")

@@ -1,7 +1,7 @@
 """The method contract: what a method hands the trainer, and nothing else.
 
 Both sides import this module and nothing of each other: a method (`jxhash/methods/*.py`)
-builds a `MethodSpec`; the trainer (`jxhash.train`), the checkpoint store and the CLI only
+builds a `MethodSpec`; the trainer (`jxhash.training`), the checkpoint store and the CLI only
 call the functions it carries. A method never runs its own loop. It describes its training as
 stages of epochs, each epoch a sequence of phases (one network's update, say) run over
 shuffled batches of the training set, and the generic trainer runs them:

@@ -43,6 +43,14 @@ def shared_path(*parts) -> pathlib.Path:
   return path
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+  """Every test runs in its own temporary directory: a command's default work directory (the
+  current one) then never lies in the checkout, where its results, checkpoints and logs would
+  land, and parallel test workers never share one."""
+  monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def wikipedia_dir():
   return shared_path("wikipedia")

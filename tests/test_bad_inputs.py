@@ -18,7 +18,8 @@ import sys
 import pytest
 
 from conftest import TINY_SPLIT, TINY_SPLIT_FLAGS
-from jxhash import checkpoint, data, train
+from jxhash import checkpoint, data
+from jxhash.training import trainer as train
 from jxhash.errors import CheckpointError, UserError
 from jxhash.methods import dcmh, get_method
 
@@ -158,7 +159,7 @@ def test_a_run_directory_in_use_by_another_process_is_refused(tmp_path, capsys):
   run_dir = tmp_path / "ck" / "busy"
   run_dir.mkdir(parents=True)
   holder = subprocess.Popen([sys.executable, "-c", (
-      "import sys, time; from jxhash.runlock import RunLock; "
+      "import sys, time; from jxhash.runs.lock import RunLock; "
       "lock = RunLock(sys.argv[1]); print('held', flush=True); time.sleep(60)"), str(run_dir), str(ROOT)],
       stdout=subprocess.PIPE, text=True)
   try:

@@ -245,7 +245,7 @@ def a_path_component_not_str(tmp, enc):
 
 
 def a_run_name_trailing_newline(tmp, enc):
-  from jxhash.identity import check_run_name
+  from jxhash.runs.identity import check_run_name
   return lambda: check_run_name("mine\n"), UserError, ["--name 'mine\\n'"]
 
 

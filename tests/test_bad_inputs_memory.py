@@ -254,7 +254,7 @@ def test_the_table_is_large_enough():
 def test_a_huge_file_at_a_results_out_is_refused_unread(tmp_path, monkeypatch):
   """run.py's --out check reads an existing file to see whose results it holds; a 3 GB sparse
   file there is refused from its size (tracemalloc: nothing near 3 GB, nor 64 MiB, allocated)."""
-  from jxhash import results
+  from jxhash.runs import results
   big = tmp_path / "sparse.json"
   with open(big, "wb") as f:
     f.truncate(3 << 30)

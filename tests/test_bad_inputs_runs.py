@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SPLIT, TINY_SPLIT_FLAGS
-from jxhash import checkpoint, data, methods, train
+from jxhash import checkpoint, data, methods
+from jxhash.training import trainer as train
 from jxhash.commands import reproduce, sweep
 from jxhash.commands import train as run_cli
 from jxhash.errors import CheckpointError

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jxhash import config as config_lib, data, losses, metrics, train
+from jxhash import config as config_lib, data, losses, metrics
+from jxhash.training import trainer as train
 from jxhash.methods import dcmh, get_method
 
 

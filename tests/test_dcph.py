@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jxhash import checkpoint, data, losses, metrics, runstate, train
+from jxhash import checkpoint, data, losses, metrics
+from jxhash.training import runstate
+from jxhash.training import trainer as train
 
 from jxhash.spec import Dims
 from jxhash.errors import UserError

@@ -13,7 +13,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from jxhash import data, metrics, train
+from jxhash import data, metrics
+from jxhash.training import trainer as train
 from jxhash.methods import METHODS
 
 pytestmark = pytest.mark.slow  # every method trains twice

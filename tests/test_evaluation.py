@@ -7,7 +7,8 @@ import flax.struct
 import numpy as np
 import pytest
 
-from jxhash import evaluation, metrics
+from jxhash import metrics
+from jxhash.training import evaluation
 from jxhash.data import CrossModalData
 from jxhash.spec import MethodSpec
 

@@ -11,6 +11,7 @@ import pathlib
 import random
 import signal
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -23,6 +24,8 @@ from jxhash import checkpoint, data
 pytestmark = pytest.mark.slow  # subprocesses killed mid-run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# the processes' working directory (their default --workdir): outside the checkout
+WORK = pathlib.Path(tempfile.mkdtemp(prefix="jxhash-test-work-"))
 RUN = [sys.executable, str(ROOT / "experiments" / "run.py"), "--method", "dcmh", "--bits", "16",
        "--epochs", "60", "--batch-size", "32", "--set", "image_hidden=16", "--set", "text_hidden=16",
        *TINY_SPLIT_FLAGS, "--eval-every", "1", "--no-progress", "--name", "fault"]
@@ -78,7 +81,10 @@ def test_repeated_sigkills_then_resume_end_with_the_same_codes(tmp_path):
 
 _SAVER = """
 import sys
-from jxhash import checkpoint, data, inputs, runstate, train
+from jxhash import checkpoint, data
+from jxhash.training import inputs
+from jxhash.training import runstate
+from jxhash.training import trainer as train
 from jxhash.methods import get_method
 from jxhash.spec import Dims
 ds = data.load("synthetic", num_items=300, num_query=40, num_train=96, num_val=24)
@@ -98,7 +104,7 @@ while True:
 
 def test_kill_during_checkpoint_save_leaves_a_restorable_checkpoint(tmp_path):
   proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(tmp_path)], env=ENV, stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+                          stderr=subprocess.DEVNULL, text=True, cwd=WORK)
   for line in proc.stdout:
     if line.strip() == "saving 3":
       break
@@ -146,7 +152,7 @@ def fill_disk():
 
 # the disk fills up when the first checkpoint is saved, or after training, when the results are written
 if what == "results":
-  from jxhash import results
+  from jxhash.runs import results
   write = results.write
   results.write = lambda *a, **k: (fill_disk(), write(*a, **k))[1]
 else:

@@ -21,7 +21,11 @@ import pathlib
 import numpy as np
 import pytest
 
-from jxhash import data, evaluation, inputs, runstate, train
+from jxhash import data
+from jxhash.training import evaluation
+from jxhash.training import inputs
+from jxhash.training import runstate
+from jxhash.training import trainer as train
 from jxhash.methods import METHODS, get_method
 
 PATH = pathlib.Path(__file__).parent / "data" / "codes_fingerprint.json"

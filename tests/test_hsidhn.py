@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jxhash import data, metrics, train
+from jxhash import data, metrics
+from jxhash.training import trainer as train
 from jxhash.errors import UserError
 from jxhash.spec import Dims
 from jxhash.methods import get_method, hsidhn, toolkit

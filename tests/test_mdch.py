@@ -9,7 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from jxhash import config as config_lib, data, losses, metrics, runstate, train
+from jxhash import config as config_lib, data, losses, metrics
+from jxhash.training import runstate
+from jxhash.training import trainer as train
 from jxhash.spec import Dims
 from jxhash.methods import dcmh, get_method, mdch
 from jxhash.nets.mask import MaskedMLPEncoder, SemanticMask

@@ -13,7 +13,11 @@ import pytest
 
 import toy_method
 from conftest import TINY_SPLIT
-from jxhash import checkpoint, data, evaluation, inputs, runstate, train
+from jxhash import checkpoint, data
+from jxhash.training import evaluation
+from jxhash.training import inputs
+from jxhash.training import runstate
+from jxhash.training import trainer as train
 from jxhash.methods import METHODS, get_method
 from jxhash.errors import UserError
 
@@ -88,7 +92,11 @@ def test_smoke_run_stays_finite_and_restores_identical_codes(name, registered, t
 
 _DEVICES_SCRIPT = """
 import dataclasses, sys, numpy as np, jax
-from jxhash import data, evaluation, inputs, runstate, train
+from jxhash import data
+from jxhash.training import evaluation
+from jxhash.training import inputs
+from jxhash.training import runstate
+from jxhash.training import trainer as train
 from jxhash.methods import METHODS
 ds = data.load("synthetic", num_items=300, num_query=40, num_train=96, num_val=24)
 out = {}

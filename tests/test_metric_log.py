@@ -1,4 +1,4 @@
-"""jxhash.metric_log: TensorBoard event files that TensorBoard's own reader reads back, with one
+"""jxhash.training.metric_log: TensorBoard event files that TensorBoard's own reader reads back, with one
 scalar per epoch equal to the run's history; the disabled log writes nothing."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from jxhash import data, metric_log, train
+from jxhash import data
+from jxhash.training import metric_log
+from jxhash.training import trainer as train
 from jxhash.methods import get_method
 
 SMALL = dict(num_items=300, num_query=50, num_train=120, num_val=30)

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jxhash import data, metrics, runstate, train
+from jxhash import data, metrics
+from jxhash.training import runstate
+from jxhash.training import trainer as train
 from jxhash.spec import Dims
 from jxhash.errors import UserError
 from jxhash.methods import get_method, mmach

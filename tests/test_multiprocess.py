@@ -24,19 +24,24 @@ import pathlib
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 
 import numpy as np
 import pytest
 
-from jxhash import checkpoint, data, parallel, results
+from jxhash import checkpoint, data
+from jxhash import distributed as parallel
+from jxhash.runs import results
 from jxhash.errors import UserError
 
 from jxhash.commands import launch as launch_local
 from jxhash.commands import train as run_cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# the processes' working directory (their default --workdir): outside the checkout
+WORK = pathlib.Path(tempfile.mkdtemp(prefix="jxhash-test-work-"))
 RUN = ROOT / "experiments" / "run.py"
 LAUNCH = ROOT / "experiments" / "launch_local.py"
 
@@ -73,14 +78,14 @@ def _env(devices: int, **extra) -> dict:
 
 def _single(args, devices=4, **kw):
   """run.py as one process with `devices` simulated devices."""
-  return subprocess.run([sys.executable, str(RUN), *args], env=_env(devices), cwd=ROOT, capture_output=True,
+  return subprocess.run([sys.executable, str(RUN), *args], env=_env(devices), cwd=WORK, capture_output=True,
                         text=True, timeout=TIMEOUT, **kw)
 
 
 def _launch(n, devices, args):
   """experiments/launch_local.py: n processes with `devices` simulated devices each."""
   return subprocess.run([sys.executable, str(LAUNCH), "-n", str(n), "--cpu-devices", str(devices), "--", *args],
-                        env=_env(1), cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+                        env=_env(1), cwd=WORK, capture_output=True, text=True, timeout=TIMEOUT)
 
 
 def _start(n, devices, args, port=None, log_dir=None):
@@ -92,7 +97,7 @@ def _start(n, devices, args, port=None, log_dir=None):
     err = open(log_dir / f"err{i}.txt", "w") if log_dir else subprocess.DEVNULL  # noqa: SIM115
     cmd = [sys.executable, str(RUN), *args, "--coordinator", f"localhost:{port}", "--num-processes", str(n),
            "--process-id", str(i)]
-    procs.append(subprocess.Popen(cmd, env=_env(devices), cwd=ROOT, stdout=out, stderr=err))
+    procs.append(subprocess.Popen(cmd, env=_env(devices), cwd=WORK, stdout=out, stderr=err))
     if log_dir:  # the child has its own copies
       out.close()
       err.close()
@@ -266,9 +271,9 @@ def test_a_process_that_never_joins_is_named_after_a_bounded_wait(tmp_path):
   port = _free_port()
   args = [*DCMH, "--no-checkpoint", "--init-timeout", "4", "--coordinator", f"localhost:{port}",
           "--num-processes", "3"]
-  first = subprocess.Popen([sys.executable, str(RUN), *args, "--process-id", "0"], env=_env(1), cwd=ROOT,
+  first = subprocess.Popen([sys.executable, str(RUN), *args, "--process-id", "0"], env=_env(1), cwd=WORK,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  second = subprocess.Popen([sys.executable, str(RUN), *args, "--process-id", "2"], env=_env(1), cwd=ROOT,
+  second = subprocess.Popen([sys.executable, str(RUN), *args, "--process-id", "2"], env=_env(1), cwd=WORK,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   start = time.time()
   outs = [p.communicate(timeout=120) for p in (first, second)]
@@ -296,7 +301,7 @@ def test_processes_started_differently_are_refused_together(case, tmp_path):
   other = {"data": ["--data-option", "data_seed=7"], "flags": ["--set", "gamma=0.5"], "num_processes": []}[case]
   counts = (2, 3) if case == "num_processes" else (2, 2)
   procs = [subprocess.Popen([sys.executable, str(RUN), *base, *(other if i else []), "--num-processes",
-                             str(counts[i]), "--process-id", str(i)], env=_env(1), cwd=ROOT,
+                             str(counts[i]), "--process-id", str(i)], env=_env(1), cwd=WORK,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
   outs = [p.communicate(timeout=300) for p in procs]
   expected = {"data": "the synthetic data differ between processes: process(es) 1 loaded other files or options",
@@ -314,8 +319,8 @@ _SHARDS = """
 import json, sys, types
 import numpy as np
 from jax.experimental import multihost_utils
-from jxhash import parallel
-from jxhash.streaming import StreamedEpoch
+from jxhash import distributed as parallel
+from jxhash.training.streaming import StreamedEpoch
 port, pid, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 group = parallel.start(f"localhost:{port}", n, pid, timeout=120)
 mesh = parallel.make_mesh()
@@ -344,7 +349,7 @@ group.finish()
 @MP
 def test_streamed_batches_read_only_this_process_rows(tmp_path):
   port, n = _free_port(), 2
-  procs = [subprocess.Popen([sys.executable, "-c", _SHARDS, str(port), str(i), str(n)], env=_env(2), cwd=ROOT,
+  procs = [subprocess.Popen([sys.executable, "-c", _SHARDS, str(port), str(i), str(n)], env=_env(2), cwd=WORK,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n)]
   outs = [p.communicate(timeout=300) for p in procs]
   batches = np.stack([np.random.default_rng(s).permutation(40)[:32].reshape(4, 8) for s in range(2)])
@@ -367,7 +372,7 @@ def test_streamed_batches_read_only_this_process_rows(tmp_path):
 def test_launcher_stops_the_rest_when_one_process_dies(tmp_path):
   args = [*FAULT, "--epochs", "500", "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "r.json")]
   launcher = subprocess.Popen([sys.executable, str(LAUNCH), "-n", "2", "--cpu-devices", "2", "--", *args],
-                              env=_env(1), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              env=_env(1), cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   _wait_for_epoch(tmp_path / "ck" / "mp", 2, [launcher])
   victim = next(pid for pid in _children(launcher.pid) if "--process-id\x001" in _cmdline(pid))
   os.kill(victim, signal.SIGKILL)
@@ -432,7 +437,7 @@ def _launch_until_epoch(tmp_path, extra=(), launcher=()):
   args = [*FAULT, "--epochs", "500", "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "r.json"),
           *extra]
   proc = subprocess.Popen([sys.executable, str(LAUNCH), "-n", "2", "--cpu-devices", "2", *launcher, "--", *args],
-                          env=_env(1), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          env=_env(1), cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   _wait_for_epoch(tmp_path / "ck" / "mp", 1, [proc])
   return proc
 
@@ -513,7 +518,7 @@ def test_slurm_style_discovery_with_a_faked_environment(tmp_path):
     env = _env(2, SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2", SLURM_PROCID=str(i),
                SLURM_LOCALID=str(i), JAX_COORDINATOR_PORT=str(port))
     procs.append(subprocess.Popen([sys.executable, str(RUN), *args, "--out", str(tmp_path / "slurm.json")], env=env,
-                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+                                  cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   outs = [p.communicate(timeout=TIMEOUT) for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outs[0][1][-3000:]
   assert "(written by process 0)" in outs[1][0]

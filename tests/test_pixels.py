@@ -7,7 +7,12 @@ import jax
 import numpy as np
 import pytest
 
-from jxhash import checkpoint, data, evaluation, inputs, parallel, runstate, train
+from jxhash import checkpoint, data
+from jxhash.training import evaluation
+from jxhash.training import inputs
+from jxhash import distributed as parallel
+from jxhash.training import runstate
+from jxhash.training import trainer as train
 
 from jxhash.spec import Dims
 from jxhash.data import augment as augment_lib

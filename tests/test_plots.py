@@ -10,7 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from jxhash import evaluation, metrics, plots, results
+from jxhash import metrics, plots
+from jxhash.training import evaluation
+from jxhash.runs import results
 from jxhash.errors import UserError
 
 pytest.importorskip("matplotlib")

@@ -1,4 +1,4 @@
-"""jxhash.progress: sparse newline-terminated lines when the stream is not a terminal, tqdm on one."""
+"""jxhash.training.progress: sparse newline-terminated lines when the stream is not a terminal, tqdm on one."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from jxhash import progress
+from jxhash.training import progress
 
 
 class Clock:
@@ -76,7 +76,8 @@ def test_factory_picks_lines_for_a_file_and_tqdm_for_a_terminal():
 
 @pytest.mark.slow
 def test_training_into_a_log_file_writes_few_lines(tmp_path, capfd):
-  from jxhash import data, train
+  from jxhash import data
+  from jxhash.training import trainer as train
   from jxhash.methods import get_method
   ds = data.load("synthetic", num_items=300, num_query=50, num_train=120, num_val=30)
   spec = get_method("dcmh")

@@ -28,7 +28,7 @@ def test_sweep_scores_on_val_resumes_and_tests_the_best_once(tmp_path, monkeypat
   argv = ["--method", "dcmh", "--bits", "16", "--seeds", "2", "--eval-every", "1", "--grid", "lr=0.1,30",
           "--grid", "eta=0.1,1", *SMALL, "--out-dir", str(tmp_path / "sw")]
   calls = []
-  from jxhash import train
+  from jxhash.training import trainer as train
   original = train.fit
 
   def counting_fit(spec, config, ds, options, **kw):

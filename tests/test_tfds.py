@@ -139,7 +139,9 @@ def test_mirflickr_pixels_are_read_lazily_and_match_the_loader(tmp_path, counted
 def test_dcmh_streams_its_training_batches_from_a_pixel_build(tmp_path):
   import dataclasses
 
-  from jxhash import evaluation, runstate, train
+  from jxhash.training import evaluation
+  from jxhash.training import runstate
+  from jxhash.training import trainer as train
   from jxhash.methods import get_method
 
   write_mirflickr(tmp_path / "raw", n=40, h=224, w=224)

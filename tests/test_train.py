@@ -7,7 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from jxhash import checkpoint, data, evaluation, inputs, runstate, train
+from jxhash import checkpoint, data
+from jxhash.training import evaluation
+from jxhash.training import inputs
+from jxhash.training import runstate
+from jxhash.training import trainer as train
 from jxhash.errors import CheckpointError, TrainingInterrupted
 from jxhash.methods import get_method
 

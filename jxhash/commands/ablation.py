@@ -71,7 +71,10 @@ def val_run(args, *, method: str, variants: Mapping[str, dict]) -> dict:
   """
   import numpy as np
 
-  from jxhash import config as config_lib, data as data_lib, evaluation, runstate, train
+  from jxhash import config as config_lib, data as data_lib
+  from jxhash.training import evaluation
+  from jxhash.training import runstate
+  from jxhash.training import trainer as train
   from jxhash.methods import get_method
 
   spec = get_method(method)

@@ -97,7 +97,10 @@ def fit_encoder(name: str, x: np.ndarray, y: np.ndarray, labels: np.ndarray, bit
 
 
 def run(args) -> dict:
-  from jxhash import data as data_lib, evaluation, fileio, inputs, metrics, results
+  from jxhash import data as data_lib, fileio, metrics
+  from jxhash.training import evaluation
+  from jxhash.training import inputs
+  from jxhash.runs import results
   from jxhash.errors import UserError
   if args.baseline not in BASELINES:
     raise UserError(f"--baseline {args.baseline!r}: choose one of {', '.join(BASELINES)}")

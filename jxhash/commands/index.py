@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import sys
 
 import numpy as np

@@ -37,7 +37,7 @@ import time
 
 RUN = ("-m", "jxhash", "train")  # what every process runs
 _OWN_FLAGS = ("--coordinator", "--num-processes", "--process-id", "--distributed")
-PEER_EXIT = 3  # jxhash.parallel.PEER_EXIT: stopped because another process of the run failed
+PEER_EXIT = 3  # jxhash.distributed.PEER_EXIT: stopped because another process of the run failed
 
 
 class _Parser(argparse.ArgumentParser):

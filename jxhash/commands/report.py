@@ -265,7 +265,7 @@ def changed_settings(r: dict) -> str:
   spec = METHODS.get(r["method"])
   if spec is None:
     return ""
-  from jxhash.results import to_json
+  from jxhash.runs.results import to_json
   defaults = to_json(dataclasses.asdict(spec.Config()))
   out = []
   for key, value in sorted(r.get("config", {}).items()):

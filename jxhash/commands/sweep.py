@@ -125,7 +125,7 @@ def _val_options(args) -> list[str]:
 
 
 def _options(args, num_seeds: int):
-  from jxhash import train
+  from jxhash.training import trainer as train
   t = args.settings.train
   return train.TrainOptions(seed=t.seed, num_seeds=num_seeds, eval_every=args.settings.eval.eval_every,
                             normalize=t.normalize, progress=False)
@@ -133,7 +133,7 @@ def _options(args, num_seeds: int):
 
 def _valid_setting_file(old, ident: dict) -> bool:
   """A resumed sweep reuses a setting's results file only if it is this setting's, whole and sane."""
-  from jxhash import identity
+  from jxhash.runs import identity
   if not isinstance(old, dict) or identity.identity_diff(old, ident) or "val_score" not in old:
     return False
   score = old["val_score"]
@@ -145,7 +145,9 @@ def _valid_setting_file(old, ident: dict) -> bool:
 
 def run_setting(args, setting: dict, out_dir: pathlib.Path) -> dict:
   """Train one setting with val selection; its results file, reused when it is already there."""
-  from jxhash import identity, results, train
+  from jxhash.runs import identity
+  from jxhash.runs import results
+  from jxhash.training import trainer as train
   from jxhash.errors import TrainingDiverged, UserError
   spec, config = _configured(args, setting)
   data = _load(args, _val_options(args))
@@ -255,7 +257,10 @@ def get_config():
 
 
 def sweep(args) -> dict:
-  from jxhash import fileio, identity, results, train
+  from jxhash import fileio
+  from jxhash.runs import identity
+  from jxhash.runs import results
+  from jxhash.training import trainer as train
   from jxhash.errors import UserError
   workdir = fileio.require_writable_dir(args.workdir, what="--workdir")
   out_dir = fileio.require_writable_dir(workdir / args.out_dir, what="--out-dir")

@@ -1,6 +1,6 @@
 """`jxhash train`: train and evaluate one method end to end; write a results JSON and checkpoints.
 
-Every run is named from its identity (`jxhash.identity.run_name`, or `--name`): its checkpoints
+Every run is named from its identity (`jxhash.runs.identity.run_name`, or `--name`): its checkpoints
 go to <workdir>/checkpoints/<name>/ and its results to <workdir>/results/<name>.json (or
 --out), so seed loops, `--seeds S` after `--seeds 1` and config changes never collide. The same
 command after a kill continues from the last checkpoint; on a finished run it says where the
@@ -121,7 +121,8 @@ def check_processes(args):
 
 def run(args) -> dict:
   """Run the experiment the flags describe and print its summary; the results dict."""
-  from jxhash import experiment, parallel
+  from jxhash import experiment
+  from jxhash import distributed as parallel
   processes = check_processes(args)
   s = settings_of(args)
   result = experiment.run(s, processes=processes, init_timeout=args.init_timeout)
@@ -141,7 +142,7 @@ def run(args) -> dict:
 
 def _run_in_group(args):
   """`run`, telling the other processes of a multi-process run how this one ended."""
-  from jxhash import parallel
+  from jxhash import distributed as parallel
   from jxhash.errors import TrainingInterrupted, UserError
   try:
     res = run(args)
@@ -163,7 +164,7 @@ def _run_in_group(args):
 
 def main(argv=None) -> int:
   from jxhash import cli
-  # the trainer reports through logging (jxhash.train); the console shows its messages plainly
+  # the trainer reports through logging (jxhash.training); the console shows its messages plainly
   handler = logging.StreamHandler(sys.stdout)
   handler.setFormatter(logging.Formatter("%(message)s"))
   logger = logging.getLogger("jxhash")
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
   finally:
     logger.removeHandler(handler)
     logger.propagate = propagate
-  from jxhash import parallel
+  from jxhash import distributed as parallel
   group = parallel.current_group()
   if group is not None and code != 0:
     # the others have been told; JAX's exit handler would wait minutes for them at its

@@ -28,7 +28,7 @@ class CrossModalData:
     image: (N, D) float features, or (N, H, W, 3) uint8 pixels: a numpy array, or a lazy row
       source (see `is_row_source`, e.g. `jxhash.data.io.LazyRows` over an HDF5 stack) whose
       rows are read on demand, for image stacks larger than memory. The trainer streams the
-      training batches of a lazy source from the host (`jxhash.train`); its values are not
+      training batches of a lazy source from the host (`jxhash.training`); its values are not
       checked for NaN up front (that would read it all).
     text: (N, T) bag-of-words or dense text features.
     labels: (N, C) multi-hot {0, 1} uint8 labels (single-label data is one-hot).

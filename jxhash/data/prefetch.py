@@ -1,6 +1,6 @@
 """Read ahead on a background thread, so host I/O overlaps device compute.
 
-The trainer's streamed path (`jxhash.train`, for image stacks that stay on disk) reads each
+The trainer's streamed path (`jxhash.training`, for image stacks that stay on disk) reads each
 batch's pixel rows from an HDF5 file and copies them to the device. JAX dispatches device work
 asynchronously, so while step t runs, this thread reads and transfers the batches after it.
 """

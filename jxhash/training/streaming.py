@@ -22,11 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jxhash import parallel
+from jxhash import distributed as parallel
 from jxhash.data import augment as augment_lib
 from jxhash.data.prefetch import prefetch
-from jxhash.epochs import epoch_plan, make_batch, over_seeds
-from jxhash.runstate import RunState
+from jxhash.training.epochs import epoch_plan, make_batch, over_seeds
+from jxhash.training.runstate import RunState
 from jxhash.spec import Stage
 
 

@@ -18,7 +18,7 @@ from jxhash import metrics
 from jxhash.codes import binarize
 from jxhash.data import CrossModalData
 from jxhash.data.core import take_rows
-from jxhash.inputs import normalize
+from jxhash.training.inputs import normalize
 from jxhash.spec import MethodSpec
 
 DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image")}

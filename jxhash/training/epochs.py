@@ -4,7 +4,7 @@ An epoch runs each phase of the stage over a fresh permutation of the training i
 batch order and the per-step keys come from `epoch_plan`, a function of the seed's key and
 the epoch), then the stage's `end_of_epoch`. `compile_epoch` jits the whole epoch as a
 `lax.scan` over the batches (one dispatch per epoch, no per-batch host work), vmapped over
-seeds, with the state donated. The streamed path (`jxhash.streaming`) follows the same plan
+seeds, with the state donated. The streamed path (`jxhash.training.streaming`) follows the same plan
 batch by batch.
 """
 
@@ -15,9 +15,9 @@ from typing import Callable
 
 import jax
 
-from jxhash import parallel
+from jxhash import distributed as parallel
 from jxhash.data import augment as augment_lib
-from jxhash.runstate import RunState
+from jxhash.training.runstate import RunState
 from jxhash.spec import Stage, steps_per_epoch
 
 _AUGMENT_SALT = 0x617567  # folds a step's key into its augmentation key, apart from the method's use

@@ -1,4 +1,6 @@
-"""Device mesh and sharding: one `data` axis over all devices, batches split on it.
+"""Devices and processes: the mesh (one `data` axis over all devices, batches split on it),
+sharding helpers, cross-process agreement, and the process group (`process_group`). May import:
+jax, numpy, `jxhash.errors`; nothing else of jxhash.
 
 Parameters, optimiser states and the training buffers are replicated; each step's batch
 rows are sharded over the `data` axis, so the same jitted program runs on one CPU, several
@@ -7,7 +9,7 @@ GPUs or a TPU slice, and XLA inserts the gradient all-reduce. The mesh uses `Axi
 parameters times a sharded batch is an ambiguous contraction.
 
 Multi-process runs (docs/multiprocess.md): every process calls `start(...)` (from
-`jxhash.process_group`, re-exported here) before anything else touches JAX; `jax.devices()` then
+`jxhash.distributed.process_group`, re-exported here) before anything else touches JAX; `jax.devices()` then
 lists every process's devices and the mesh spans them. Host values become global arrays without
 any collective (`replicate`, `global_array`: each process places the pieces its own devices
 hold, from a value every process computed identically); `local_copy` turns a replicated global
@@ -23,7 +25,7 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from jxhash.errors import UserError
-from jxhash.process_group import PEER_EXIT, ProcessGroup, current_group, initialize_distributed, start  # noqa: F401
+from jxhash.distributed.process_group import PEER_EXIT, ProcessGroup, current_group, initialize_distributed, start  # noqa: F401
 
 DATA_AXIS = "data"
 

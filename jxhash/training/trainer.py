@@ -1,9 +1,9 @@
 """The generic trainer: stages -> epochs -> phases -> batches, for any registered method.
 
 It knows no method: a `MethodSpec` (`jxhash.spec`) supplies the state, the stages and the
-steps. `fit` normalises the inputs (`jxhash.inputs`), puts the training split on the device
-mesh, runs each stage's epochs as compiled programs (`jxhash.epochs`, or `jxhash.streaming`
-when images stay on the host), evaluates on the validation split (`jxhash.evaluation`), keeps
+steps. `fit` normalises the inputs (`jxhash.training.inputs`), puts the training split on the device
+mesh, runs each stage's epochs as compiled programs (`jxhash.training.epochs`, or `jxhash.training.streaming`
+when images stay on the host), evaluates on the validation split (`jxhash.training.evaluation`), keeps
 the best state, saves checkpoints through the store it is handed so that an interrupted run
 resumes exactly, and finally evaluates on the test protocol.
 
@@ -11,11 +11,11 @@ Seeds: the state carries a leading seed axis and the epoch program is vmapped ov
 `num_seeds=S` trains S independent models (model seeds seed, seed+1, ...) in one program on
 the same data split; S = 1 is the ordinary run.
 
-Progress goes to the `jxhash.train` logger (resume and stage messages) and to a progress bar
-(`jxhash.progress`: sparse lines when stderr is not a terminal); each epoch's history entry
-also to an optional `jxhash.metric_log` (TensorBoard).
+Progress goes to the `jxhash.training` logger (resume and stage messages) and to a progress bar
+(`jxhash.training.progress`: sparse lines when stderr is not a terminal); each epoch's history entry
+also to an optional `jxhash.training.metric_log` (TensorBoard).
 
-Multi-process runs (`jxhash.parallel.start` first; docs/multiprocess.md): every process calls
+Multi-process runs (`jxhash.distributed.start` first; docs/multiprocess.md): every process calls
 `fit` with the same arguments and runs the same compiled epochs in the same order. Evaluation
 is local to each process (on its own copy of the replicated state, no collective); model
 selection follows process 0's validation score, so that every process saves the same best
@@ -23,7 +23,8 @@ checkpoint; the returned state is this process's copy.
 
 Synopsis:
 
-    from jxhash import data, methods, train
+    from jxhash import data, methods
+    from jxhash.training import trainer as train
     ds = data.load("synthetic")
     spec = methods.get_method("dcmh")
     result = train.fit(spec, spec.Config(bits=16, epochs=20), ds, train.TrainOptions())
@@ -42,17 +43,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jxhash import parallel, progress
+from jxhash import distributed as parallel
+from jxhash.training import progress
 from jxhash.data import CrossModalData
 from jxhash.data import augment as augment_lib
 from jxhash.data.core import take_rows
-from jxhash.epochs import compile_epoch, compile_finish, stage_bounds
+from jxhash.training.epochs import compile_epoch, compile_finish, stage_bounds
 from jxhash.errors import TrainingDiverged, TrainingInterrupted, UserError
-from jxhash.evaluation import average_over_seeds, evaluate, mean_map
-from jxhash.inputs import fit_normalizer, normalize, training_arrays
-from jxhash.runstate import RunState, init_state, seed_slice
+from jxhash.training.evaluation import average_over_seeds, evaluate, mean_map
+from jxhash.training.inputs import fit_normalizer, normalize, training_arrays
+from jxhash.training.runstate import RunState, init_state, seed_slice
 from jxhash.spec import Dims, MethodSpec
-from jxhash.streaming import StreamedEpoch
+from jxhash.training.streaming import StreamedEpoch
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ class TrainOptions:
     devices: devices of the data mesh (None: all).
     stream: read image batches from the host each step instead of holding the training
       images on the device. None: for pixels (in memory or a lazy row source), else not
-      (`jxhash.streaming`); small feature MLPs gain from the scanned epoch instead.
+      (`jxhash.training.streaming`); small feature MLPs gain from the scanned epoch instead.
     prefetch: batches read ahead on a background thread when streaming.
     augment: pixel augmentation applied on device in every training step, e.g. "flip" or
       "flip+shift:16" (`jxhash.data.augment`); "none" as in the papers.
@@ -143,7 +145,7 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
     data: the dataset; its train split is trained on, val selects, query/retrieval test.
     options: trainer settings.
     store: a `jxhash.checkpoint.CheckpointStore` for this run (None: no checkpoints).
-    metric_log: a `jxhash.metric_log.MetricLog` that gets every history entry (None: none);
+    metric_log: a `jxhash.training.metric_log.MetricLog` that gets every history entry (None: none);
       the caller opens and closes it.
 
   Raises:

@@ -8,7 +8,7 @@ not a terminal `bar` writes instead one ordinary line (ending in a newline) at m
 
 Synopsis:
 
-    from jxhash import progress
+    from jxhash.training import progress
     bar = progress.bar(total=500, initial=0, desc="dcmh", enabled=True)
     for epoch in ...:
       bar.set_postfix({"image/loss": "0.95"}, refresh=False)

@@ -9,7 +9,7 @@ scalars; tensorboardX writes the same event files that TensorBoard, `tbparse` an
 protos (see the class docstring for why not its threaded `SummaryWriter`).
 
 What is written, at step = epoch (1-based, the history's `epoch`):
-  - every number of the run's history entry (`jxhash.train.FitResult.history`): the phase
+  - every number of the run's history entry (`jxhash.training.trainer.FitResult.history`): the phase
     losses (`image/loss`, `text/loss`, ...; the mean over seeds and steps) and `val_map` at the
     epochs that evaluate (the mean over seeds);
   - with several vmapped seeds, each seed's value as `seed<k>/<name>` (k the model seed);
@@ -21,7 +21,8 @@ What is written, at step = epoch (1-based, the history's `epoch`):
 
 Synopsis:
 
-    from jxhash import metric_log, train
+    from jxhash.training import metric_log
+    from jxhash.training import trainer as train
     with metric_log.open("runs/my-run", config={"method": "dcmh", "bits": 16}) as log:
       result = train.fit(spec, config, data, options, metric_log=log)
 """
@@ -61,29 +62,41 @@ class MetricLog:
   Events go through tensorboardX's synchronous `EventsWriter` (its record format and summary
   protos), not its `SummaryWriter`: that one writes from a background thread, whose failure on a
   full disk cannot be caught and prints tracebacks after jxhash's own one-line error, at exit too.
-  One event per epoch costs nothing to write in place. A write that fails (a full disk, a removed
-  folder) stops the log with one warning on the `jxhash` logger; training goes on.
+  One event per epoch costs nothing to write in place. The file is created with the first epoch
+  (the config waits for it), so a run refused before training leaves no log. A write that fails
+  (a full disk, a removed folder) stops the log with one warning on the `jxhash` logger; training
+  goes on.
   """
 
   def __init__(self, directory, *, purge_step: int | None = None):
     directory = fileio.require_writable_dir(directory, what="TensorBoard log folder")
-    from tensorboardX.event_file_writer import EventsWriter
-    from tensorboardX.proto.event_pb2 import Event, SessionLog
+    from tensorboardX.proto.event_pb2 import Event
     self.directory = directory
     self._event = Event
+    self._purge_step = purge_step
     self._failed = False
     self._writer = None
+    self._pending = []  # the config's summaries, written with the first epoch
+
+  def _open(self) -> None:
+    """Create the event file: at the first epoch, so a run refused before training writes none."""
+    from tensorboardX.event_file_writer import EventsWriter
+    from tensorboardX.proto.event_pb2 import SessionLog
     try:
-      directory.mkdir(parents=True, exist_ok=True)
-      self._writer = EventsWriter(str(directory / "events"))
+      self.directory.mkdir(parents=True, exist_ok=True)
+      self._writer = EventsWriter(str(self.directory / "events"))
     except OSError as e:
       self._fail(e)
       return
-    self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
-    if purge_step is not None:
+    self._write(self._event(wall_time=time.time(), file_version="brain.Event:2"))
+    if self._purge_step is not None:
       # a run that continues from a checkpoint at epoch E writes from E + 1 on: TensorBoard drops
       # the events a killed attempt wrote at or past this step
-      self._write(Event(wall_time=time.time(), step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+      self._write(self._event(wall_time=time.time(), step=self._purge_step,
+                              session_log=SessionLog(status=SessionLog.START)))
+    for event in self._pending:
+      self._write(event)
+    self._pending = []
 
   def _fail(self, error: OSError) -> None:
     if not self._failed:
@@ -94,6 +107,10 @@ class MetricLog:
   def _write(self, event, flush: bool = False) -> None:
     if self._failed:
       return
+    if self._writer is None:
+      self._open()
+      if self._failed:
+        return
     try:
       self._writer.write_event(event)
       if flush:
@@ -101,8 +118,12 @@ class MetricLog:
     except OSError as e:
       self._fail(e)
 
-  def _summary(self, summary, step: int = 0) -> None:
-    self._write(self._event(wall_time=time.time(), step=int(step), summary=summary))
+  def _summary(self, summary, step: int = 0, *, pending: bool = False) -> None:
+    event = self._event(wall_time=time.time(), step=int(step), summary=summary)
+    if pending and self._writer is None:
+      self._pending.append(event)
+    else:
+      self._write(event)
 
   def scalars(self, step: int, values: dict) -> None:
     """Write each {tag: number} at `step` (flushed: a killed run keeps every epoch it logged)."""
@@ -121,11 +142,10 @@ class MetricLog:
     settings = fileio.to_json(settings)
     text = json.dumps(settings, indent=2, sort_keys=True, default=str)
     # TensorBoard renders text summaries as markdown: indent to keep the JSON a code block
-    self._summary(summary.text("config", "\n".join("    " + line for line in text.splitlines())))
+    self._summary(summary.text("config", "\n".join("    " + line for line in text.splitlines())), pending=True)
     flat = {k: _hparam(v) for k, v in _flatten(settings).items()}
     for item in summary.hparams(flat, {"val_map": math.nan}):
-      self._summary(item)
-    self.flush()
+      self._summary(item, pending=True)
 
   def flush(self) -> None:
     if not self._failed and self._writer is not None:

@@ -1,6 +1,6 @@
 """Results files: one JSON per run, written atomically, never silently replacing another run's.
 
-A results file carries its run's identity (`jxhash.identity`) at the top level, besides the
+A results file carries its run's identity (`jxhash.runs.identity`) at the top level, besides the
 metrics; a file is only replaced by a run with the same identity (or with `overwrite`). In a
 multi-process run only process 0 checks and writes results files (the others compute the same
 metrics and write nothing).
@@ -18,7 +18,7 @@ import numpy as np
 from jxhash import __version__, fileio
 from jxhash.errors import UserError
 from jxhash.fileio import to_json
-from jxhash.identity import describe_diff, identity_diff, run_identity
+from jxhash.runs.identity import describe_diff, identity_diff, run_identity
 
 
 def environment() -> dict:
@@ -39,7 +39,7 @@ def build(spec, config, data, options, fit_result, *, extra: dict | None = None,
           identity: dict | None = None) -> dict:
   """The results dict of a finished `train.fit` run (see the README for its keys).
 
-  `identity`: the run's `jxhash.identity.run_identity`, when the caller computed it already.
+  `identity`: the run's `jxhash.runs.identity.run_identity`, when the caller computed it already.
   """
   final = fit_result.final
   out = {
@@ -102,7 +102,7 @@ def check_writable(path, identity: dict, *, overwrite: bool = False) -> None:
 
   Args:
     path: the results file.
-    identity: `jxhash.identity.run_identity` of the run about to write it.
+    identity: `jxhash.runs.identity.run_identity` of the run about to write it.
     overwrite: replace whatever is there.
 
   Only process 0 of a multi-process run checks (the only one that writes).
