@@ -438,6 +438,8 @@ def _compute(query_codes, db_codes, query_labels, db_labels, *, ks, ns, ties, we
     if budget is None:
       budget = _device_budget(q_codes)
     chunk_size = int(np.clip(budget // per_query, 1, 1024))
+    if backend == "jax":  # the scan pads a chunk's rows to a power of two: stay within the budget
+      chunk_size = 1 << (chunk_size.bit_length() - 1)
   elif not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
     raise UserError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
 
