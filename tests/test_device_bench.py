@@ -59,7 +59,6 @@ def test_output_paths_never_reuse_a_name(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("subprocess-heavy")
 def test_tiny_run_writes_its_files_and_every_part_runs(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device.py"), "--tiny", "--out-dir", str(tmp_path)],

@@ -38,6 +38,11 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import launch_local  # noqa: E402
 import run as run_cli  # noqa: E402
 
+# Under pytest-xdist (--dist loadgroup) these tests run in one worker, one after another: each
+# starts 2-4 processes with simulated devices, and two such runs at once would compete for the
+# cores past the tests' timeouts (and for the free ports they pick).
+pytestmark = pytest.mark.xdist_group("multiprocess")
+
 from multiprocess_table import CASE_DATA, SMALL, case_args  # noqa: E402
 
 DCMH = case_args("dcmh")
