@@ -298,7 +298,8 @@ def part_methods(args, sz) -> dict:
   rows = []
   for name in methods.METHODS:
     spec = methods.get_method(name)
-    config = spec.Config(bits=t["bits"])
+    # --tiny: the method's own smoke configuration (small widths), as JXHASH_SMOKE=1 runs use
+    config = spec.Config(**{**(spec.smoke if args.tiny else {}), "bits": t["bits"]})
     keys = ("image", "text", "labels") if spec.supervised else ("image", "text")
     data = parallel.replicate({k: jnp.asarray(host[k]) for k in keys}, mesh)
     for seeds in sz["seeds"]:
@@ -444,7 +445,7 @@ def part_index(args, sz) -> dict:
     skipped(rows, "flat vs FAISS IndexBinaryFlat", "faiss is not installed")
     return {"rows": rows, **extra}
   flat = bench_index.faiss_flat(faiss, words, 64)
-  for count in threads:
+  for count in threads[:1]:  # all cores only: the one-thread comparison is in INDEX.md
     guarded(rows, f"flat vs FAISS IndexBinaryFlat, {count} threads",
             lambda count=count: {k: (float(v) if isinstance(v, np.floating) else v) for k, v in
                                  bench_index.bench_flat(faiss, flat, index, words, q_words, q_codes, ns, count).items()})
