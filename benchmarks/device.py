@@ -414,7 +414,28 @@ def part_eval(args, sz) -> dict:
         for ref in ("numba", "torch"):
           if ref in by and by[ref].get("status") == "ok":
             by["jax"][f"ratio_{ref}"] = by[ref]["time_s"] / by["jax"]["time_s"]
+    if have_numba:
+      guarded(rows, f"{case}: mAP@k and P@N, jax ({jax.default_backend()}) vs numba",
+              lambda host=host, device=device: cutoffs_agree(metrics, host, device))
   return {"rows": rows}
+
+
+def cutoffs_agree(metrics, host, device) -> dict:
+  """metrics.evaluate's mAP@k and P@N, both tie rules, the jax backend on the device against
+  numba; a difference over 1e-6 fails the row."""
+  out = {"values": {}}
+  for ties in ("index", "average"):
+    kw = dict(top_k=(100, 1000), pn=(1, 100, 1000), ties=ties)
+    got = metrics.evaluate(*device, backend="jax", **kw)
+    want = metrics.evaluate(*host, backend="numba", **kw)
+    pairs = [(got["map"], want["map"]), *((got["map@k"][k], want["map@k"][k]) for k in kw["top_k"]),
+             *zip(got["p@n"]["precision"], want["p@n"]["precision"])]
+    diff = max(abs(a - b) for a, b in pairs)
+    out["values"][ties] = {"map@k": want["map@k"], "p@n": want["p@n"]["precision"], "max_abs_diff": diff}
+    if diff > 1e-6:
+      raise AssertionError(f"ties={ties}: jax and numba differ by {diff:.2e}: {got} vs {want}")
+  out["max_abs_diff"] = max(v["max_abs_diff"] for v in out["values"].values())
+  return out
 
 
 def part_index(args, sz) -> dict:
@@ -541,7 +562,11 @@ def render(results: dict) -> str:
                   f"compile {row['compile_s']:.1f} s")
         ratio = f"{row['ratio']:.2f}x sequential seeds" if "ratio" in row else "-"
       elif part == "eval":
-        if "values" in row:
+        if "values" in row and "index" in row["values"]:
+          result = "; ".join(f"{t}: mAP@k {', '.join(f'{k} {v:.6f}' for k, v in r['map@k'].items())}, "
+                             f"P@N {', '.join(f'{v:.6f}' for v in r['p@n'])}" for t, r in row["values"].items())
+          ratio = f"max diff {_fmt(row.get('max_abs_diff'), '.1e')}"
+        elif "values" in row:
           result = ", ".join(f"{k} {v:.9f}" for k, v in row["values"].items())
           ratio = f"max diff {_fmt(row.get('max_abs_diff'), '.1e')}"
         else:
