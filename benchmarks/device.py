@@ -414,10 +414,31 @@ def part_eval(args, sz) -> dict:
         for ref in ("numba", "torch"):
           if ref in by and by[ref].get("status") == "ok":
             by["jax"][f"ratio_{ref}"] = by[ref]["time_s"] / by["jax"]["time_s"]
+    guarded(rows, f"{case}: jax work memory per (query, item)", lambda device=device: work_memory(device))
     if have_numba:
       guarded(rows, f"{case}: mAP@k and P@N, jax ({jax.default_backend()}) vs numba",
               lambda host=host, device=device: cutoffs_agree(metrics, host, device))
   return {"rows": rows}
+
+
+def work_memory(device, rows: int = 256) -> dict:
+  """XLA's account of the jax scans' temporary memory for a chunk of `rows` queries, in bytes
+  per (query, item), against the bound `jxhash.metrics` sizes its chunks with."""
+  from jxhash import _rank_kernels, metrics
+  q = (device[0][:rows], device[2][:rows])
+  db = (device[1], device[3])
+  n_db, bits, classes = device[1].shape[0], device[1].shape[1], device[3].shape[1]
+  programs = {
+      "index": _rank_kernels._jax_index_metrics.lower(*q, *db, rows, num_buckets=bits + 1, ks=(1000,), ns=(1000,)),
+      "buckets": _rank_kernels._jax_bucket_counts.lower(*q, *db, num_buckets=bits + 1, num_classes=classes,
+                                                        weighted=False),
+  }
+  out = {name: p.compile().memory_analysis().temp_size_in_bytes / (q[0].shape[0] * n_db)
+         for name, p in programs.items()}
+  out["bound"] = metrics._JAX_BYTES_PER_PAIR
+  if max(out["index"], out["buckets"]) > out["bound"]:
+    raise AssertionError(f"work memory per pair {out} exceeds the bound")
+  return out
 
 
 def cutoffs_agree(metrics, host, device) -> dict:
@@ -562,7 +583,9 @@ def render(results: dict) -> str:
                   f"compile {row['compile_s']:.1f} s")
         ratio = f"{row['ratio']:.2f}x sequential seeds" if "ratio" in row else "-"
       elif part == "eval":
-        if "values" in row and "index" in row["values"]:
+        if "bound" in row:
+          result = f"index ties {row['index']:.1f} B, average ties {row['buckets']:.1f} B (bound {row['bound']} B)"
+        elif "values" in row and "index" in row["values"]:
           result = "; ".join(f"{t}: mAP@k {', '.join(f'{k} {v:.6f}' for k, v in r['map@k'].items())}, "
                              f"P@N {', '.join(f'{v:.6f}' for v in r['p@n'])}" for t, r in row["values"].items())
           ratio = f"max diff {_fmt(row.get('max_abs_diff'), '.1e')}"

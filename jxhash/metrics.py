@@ -82,9 +82,10 @@ _SMALL_PROBLEM = 100_000
 _CHUNK_BYTES = {"numba": 256 * 2**20, "numpy": 256 * 2**20, "jax": None}
 
 # Device bytes per (query, database item) of the jax programs: their (chunk, N) work arrays
-# (distances, gains, sort keys, ranked relevance, hits, precision terms), measured with XLA's
-# memory analysis of the compiled programs on CPU and GPU and rounded up
-# (tests/test_metrics_device.py checks the bound).
+# (distances, gains, sort keys, ranked relevance, hits, precision terms). XLA's memory analysis
+# of the compiled programs on the CPU gives 51-59 bytes for chunks of 1-8 queries and 24-32
+# from 32 on, rounded up here; tests/test_metrics_device.py checks the bound on the CPU and
+# benchmarks/device.py records the figure on a GPU at NUS-WIDE scale.
 _JAX_BYTES_PER_PAIR = 64
 
 
