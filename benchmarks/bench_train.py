@@ -128,7 +128,9 @@ def run_torch(args, arrays) -> dict:
 
   ref = torch_dcmh_reference.DCMHReference(
       arrays["image"], arrays["text"], arrays["labels"], bits=args.bits, image_hidden=args.image_hidden,
-      text_hidden=args.text_hidden, batch_size=args.batch_size, threads=args.threads[-1])
+      text_hidden=args.text_hidden, batch_size=args.batch_size, threads=args.threads[-1],
+      # benchmarks/device.py sets these two (a GPU, bf16 autocast); the CLI runs on the CPU
+      device=getattr(args, "torch_device", "cpu"), autocast=getattr(args, "torch_autocast", None))
   logs = {}
 
   def run_epoch():

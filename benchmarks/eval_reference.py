@@ -91,3 +91,50 @@ def reference_tie_average_map(query_codes, db_codes, query_labels, db_labels) ->
       o, h = o + n, h + r
     total += ap / num_relevant
   return total / num_q
+
+
+def torch_reference_map(query_codes, db_codes, query_labels, db_labels, *, ties: str = "index",
+                        device: str = "cuda") -> float:
+  """mAP@all by a per-query PyTorch loop on `device`, the way the CLIP-era cross-modal hashing
+  repositories evaluate on the GPU (a `calc_map_k` per query: Hamming distances by a ±1 matmul,
+  an argsort, precision at the ranks of the relevant items).
+
+  ties="index" uses `torch.argsort(stable=True)` (ties by database index; those repositories
+  call an unstable sort, whose order within ties is unspecified). ties="average" is the
+  tie-aware AP of `reference_tie_average_map`, one query at a time on the device in float64:
+  after sorting by distance, the item at 1-based position p of a group of n items, r of them
+  relevant, h relevant and o = p - t items before the group, contributes
+  (r / n) · (h + 1 + (t - 1)(r - 1)/(n - 1)) / p.
+  Zero-relevant queries score 0 and count in the mean.
+  """
+  import torch
+
+  dev = torch.device(device)
+  q_codes = torch.as_tensor(np.asarray(query_codes, np.float32), device=dev)
+  db_codes = torch.as_tensor(np.asarray(db_codes, np.float32), device=dev)
+  q_labels = torch.as_tensor(np.asarray(query_labels, np.float32), device=dev)
+  db_labels = torch.as_tensor(np.asarray(db_labels, np.float32), device=dev)
+  num_q, bits = q_codes.shape
+  positions = torch.arange(1, db_codes.shape[0] + 1, device=dev, dtype=torch.float64)
+  total = torch.zeros((), dtype=torch.float64, device=dev)
+  for i in range(num_q):
+    relevant = (q_labels[i] @ db_labels.T > 0).to(torch.float64)
+    num_relevant = relevant.sum()
+    if num_relevant == 0:
+      continue
+    dist = torch.round(0.5 * (bits - q_codes[i] @ db_codes.T)).long()
+    if ties == "index":
+      ranked = relevant[torch.argsort(dist, stable=True)]
+      where = torch.nonzero(ranked).flatten().to(torch.float64) + 1.0
+      total += torch.mean(torch.arange(1, where.numel() + 1, device=dev, dtype=torch.float64) / where)
+      continue
+    sizes = torch.bincount(dist, minlength=bits + 1).to(torch.float64)
+    rels = torch.bincount(dist, weights=relevant, minlength=bits + 1)
+    before_n = torch.cumsum(sizes, 0) - sizes
+    before_rel = torch.cumsum(rels, 0) - rels
+    group = torch.sort(dist).values
+    n, r, h = sizes[group], rels[group], before_rel[group]
+    t = positions - before_n[group]
+    ahead = torch.where(n > 1, (t - 1) * (r - 1) / torch.clamp(n - 1, min=1), 0.0)
+    total += torch.sum(r / n * (h + 1 + ahead) / positions) / num_relevant
+  return float(total) / num_q

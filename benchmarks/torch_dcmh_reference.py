@@ -1,4 +1,4 @@
-"""DCMH's training epoch in PyTorch on the CPU, written the way the public PyTorch port does it.
+"""DCMH's training epoch in PyTorch, written the way the public PyTorch port does it.
 
 The baseline for `bench_train.py`. The port is WendellGul/DCMH (`main.py`, `train`); this file
 keeps its training loop and changes only what a feature-based speed comparison needs:
@@ -20,9 +20,16 @@ keeps its training loop and changes only what a feature-based speed comparison n
   term no gradient (a bug of that port, WendellGul/DCMH). The cost is the same.
 - The port's whole-training-set loss after each epoch (`calc_loss`, an n x n matrix) is
   logging, not training, and is left out (jxhash computes no such loss either).
+
+On a GPU (`device="cuda"`, as the port's `.cuda()` does) the per-step batch draw stays on the
+host, as in the port; `autocast=torch.bfloat16` runs the forward pass and the loss under
+`torch.autocast` (bf16 matmuls with float32 accumulation, float32 weights); TF32 is the
+caller's `torch.backends.cuda.matmul.allow_tf32`.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -53,29 +60,39 @@ class DCMHReference:
     gamma, eta: quantization and balance weights (1 in every release).
     seed: seeds torch (weights, buffers) and the batch draws.
     threads: torch intra-op threads.
+    device: "cpu" or "cuda".
+    autocast: None (float32) or a dtype for `torch.autocast` (torch.bfloat16).
   """
 
   def __init__(self, image, text, labels, *, bits: int = 64, image_hidden: int = 4096,
                text_hidden: int = 8192, batch_size: int = 128, lr: float = 10 ** -1.5,
-               gamma: float = 1.0, eta: float = 1.0, seed: int = 0, threads: int = 2):
+               gamma: float = 1.0, eta: float = 1.0, seed: int = 0, threads: int = 2,
+               device: str = "cpu", autocast=None):
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
+    self.device = torch.device(device)
+    self.autocast = autocast
     self.rng = np.random.RandomState(seed)
-    self.x = torch.from_numpy(np.ascontiguousarray(image, np.float32))
-    self.y = torch.from_numpy(np.ascontiguousarray(text, np.float32))
-    self.labels = torch.from_numpy(np.ascontiguousarray(labels, np.float32))
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(self.device)  # noqa: E731
+    self.x, self.y, self.labels = as_tensor(image), as_tensor(text), as_tensor(labels)
     self.n = self.x.shape[0]
     self.bs = min(batch_size, self.n)
     self.gamma, self.eta = gamma, eta
-    self.nets = {"image": _mlp(self.x.shape[1], image_hidden, bits),
-                 "text": _mlp(self.y.shape[1], text_hidden, bits)}
+    self.nets = {"image": _mlp(self.x.shape[1], image_hidden, bits).to(self.device),
+                 "text": _mlp(self.y.shape[1], text_hidden, bits).to(self.device)}
     self.optimizers = {m: torch.optim.SGD(net.parameters(), lr=lr) for m, net in self.nets.items()}
     # the port starts both buffers N(0, 1) and B from them
-    self.buffers = {"image": torch.randn(self.n, bits), "text": torch.randn(self.n, bits)}
+    self.buffers = {"image": torch.randn(self.n, bits).to(self.device),
+                    "text": torch.randn(self.n, bits).to(self.device)}
     self.binary = torch.sign(self.buffers["image"] + self.buffers["text"])
     # the port allocates the ones vectors of the balance term once, outside the loop
-    self.ones = torch.ones(self.bs, 1)
-    self.ones_rest = torch.ones(self.n - self.bs, 1)
+    self.ones = torch.ones(self.bs, 1, device=self.device)
+    self.ones_rest = torch.ones(self.n - self.bs, 1, device=self.device)
+
+  def _precision(self):
+    if self.autocast is None:
+      return contextlib.nullcontext()
+    return torch.autocast(self.device.type, dtype=self.autocast)
 
   @property
   def steps(self) -> int:
@@ -89,16 +106,18 @@ class DCMHReference:
     buffer, other_buffer = self.buffers[modality], self.buffers[other]
     total = 0.0
     for _ in range(self.steps):
-      ind = self.rng.permutation(self.n)[:self.bs]
-      rest = np.setdiff1d(np.arange(self.n), ind)
-      similarity = (self.labels[ind] @ self.labels.t() > 0).float()  # (bs, n)
-      cur = net(inputs[ind])
-      buffer[ind] = cur.detach()
-      theta = 0.5 * cur @ other_buffer.t()
-      loglik = -torch.sum(similarity * theta - F.softplus(theta))
-      quantization = torch.sum((self.binary[ind] - cur) ** 2)
-      balance = torch.sum((cur.t() @ self.ones + buffer[rest].t() @ self.ones_rest) ** 2)
-      loss = (loglik + self.gamma * quantization + self.eta * balance) / (self.bs * self.n)
+      ind_np = self.rng.permutation(self.n)[:self.bs]
+      rest = torch.from_numpy(np.setdiff1d(np.arange(self.n), ind_np)).to(self.device)
+      ind = torch.from_numpy(ind_np).to(self.device)
+      with self._precision():
+        similarity = (self.labels[ind] @ self.labels.t() > 0).float()  # (bs, n)
+        cur = net(inputs[ind])
+        buffer[ind] = cur.detach().float()
+        theta = 0.5 * cur @ other_buffer.t()
+        loglik = -torch.sum(similarity * theta - F.softplus(theta))
+        quantization = torch.sum((self.binary[ind] - cur) ** 2)
+        balance = torch.sum((cur.t() @ self.ones + buffer[rest].t() @ self.ones_rest) ** 2)
+        loss = (loglik + self.gamma * quantization + self.eta * balance) / (self.bs * self.n)
       optimizer.zero_grad()
       loss.backward()
       optimizer.step()
@@ -109,4 +128,6 @@ class DCMHReference:
     """One DCMH epoch: image phase, text phase, B = sign(F + G). Returns mean phase losses."""
     logs = {"image/loss": self._phase("image"), "text/loss": self._phase("text")}
     self.binary = torch.sign(self.buffers["image"] + self.buffers["text"])
+    if self.device.type == "cuda":
+      torch.cuda.synchronize()
     return logs

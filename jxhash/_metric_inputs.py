@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jxhash.errors import UserError
@@ -34,7 +37,27 @@ def invalid_values(arr, allowed, rows_per_step=1 << 16):
   return []
 
 
-def check_codes(codes, name):
+@functools.partial(jax.jit, static_argnames=("low", "high"))
+def _all_in(x, low, high):
+  return jnp.all((x == low) | (x == high))
+
+
+def on_device(x, allowed, kinds):
+  """A device array checked where it is (shape, dtype, then one jitted all-values test, a
+  scalar back to the host); None for anything else, which the host checks read instead."""
+  if not isinstance(x, jax.Array):
+    return None
+  kind = "f" if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype.kind
+  if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0 or kind not in kinds:
+    return None  # the host checks word the error
+  if not bool(jax.device_get(_all_in(x, *allowed))):  # explicit: allowed under a transfer guard
+    return None  # the host checks find and name the bad values
+  return x
+
+
+def check_codes(codes, name, on_device_ok=False):
+  if on_device_ok and on_device(codes, (-1, 1), "iuf") is not None:
+    return codes
   arr = as_array(codes, name)
   if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
     raise UserError(f"{name} must be a non-empty 2-D array of ±1 codes (rows, bits), got shape {arr.shape}")
@@ -47,7 +70,9 @@ def check_codes(codes, name):
   return arr
 
 
-def check_labels(labels, name):
+def check_labels(labels, name, on_device_ok=False):
+  if on_device_ok and on_device(labels, (0, 1), "biuf") is not None:
+    return labels
   arr = as_array(labels, name)
   if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
     raise UserError(f"{name} must be a non-empty 2-D multi-hot array (rows, classes), got shape {arr.shape}")

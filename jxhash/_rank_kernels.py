@@ -24,8 +24,12 @@ Three interchangeable implementations produce exactly these numbers (`Scan`):
            installed.
   "numpy"  packed popcount distances for a chunk of queries, then `np.argsort(kind="stable")`
            (a radix sort on 8/16-bit keys). The CPU fallback without numba.
-  "jax"    ±1 matmul distances and `jnp.argsort(stable=True)` under `jax.jit`. XLA's sort is
-           fast on GPU/TPU (and slow on CPU, where it is never chosen by default).
+  "jax"    ±1 matmul distances under `jax.jit`, on the device that holds the codes. Index
+           ties: a one-operand sort of the int32 key distance·N + index, and the per-query
+           metrics reduced on the device (`device_index_metrics`; only per-query numbers come
+           back); average ties: bucket counts by scatter-add, no sort; with gains (nwmAP,
+           index ties) the full `Scan` comes back. XLA's sort is fast on GPU/TPU (and slow on
+           CPU, where this backend is never chosen by default).
 
 The gain of a (query, item) pair is the number of labels they share; an item is relevant when
 its gain is positive.
@@ -186,14 +190,8 @@ def _blocked_row_sum(x: jax.Array, block: int = 512) -> jax.Array:
 def _jax_scan_jit(q_codes, q_labels, db_codes, db_labels, *, num_buckets, num_classes, top_len):
   # Computes every output of `Scan`: one compilation per shape serves all tie rules and
   # metrics, and the extra terms cost little next to the sort.
-  bits = q_codes.shape[1]
   n_db = db_codes.shape[0]
-  hp = jax.lax.Precision.HIGHEST
-  # ±1 and 0/1 products are small integers, exact in float32 accumulation for K, C < 2**24.
-  dot = jnp.matmul(q_codes.astype(jnp.float32), db_codes.astype(jnp.float32).T, precision=hp)
-  dist = jnp.round(0.5 * (bits - dot)).astype(jnp.int32)
-  gains = jnp.round(jnp.matmul(q_labels.astype(jnp.float32), db_labels.astype(jnp.float32).T,
-                               precision=hp)).astype(jnp.int32)
+  dist, gains = _distances_and_gains(q_codes, q_labels, db_codes, db_labels)
   order = jnp.argsort(dist, axis=1, stable=True)
   dist_sorted = jnp.take_along_axis(dist, order, axis=1)
   ranked = jnp.take_along_axis(gains, order, axis=1)
@@ -222,17 +220,113 @@ def _jax_scan_jit(q_codes, q_labels, db_codes, db_labels, *, num_buckets, num_cl
   }
 
 
+def _distances_and_gains(q_codes, q_labels, db_codes, db_labels):
+  """(Qc, N) int32 Hamming distances and shared-label counts by ±1 / 0-1 matmuls."""
+  bits = q_codes.shape[1]
+  hp = jax.lax.Precision.HIGHEST
+  # ±1 and 0/1 products are small integers, exact in float32 accumulation for K, C < 2**24.
+  dot = jnp.matmul(q_codes.astype(jnp.float32), db_codes.astype(jnp.float32).T, precision=hp)
+  dist = jnp.round(0.5 * (bits - dot)).astype(jnp.int32)
+  gains = jnp.round(jnp.matmul(q_labels.astype(jnp.float32), db_labels.astype(jnp.float32).T,
+                               precision=hp)).astype(jnp.int32)
+  return dist, gains
+
+
+def _rank_order(dist, num_buckets):
+  """(Qc, N) database indices in (distance, index) order, per query row.
+
+  One int32 key d·N + j per item sorts into exactly that order; a one-operand sort of it is
+  cheaper than the stable argsort (a sort of (d, iota) pairs), which remains the fallback when
+  (K + 1)·N does not fit in int32."""
+  n_db = dist.shape[1]
+  if num_buckets * n_db < 2**31:
+    key = dist * n_db + jnp.arange(n_db, dtype=jnp.int32)[None, :]
+    return jnp.sort(key, axis=1) % n_db
+  return jnp.argsort(dist, axis=1, stable=True)
+
+
+@functools.partial(jax.jit, static_argnames=("num_buckets", "ks", "ns"))
+def _jax_index_metrics(q_codes, q_labels, db_codes, db_labels, valid, *, num_buckets, ks, ns):
+  """Per-query metrics under the (distance, index) ranking, reduced on the device.
+
+  The device twin of `_jax_scan_jit` followed by `_tie_average.reduce_scan` for index ties
+  without gains: only per-query numbers and the pooled (K + 1) radius counts leave it.
+  `valid` (traced) is the number of real rows; padding rows are left out of the pooled counts.
+  ks, ns: cut-offs, already clamped to N.
+  """
+  n_db = db_codes.shape[0]
+  dist, gains = _distances_and_gains(q_codes, q_labels, db_codes, db_labels)
+  relevant = gains > 0
+  ranked_rel = jnp.take_along_axis(relevant, _rank_order(dist, num_buckets), axis=1)
+  hits = jnp.cumsum(ranked_rel, axis=1, dtype=jnp.int32)
+  inv_rank = 1.0 / jnp.arange(1, n_db + 1, dtype=jnp.float32)[None, :]
+  terms = jnp.where(ranked_rel, hits.astype(jnp.float32) * inv_rank, 0.0)
+  num_relevant = hits[:, -1]
+
+  def ratio(a, b):
+    return jnp.where(b > 0, a / jnp.maximum(b, 1).astype(jnp.float32), 0.0)
+
+  ap = ratio(_blocked_row_sum(terms), num_relevant)
+  ap_at = [ratio(_blocked_row_sum(terms[:, :k]), hits[:, k - 1]) for k in ks]
+  precision_at = [hits[:, n - 1].astype(jnp.float32) / n for n in ns]
+  rows = q_codes.shape[0]
+  mask = (jnp.arange(rows) < valid)[:, None]
+  pooled = jnp.zeros((2, num_buckets), jnp.int32).at[relevant.astype(jnp.int32), dist].add(
+      mask.astype(jnp.int32))
+  return {"ap": ap, "ap_at": jnp.stack(ap_at, axis=1) if ks else jnp.zeros((rows, 0), jnp.float32),
+          "precision_at": jnp.stack(precision_at, axis=1) if ns else jnp.zeros((rows, 0), jnp.float32),
+          "num_relevant": num_relevant, "retrieved": pooled.sum(axis=0), "good": pooled[1]}
+
+
+@functools.partial(jax.jit, static_argnames=("num_buckets", "num_classes", "weighted"))
+def _jax_bucket_counts(q_codes, q_labels, db_codes, db_labels, *, num_buckets, num_classes, weighted):
+  """Per-query bucket counts (items, relevant items, gain at each distance; the gain
+  histogram), all the tie-averaged metrics need: scatter-adds, no sort."""
+  dist, gains = _distances_and_gains(q_codes, q_labels, db_codes, db_labels)
+  rows = jnp.arange(dist.shape[0])[:, None]
+  zeros = jnp.zeros((dist.shape[0], num_buckets), jnp.int32)
+  out = {"size": zeros.at[rows, dist].add(1), "rel": zeros.at[rows, dist].add((gains > 0).astype(jnp.int32))}
+  if weighted:
+    out["gain"] = zeros.at[rows, dist].add(gains)
+    out["gain_hist"] = jnp.zeros((dist.shape[0], num_classes + 1), jnp.int32).at[rows, gains].add(1)
+  return out
+
+
 def _round_up_pow2(n: int) -> int:
   return 1 << max(n - 1, 0).bit_length()
 
 
-def _jax_scan(q, db, *, num_buckets, num_classes, top_len, index_ties, weighted):
+def _pad_rows(q):
+  """Chunk rows padded (with copies of the first) to a power of two, so that varying chunk
+  sizes cost a handful of compilations, not one each; returns (padded, real row count)."""
   rows = q[0].shape[0]
-  # Pad the chunk rows and the top length to powers of two (the top to at least 1024), so that
-  # varying chunk sizes and cut-offs cost a handful of compilations, not one each.
   pad = _round_up_pow2(rows) - rows
   if pad:
     q = tuple(jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]) for x in q)
+  return q, rows
+
+
+def device_index_metrics(q, db, *, num_buckets: int, ks: tuple, ns: tuple) -> dict:
+  """AP@all, AP@k, P@n per query of a prepared jax chunk under index ties, as device arrays.
+
+  Keys: ap, ap_at (Qc, len(ks)), precision_at (Qc, len(ns)) float32; num_relevant (Qc,),
+  retrieved / good (K + 1,) int32 pair counts pooled over the chunk's queries. Nothing is
+  copied to the host: a caller gathers the chunks and reads them back once.
+  """
+  q, rows = _pad_rows(q)
+  out = _jax_index_metrics(*q, *db, rows, num_buckets=num_buckets, ks=tuple(int(k) for k in ks),
+                           ns=tuple(int(n) for n in ns))
+  return {name: v if name in ("retrieved", "good") else v[:rows] for name, v in out.items()}
+
+
+def _jax_scan(q, db, *, num_buckets, num_classes, top_len, index_ties, weighted):
+  q, rows = _pad_rows(q)
+  if not index_ties:  # the tie-averaged metrics need only bucket counts: no sort
+    out = jax.device_get(_jax_bucket_counts(*q, *db, num_buckets=num_buckets, num_classes=num_classes,
+                                            weighted=weighted))
+    get = lambda name: np.asarray(out[name][:rows], np.int64) if name in out else None  # noqa: E731
+    return Scan(get("size"), get("rel"), get("gain"), None, None, None, get("gain_hist"))
+  # The top length is padded to a power of two (at least 1024) for the same reason.
   top_pad = min(db[0].shape[0], max(1024, _round_up_pow2(top_len)))
   out = jax.device_get(_jax_scan_jit(*q, *db, num_buckets=num_buckets, num_classes=num_classes,
                                      top_len=top_pad))

@@ -37,7 +37,12 @@ when numba is installed (compiled counting kernel, queries in parallel over the 
 "numpy" (packed popcount + numpy's radix sort); on CPU, problems under 1e5 query×item pairs
 always use "numpy" (starting the numba thread pool would cost more than the work). All three
 give the same numbers up to float rounding (the jax backend accumulates in float32, ~1e-7
-relative). The numba kernel runs on numba's threading layer (OpenMP by default); on an
+relative). The jax backend takes device arrays where they are (codes straight from an
+encoder are never copied to the host; their ±1 check runs on the device) and sizes its query
+chunks from the device's free memory (`_device_budget`); with ties="index" and no gains it
+reduces every chunk to per-query numbers on the device and reads them back once, otherwise
+the per-query bucket counts come back and the closed forms run in float64 on the host
+(digamma differences at ranks ~1e5 lose their digits in float32). The numba kernel runs on numba's threading layer (OpenMP by default); on an
 oversubscribed machine OMP_WAIT_POLICY=passive (or NUMBA_THREADING_LAYER=workqueue) avoids
 spinning worker threads.
 
@@ -54,6 +59,7 @@ from __future__ import annotations
 import numbers
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jxhash import _rank_kernels
@@ -70,8 +76,17 @@ BACKENDS = _rank_kernels.BACKENDS
 _SMALL_PROBLEM = 100_000
 
 # Memory a chunk of queries may use for its work arrays: host memory for the numba / numpy
-# scans, device memory for jax (larger, so an accelerator sorts enough rows per call).
-_CHUNK_BYTES = {"numba": 256 * 2**20, "numpy": 256 * 2**20, "jax": 2 * 2**30}
+# scans, device memory for jax. None for jax: a quarter of the device's free memory, between
+# 256 MiB and 8 GiB (`_device_budget`; 2 GiB where the device does not report its memory),
+# so that an accelerator sorts enough rows per call. Tests set small values to force many chunks.
+_CHUNK_BYTES = {"numba": 256 * 2**20, "numpy": 256 * 2**20, "jax": None}
+
+# Device bytes per (query, database item) of the jax programs: their (chunk, N) work arrays
+# (distances, gains, sort keys, ranked relevance, hits, precision terms). XLA's memory analysis
+# of the compiled programs on the CPU gives 51-59 bytes for chunks of 1-8 queries and 24-32
+# from 32 on, rounded up here; tests/test_metrics_device.py checks the bound on the CPU and
+# benchmarks/device.py records the figure on a GPU at NUS-WIDE scale.
+_JAX_BYTES_PER_PAIR = 64
 
 
 # ----------------------------------------------------------------------------- public API
@@ -395,10 +410,13 @@ def _compute(query_codes, db_codes, query_labels, db_labels, *, ks, ns, ties, we
     raise UserError(f"backend must be None or one of {BACKENDS}, got {backend!r}")
   if backend == "numba" and not _rank_kernels.have_numba():
     raise UserError("backend 'numba' needs the numba package (pip install numba)")
-  q_codes = inputs_check.check_codes(query_codes, "query_codes")
-  db_codes = inputs_check.check_codes(db_codes, "db_codes")
-  q_labels = inputs_check.check_labels(query_labels, "query_labels")
-  db_labels = inputs_check.check_labels(db_labels, "db_labels")
+  # With the jax backend, device arrays are checked where they are (a scalar comes back);
+  # the other backends read them on the host.
+  on_device = backend == "jax"
+  q_codes = inputs_check.check_codes(query_codes, "query_codes", on_device_ok=on_device)
+  db_codes = inputs_check.check_codes(db_codes, "db_codes", on_device_ok=on_device)
+  q_labels = inputs_check.check_labels(query_labels, "query_labels", on_device_ok=on_device)
+  db_labels = inputs_check.check_labels(db_labels, "db_labels", on_device_ok=on_device)
   inputs_check.check_same_width(q_codes, db_codes, "query_codes", "db_codes", "bits")
   inputs_check.check_same_width(q_labels, db_labels, "query_labels", "db_labels", "classes")
   inputs_check.check_rows(q_codes, q_labels, "query_codes", "query_labels")
@@ -416,13 +434,21 @@ def _compute(query_codes, db_codes, query_labels, db_labels, *, ks, ns, ties, we
     # Bytes per query: the reduction's (chunk, L) arrays and small per-bucket ones, plus the
     # (chunk, N) arrays of the sorting backends (the numba kernel needs O(N) per thread only).
     per_query = 64 * top_len + 64 * (bits + num_classes + 2)
-    per_query += {"numba": 0, "numpy": 40, "jax": 64}[backend] * n_db
-    chunk_size = int(np.clip(_CHUNK_BYTES[backend] // per_query, 1, 1024))
+    per_query += {"numba": 0, "numpy": 40, "jax": _JAX_BYTES_PER_PAIR}[backend] * n_db
+    budget = _CHUNK_BYTES[backend]
+    if budget is None:
+      budget = _device_budget(q_codes)
+    chunk_size = int(np.clip(budget // per_query, 1, 1024))
+    if backend == "jax":  # the scan pads a chunk's rows to a power of two: stay within the budget
+      chunk_size = 1 << (chunk_size.bit_length() - 1)
   elif not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
     raise UserError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
 
   database = _rank_kernels.prepare(backend, db_codes, db_labels)
   queries = _rank_kernels.prepare(backend, q_codes, q_labels)
+  if backend == "jax" and index_ties and not weighted:
+    return _compute_on_device(queries, database, chunk_size=chunk_size, num_buckets=bits + 1,
+                              ks=tuple(ks_eff.tolist()), ns=tuple(ns_eff.tolist()))
   parts = []
   for start in range(0, num_q, chunk_size):
     stop = min(start + chunk_size, num_q)
@@ -435,6 +461,40 @@ def _compute(query_codes, db_codes, query_labels, db_labels, *, ks, ns, ties, we
   for name in ("retrieved", "good"):  # pooled over queries
     out[name] = np.sum([p[name] for p in parts], axis=0)
   return out
+
+
+def _compute_on_device(queries, database, *, chunk_size, num_buckets, ks, ns) -> dict:
+  """`_compute`'s result for index ties without gains, reduced on the device chunk by chunk;
+  the per-query numbers of all chunks come back to the host in one transfer at the end."""
+  parts = []
+  for start in range(0, queries[0].shape[0], chunk_size):
+    chunk = tuple(x[start:start + chunk_size] for x in queries)
+    parts.append(_rank_kernels.device_index_metrics(chunk, database, num_buckets=num_buckets, ks=ks, ns=ns))
+  gathered = {name: jnp.concatenate([p[name] for p in parts]) for name in ("ap", "ap_at", "precision_at",
+                                                                           "num_relevant")}
+  for name in ("retrieved", "good"):
+    gathered[name] = sum(p[name] for p in parts)
+  host = jax.device_get(gathered)
+  out = {name: np.asarray(v, np.float64) for name, v in host.items()}
+  for name in ("num_relevant", "retrieved", "good"):
+    out[name] = np.asarray(host[name], np.int64)
+  return out
+
+
+def _device_budget(like) -> int:
+  """Device bytes a chunk of the jax scan may use: a quarter of the free memory of the device
+  holding `like` (or the default device), clipped to [256 MiB, 8 GiB]; 2 GiB when the device
+  does not report its memory (CPU)."""
+  devices = getattr(like, "devices", None)
+  device = next(iter(devices())) if callable(devices) else jax.devices()[0]
+  try:
+    stats = device.memory_stats()
+  except Exception:  # noqa: BLE001 - not every backend implements memory statistics
+    stats = None
+  if not stats or "bytes_limit" not in stats:
+    return 2 * 2**30
+  free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+  return int(np.clip(free // 4, 256 * 2**20, 8 * 2**30))
 
 
 def _pr_curve(retrieved, good):

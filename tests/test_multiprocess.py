@@ -57,6 +57,11 @@ def _load_script(path: pathlib.Path):
 _table = _load_script(ROOT / "experiments" / "multiprocess_table.py")
 CASE_DATA, SMALL, case_args = _table.CASE_DATA, _table.SMALL, _table.case_args
 
+# Under pytest-xdist (--dist loadgroup) these tests run in one worker, one after another: each
+# starts 2-4 processes with simulated devices, and two such runs at once would compete for the
+# cores past the tests' timeouts (and for the free ports they pick).
+pytestmark = pytest.mark.xdist_group("multiprocess")
+
 DCMH = case_args("dcmh")
 TIMEOUT = 900
 # the tests that start processes share one pytest-xdist group (--dist loadgroup): run one at a

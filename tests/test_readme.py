@@ -53,6 +53,13 @@ def test_blocks_are_found_and_every_skip_says_why():
       == ["python a.py    --x 1"]
 
 
+def test_ci_runs_exactly_the_readme_test_command():
+  (block,) = [code for _, code, skip in blocks((ROOT / "README.md").read_text()) if skip == "the test command itself"]
+  ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith(("#", "set ",
+                                                                                                          "cd ", "export "))]
+  assert ci == [block.strip()]
+
+
 @pytest.mark.slow
 def test_every_readme_block_runs(tmp_path):
   copy = tmp_path / "main"

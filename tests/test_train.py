@@ -36,10 +36,17 @@ def _fit(tmp_path=None, *, resume=False, num_seeds=1, seed=0, epochs=6, eval_eve
   return ds, spec, train.fit(spec, config, ds, options, store=store)
 
 
+@pytest.fixture(scope="module")
+def six_epochs():
+  """(ds, spec, FitResult) of the default 6-epoch run without checkpoints, trained once for the
+  tests that only read it (they used to train the same deterministic run each)."""
+  return _fit(epochs=6, eval_every=2)
+
+
 @pytest.mark.slow
-def test_same_seed_same_codes_and_restored_checkpoint_encodes_identically(tmp_path):
+def test_same_seed_same_codes_and_restored_checkpoint_encodes_identically(tmp_path, six_epochs):
   ds, spec, a = _fit(tmp_path / "a")
-  _, _, b = _fit()
+  _, _, b = six_epochs
   model_a = runstate.seed_slice(a.state.model, 0)
   model_b = runstate.seed_slice(b.state.model, 0)
   for m in ("image", "text"):
@@ -53,8 +60,8 @@ def test_same_seed_same_codes_and_restored_checkpoint_encodes_identically(tmp_pa
 
 
 @pytest.mark.slow  # a training run; test_methods.py's smoke runs check selection in the quick tier
-def test_selection_uses_val_and_history_is_recorded():
-  _, _, result = _fit(epochs=6, eval_every=2)
+def test_selection_uses_val_and_history_is_recorded(six_epochs):
+  _, _, result = six_epochs
   vals = [h["val_map"] for h in result.history if "val_map" in h]
   assert len(vals) == 3
   best = int(np.argmax(vals))
@@ -62,8 +69,8 @@ def test_selection_uses_val_and_history_is_recorded():
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly(tmp_path):
-  ds, _, full = _fit(epochs=6, eval_every=2)
+def test_resume_continues_exactly(tmp_path, six_epochs):
+  ds, _, full = six_epochs
   store_dir = tmp_path / "partial"
   spec2, config = _small_config(epochs=6)
   options = train.TrainOptions(progress=False, eval_every=2)

@@ -12,6 +12,7 @@ import functools
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jxhash import metrics
@@ -25,8 +26,11 @@ DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image")}
 
 
 def encode(spec: MethodSpec, model, modality: str, x, *, chunk: int | None = None,
-           transform: Callable | None = None) -> np.ndarray:
+           transform: Callable | None = None, on_device: bool = False):
   """Codes (N, K) int8 in {-1, +1} of inputs `x`, for one seed's model.
+
+  A numpy array, or with `on_device` a device array that never visits the host (for the
+  metrics' jax backend).
 
   Args:
     x: (N, ...) already-normalised inputs, or a row source / raw array with `transform`.
@@ -46,8 +50,10 @@ def encode(spec: MethodSpec, model, modality: str, x, *, chunk: int | None = Non
     pad = chunk - part.shape[0] if x.shape[0] > chunk else 0
     if pad:
       part = np.concatenate([part, np.zeros((pad,) + part.shape[1:], part.dtype)])
-    codes = np.asarray(fn(model, part))
+    codes = fn(model, part) if on_device else np.asarray(fn(model, part))
     out.append(codes[:codes.shape[0] - pad])
+  if on_device:
+    return jnp.concatenate(out).astype(jnp.int8)
   return np.concatenate(out).astype(np.int8)
 
 
@@ -57,7 +63,8 @@ def _encoder(spec: MethodSpec, modality: str):
 
 
 def evaluate(spec: MethodSpec, model, data: CrossModalData, stats: dict, *, queries: str = "query",
-             full: bool = True, top_k=(), pn=(), nwmap: bool = False, ties: str = "index") -> dict:
+             full: bool = True, top_k=(), pn=(), nwmap: bool = False, ties: str = "index",
+             backend: str | None = None) -> dict:
   """Cross-modal retrieval metrics of one seed's model.
 
   Args:
@@ -65,25 +72,29 @@ def evaluate(spec: MethodSpec, model, data: CrossModalData, stats: dict, *, quer
       val items vs the retrieval set without them).
     full: all metrics (`metrics.evaluate`) or only mAP@all.
     top_k, pn, nwmap, ties: as in `metrics.evaluate` (with full=True).
+    backend: the metrics backend (None: `metrics.default_backend()`, "jax" on accelerators).
+      With "jax" the codes stay on the device from the encoder to the metrics; only the
+      per-query numbers come back.
 
   Returns:
     {"i2t": {...}, "t2i": {...}}: image queries against the text database and the reverse.
   """
   q_idx = getattr(data, queries)
   db_idx = np.setdiff1d(data.retrieval, q_idx) if queries == "val" else data.retrieval
+  on_device = (backend or metrics.default_backend()) == "jax"
   codes = {}
   for m in ("image", "text"):
     for split, idx in (("q", q_idx), ("db", db_idx)):
       # chunk by chunk: an image stack on disk is read (and normalised) a chunk at a time
       codes[m, split] = encode(spec, model, m, take_rows(getattr(data, m), idx),
-                               transform=functools.partial(normalize, stats, m))
+                               transform=functools.partial(normalize, stats, m), on_device=on_device)
   out = {}
   for name, (qm, dbm) in DIRECTIONS.items():
     args = (codes[qm, "q"], codes[dbm, "db"], data.labels[q_idx], data.labels[db_idx])
     if full:
-      out[name] = metrics.evaluate(*args, top_k=top_k, pn=pn, nwmap=nwmap, ties=ties)
+      out[name] = metrics.evaluate(*args, top_k=top_k, pn=pn, nwmap=nwmap, ties=ties, backend=backend)
     else:
-      out[name] = {"map": float(metrics.mean_average_precision(*args, ties=ties))}
+      out[name] = {"map": float(metrics.mean_average_precision(*args, ties=ties, backend=backend))}
   return out
 
 
