@@ -227,3 +227,89 @@ def test_extract_prepared_rows_follow_the_prepared_order(tmp_path, monkeypatch):
   images = (prepared / "images.txt").read_text().splitlines()
   want = np.stack([np.asarray(raw_image(twin, rel).resize((4, 4)), np.float32).mean(axis=(0, 1)) for rel in images])
   np.testing.assert_allclose(features, want, rtol=1e-6, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/reproduce.md, run as written on the generated MIRFlickr-25K tree
+
+GUIDE = ROOT / "docs" / "reproduce.md"
+GUIDE_BLOCK = re.compile(r"(<!-- reproduce-test: skip \(([^)]*)\) -->\n)?```bash\n(.*?)```", re.S)
+OTHER_DATASET = re.compile(r"\b(nuswide|coco|iapr)\b")
+# the generated tree keeps 44 items: the split rules shrink to fit it, with a training set of 33
+# items (the smoke preset's batches hold 32)
+GUIDE_RULES = " --rule num_query=5 --rule num_train=36 --rule num_val=3 --no-progress"
+JXHASH = re.compile(r"(?:^|[;&|]\s*|\bdo\s+)jxhash (\w+)")
+
+
+def guide_lines() -> list[str]:
+  """The guide's bash commands (continuations joined) that concern MIRFlickr-25K or no dataset."""
+  lines = []
+  for m in GUIDE_BLOCK.finditer(GUIDE.read_text()):
+    if m.group(1) is None:
+      lines += [line for line in commands(m.group(3)) if not OTHER_DATASET.search(line)]
+  return lines
+
+
+def test_the_guide_uses_the_jxhash_commands_and_paths_from_the_environment():
+  text = GUIDE.read_text()
+  every = [line for m in GUIDE_BLOCK.finditer(text) if m.group(1) is None for line in commands(m.group(3))]
+  assert "experiments/" not in text and "python " not in "\n".join(every)
+  used = {name for line in every for name in JXHASH.findall(line)}
+  assert used == {"prepare", "extract", "train", "report"}
+  assert all("--raw \"$RAW/" in line for line in every if "--raw" in line)
+  assert all("--weights \"$WEIGHTS/" in line for line in every if "--weights" in line)
+  # every protocol folder is prepared, extracted and run
+  for name in PROTOCOLS:
+    assert sum(f"data/{name}" in line for line in every) == 3, name
+  mine = guide_lines()
+  assert [JXHASH.findall(line)[0] for line in mine] == ["prepare", "prepare", "extract", "extract", "train", "train",
+                                                        "report"]
+
+
+@pytest.mark.slow
+def test_the_reproduce_guide_runs_on_the_generated_mirflickr_tree(encoders, tmp_path):
+  from test_cnnf import vgg_f_layers, write_vgg_f
+
+  from jxhash.nets.cnnf import VGG_F_CHANNELS, VGG_F_FC_WIDTH
+  weights = tmp_path / "weights"
+  weights.mkdir()
+  (weights / "ViT-B-32.pt").symlink_to(encoders["clip-vit-b32"][0])
+  rng = np.random.default_rng(0)
+  write_vgg_f(weights / "imagenet-vgg-f.mat", vgg_f_layers(rng, VGG_F_CHANNELS, VGG_F_FC_WIDTH),
+              rng.uniform(90, 140, (224, 224, 3)).astype(np.float32))
+  raw = make_mirflickr(tmp_path / "raw" / "mirflickr25k", zipped=True)
+  checkout = tmp_path / "checkout"  # where the guide's commands run: configs/ and nothing else
+  checkout.mkdir()
+  (checkout / "configs").symlink_to(ROOT / "configs")
+  env = dict(os.environ, RAW=str(raw.parent), WEIGHTS=str(weights), METHOD="dcmh", BITS="16", JXHASH_SMOKE="1",
+             JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+  env["PATH"] = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+  import importlib.util
+  has_report = importlib.util.find_spec("jxhash.commands.report") is not None
+  ran = []
+  for line in guide_lines():
+    if line.startswith("jxhash prepare"):
+      line += GUIDE_RULES
+    if line.startswith("jxhash report") and not has_report:
+      continue
+    proc = subprocess.run(["bash", "-c", "set -euo pipefail; " + line], cwd=checkout, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, f"{line}\n--- stdout\n{proc.stdout[-2000:]}\n--- stderr\n{proc.stderr[-3000:]}"
+    ran.append(line)
+  for name, dim in (("mirflickr25k-dcmh", 4096), ("mirflickr25k-clip", 32)):
+    folder = checkout / "data" / name
+    features, ids, record = ex.read_features(folder / "image_features.npz")
+    assert list(ids) == (folder / "ids.txt").read_text().splitlines() and features.shape == (MIR_LABELLED_TAGGED, dim)
+    assert np.isfinite(features).all() and features.std() > 0
+  results = {results_of(p)["dataset"]: results_of(p) for p in sorted((checkout / "results").glob("*.json"))}
+  assert sorted(results) == ["mirflickr25k-clip", "mirflickr25k-dcmh"]
+  for name, result in results.items():
+    assert result["method"] == "dcmh" and result["bits"] == 16 and result["num_seeds"] == 5
+    assert result["split_sizes"] == {"query": 5, "retrieval": MIR_LABELLED_TAGGED - 5, "train": 33, "val": 3}
+    for direction in ("i2t", "t2i"):
+      assert 0.0 <= result["map"][direction] <= 1.0
+      assert ("5000" in result["metrics"][direction]["map@k"]) == name.endswith("clip")
+  if not has_report:
+    pytest.skip("every step ran but the report: `jxhash report` is not in this checkout yet")
+  table = (checkout / "table.md").read_text()
+  assert "mirflickr25k-dcmh" in table and "mirflickr25k-clip" in table
