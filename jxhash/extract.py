@@ -20,9 +20,11 @@ of the text file; `ids` (N,) strings: the image file names without their extensi
 file's line numbers counted from 1. With `--prepared DIR --raw RAW` the rows are exactly the items
 of a folder written by `jxhash prepare`, in its order: the images its images.txt names, read
 from the raw root prepare read (extracted files, or members of the official .zip archives as
-downloaded; a .tgz must be extracted first), and `ids` are its ids.txt. `record`: a JSON string with the encoder, the weights file and
-its sha256, the preprocessing, the inputs and the jxhash version. Load it as a dataset with
-`jxhash.data.load("features", image="feats.npz:features", text=..., labels=...)`.
+downloaded; a .tgz must be extracted first), and `ids` are its ids.txt. `record`: a JSON string
+with the encoder, the weights file and its sha256, the preprocessing, the inputs and the jxhash
+version. Load it as a dataset with
+`jxhash.data.load("features", image="feats.npz:features", text=..., labels=...)`, or give it to the
+`prepared` loader as `image_features=`.
 
 Work is streamed: images are decoded one batch at a time (the next batch while the current one
 runs), every batch goes through one jitted forward of a fixed shape (the last one padded), and
@@ -33,7 +35,8 @@ the same arguments (any batch size); other inputs, encoder or weights are refuse
 and the partial folder removed. An existing --out is never replaced without --overwrite.
 
 Input checks come first (unknown encoder, --texts for an image-only encoder, no images, an image
-of a prepared folder missing from --raw, missing weights, an --out that exists or cannot be written): one line on stderr, exit code 2.
+of a prepared folder missing from --raw, missing weights, an --out that exists or cannot be
+written): one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -499,7 +502,8 @@ def build_parser():
 
 def _run(args) -> None:
   result = extract(args.encoder, args.weights, args.out, images=args.images, texts=args.texts,
-                   prepared=args.prepared, raw=args.raw, batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.no_progress)
+                   prepared=args.prepared, raw=args.raw, batch_size=args.batch_size, overwrite=args.overwrite,
+                   progress=not args.no_progress)
   print(f"wrote {result['rows']} x {result['dim']} features -> {result['out']}")
 
 
