@@ -85,6 +85,7 @@ class Encoder:
 def _jitted(module, variables):
   import jax
   forward = jax.jit(module.apply)
+  variables = jax.device_put(variables)  # once, not with every batch (host arrays are copied per call)
   return lambda x: np.asarray(forward(variables, x))
 
 
@@ -117,7 +118,9 @@ def _load_cnn_f(path) -> Model:
 
 def _load_clip(path) -> Model:
   from jxhash.nets import clip  # the CLIP port (jxhash.nets.clip)
+  import jax
   params, cfg = clip.load_clip(path)
+  params = jax.device_put(params)  # once, not with every batch
   return Model(clip.preprocess_image, lambda x: np.asarray(clip.encode_image(params, cfg, x)),
                "CLIP eval: Resize(224, shorter side, PIL bicubic), CenterCrop(224), /255, Normalize(CLIP mean, "
                "std); texts: CLIP BPE tokens, 77 per text",
