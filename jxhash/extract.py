@@ -2,6 +2,8 @@
 
     python -m jxhash.extract --encoder resnet34 --weights resnet34-b627a593.pth --images photos/ --out f.npz
     python -m jxhash.extract --encoder clip-vit-b32 --weights ViT-B-32.pt --texts captions.txt --out t.npz
+    jxhash extract --encoder alexnet --weights alexnet-owt-7be5be79.pth --prepared data/mirflickr25k-dcmh \
+        --raw RAW --out data/mirflickr25k-dcmh/image_features.npz
     python experiments/extract.py ...   # the same command (and `jxhash extract ...` where a jxhash
                                         # command dispatches here: main() skips a leading "extract")
 
@@ -15,9 +17,14 @@ Encoders (`ENCODERS`) and their features:
 Output (.npz): `features` (N, D) float32, one row per image file in sorted file-name order (the
 folder's regular files with an image extension, not recursing; hidden files skipped) or per line
 of the text file; `ids` (N,) strings: the image file names without their extension, or the text
-file's line numbers counted from 1; `record`: a JSON string with the encoder, the weights file and
-its sha256, the preprocessing, the inputs and the jxhash version. Load it as a dataset with
-`jxhash.data.load("features", image="feats.npz:features", text=..., labels=...)`.
+file's line numbers counted from 1. With `--prepared DIR --raw RAW` the rows are exactly the items
+of a folder written by `jxhash prepare`, in its order: the images its images.txt names, read
+from the raw root prepare read (extracted files, or members of the official .zip archives as
+downloaded; a .tgz must be extracted first), and `ids` are its ids.txt. `record`: a JSON string
+with the encoder, the weights file and its sha256, the preprocessing, the inputs and the jxhash
+version. Load it as a dataset with
+`jxhash.data.load("features", image="feats.npz:features", text=..., labels=...)`, or give it to the
+`prepared` loader as `image_features=`.
 
 Work is streamed: images are decoded one batch at a time (the next batch while the current one
 runs), every batch goes through one jitted forward of a fixed shape (the last one padded), and
@@ -27,8 +34,9 @@ the same arguments (any batch size); other inputs, encoder or weights are refuse
 --overwrite restarts it. The .npz is assembled from the shards at the end, written atomically,
 and the partial folder removed. An existing --out is never replaced without --overwrite.
 
-Input checks come first (unknown encoder, --texts for an image-only encoder, no images, missing
-weights, an --out that exists or cannot be written): one line on stderr, exit code 2.
+Input checks come first (unknown encoder, --texts for an image-only encoder, no images, an image
+of a prepared folder missing from --raw, missing weights, an --out that exists or cannot be
+written): one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -76,6 +85,7 @@ class Encoder:
 def _jitted(module, variables):
   import jax
   forward = jax.jit(module.apply)
+  variables = jax.device_put(variables)  # once, not with every batch (host arrays are copied per call)
   return lambda x: np.asarray(forward(variables, x))
 
 
@@ -108,7 +118,9 @@ def _load_cnn_f(path) -> Model:
 
 def _load_clip(path) -> Model:
   from jxhash.nets import clip  # the CLIP port (jxhash.nets.clip)
+  import jax
   params, cfg = clip.load_clip(path)
+  params = jax.device_put(params)  # once, not with every batch
   return Model(clip.preprocess_image, lambda x: np.asarray(clip.encode_image(params, cfg, x)),
                "CLIP eval: Resize(224, shorter side, PIL bicubic), CenterCrop(224), /255, Normalize(CLIP mean, "
                "std); texts: CLIP BPE tokens, 77 per text",
@@ -134,6 +146,8 @@ class Inputs:
   ids: list[str]
   items: list  # image paths, or text lines
   digest: str  # what a resumed run must find unchanged
+  opener: Callable | None = None  # item -> RGB PIL image, where items are not plain paths
+  close: Callable = lambda: None  # releases what the opener holds (open archives)
 
   def describe(self) -> dict:
     return {"kind": self.kind, "path": str(self.source), "count": len(self.ids), "digest": self.digest}
@@ -169,6 +183,55 @@ def list_images(folder) -> Inputs:
   if not paths:
     raise UserError(f"--images folder {folder} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})")
   return Inputs("images", folder, ids, paths, digest.hexdigest())
+
+
+def list_prepared(prepared, raw) -> Inputs:
+  """The images of a `jxhash prepare` folder (its images.txt, relative to the raw root `raw`), in its
+  order, with its ids (ids.txt). Images are plain files under `raw` or members of its .zip archives;
+  every one is looked up before any is decoded."""
+  from jxhash.data.prepare.common import RawTree
+  from jxhash.errors import DataError
+  folder = fileio.resolve(prepared)
+  if not folder.is_dir():
+    raise UserError(f"--prepared {folder}: not a folder (give the --out folder of `jxhash prepare`)")
+  texts = {}
+  for name in ("ids.txt", "images.txt"):
+    path = folder / name
+    if not path.is_file():
+      raise UserError(f"--prepared {folder}: no {name}; is it a folder written by `jxhash prepare`?")
+    try:
+      texts[name] = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+      raise UserError(f"cannot read {path}: {e}") from e
+  ids, images = texts["ids.txt"].splitlines(), texts["images.txt"].splitlines()
+  if len(ids) != len(images) or not ids:
+    raise UserError(f"--prepared {folder}: ids.txt has {len(ids)} lines and images.txt {len(images)}; prepare it "
+                    "again")
+  try:
+    tree = RawTree(raw)
+  except DataError as e:
+    raise UserError(str(e)) from None
+  missing = [rel for rel in images if not tree.exists(rel)]
+  if missing:
+    tree.close()
+    raise UserError(f"--raw {tree.root}: {len(missing)} of the {len(images)} images of {folder} are not there "
+                    f"(first: {missing[0]}); give the raw folder that prepare read")
+  in_tar = [rel for rel in images if tree.source(rel) is not None and not tree.source(rel).endswith(".zip")]
+  if in_tar:
+    tree.close()
+    raise UserError(f"--raw {tree.root}: {in_tar[0]} is inside {tree.source(in_tar[0])}, which can only be read "
+                    "in one pass; extract that archive into --raw first")
+
+  def opener(rel):
+    from jxhash.nets.transforms import open_image
+    try:
+      return open_image(io.BytesIO(tree.read_bytes(rel, record=False)))
+    except (UserError, DataError) as e:
+      reason = str(e).split(": ", 1)[-1]
+      raise UserError(f"cannot read image {tree.where(rel)}: {reason}") from None
+
+  digest = hashlib.sha256(f"{tree.root}\0{texts['ids.txt']}\0{texts['images.txt']}".encode())
+  return Inputs("images", folder, ids, images, digest.hexdigest(), opener=opener, close=tree.close)
 
 
 def read_texts(path) -> Inputs:
@@ -283,8 +346,8 @@ def _batches(inputs: Inputs, start: int, batch_size: int, model: Model, workers:
   """(start, stop, batch) from row `start` on; the next batch is decoded while the caller works."""
   from jxhash.nets.transforms import open_image
 
-  def image_row(path):
-    return model.image_input(open_image(path))
+  def image_row(item):
+    return model.image_input((inputs.opener or open_image)(item))
 
   def load(lo, hi):
     if inputs.kind == "texts":
@@ -301,17 +364,18 @@ def _batches(inputs: Inputs, start: int, batch_size: int, model: Model, workers:
       yield lo, hi, batch
 
 
-def extract(encoder: str, weights, out, *, images=None, texts=None, batch_size: int = DEFAULT_BATCH,
-            overwrite: bool = False, progress: bool = True, max_batches: int | None = None,
-            workers: int = 4) -> dict:
+def extract(encoder: str, weights, out, *, images=None, texts=None, prepared=None, raw=None,
+            batch_size: int = DEFAULT_BATCH, overwrite: bool = False, progress: bool = True,
+            max_batches: int | None = None, workers: int = 4) -> dict:
   """Extract features (module docstring) and write them to `out`.
 
   Args:
     encoder: a name in `ENCODERS`.
     weights: the encoder's weights file.
     out: the .npz to write.
-    images / texts: a folder of images, or a UTF-8 text file with one text per line (CLIP only);
-      exactly one.
+    images / texts / prepared: a folder of images, or a UTF-8 text file with one text per line
+      (CLIP only), or a folder written by `jxhash prepare` (its images, read from `raw`); exactly one.
+    raw: with `prepared`, the raw root prepare read (images.txt is relative to it).
     batch_size: items per forward pass.
     overwrite: replace an existing `out`, and restart an unfinished extraction of other inputs.
     progress: show a tqdm bar (updated every 30 s when stderr is not a terminal).
@@ -325,13 +389,29 @@ def extract(encoder: str, weights, out, *, images=None, texts=None, batch_size: 
   if encoder not in ENCODERS:
     raise UserError(f"unknown encoder {encoder!r}; choose from {', '.join(ENCODERS)}")
   spec = ENCODERS[encoder]
-  if (images is None) == (texts is None):
-    raise UserError("give exactly one of --images FOLDER and --texts FILE")
+  if sum(x is not None for x in (images, texts, prepared)) != 1:
+    raise UserError("give exactly one of --images FOLDER, --texts FILE and --prepared FOLDER")
+  if (prepared is None) != (raw is None):
+    raise UserError("--prepared FOLDER and --raw FOLDER go together (the prepared items' images are read from "
+                    "the raw folder prepare read)")
   if texts is not None and not spec.texts:
     raise UserError(f"--texts needs a text encoder; {encoder} encodes images only (clip-vit-b32 does both)")
   if batch_size < 1:
     raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-  inputs = list_images(images) if images is not None else read_texts(texts)
+  if prepared is not None:
+    inputs = list_prepared(prepared, raw)
+  else:
+    inputs = list_images(images) if images is not None else read_texts(texts)
+  try:
+    return _extract(spec, inputs, weights, out, batch_size=batch_size, overwrite=overwrite, progress=progress,
+                    max_batches=max_batches, workers=workers)
+  finally:
+    inputs.close()
+
+
+def _extract(spec: Encoder, inputs: Inputs, weights, out, *, batch_size, overwrite, progress, max_batches,
+             workers) -> dict:
+  encoder = spec.name
   weights = fileio.require_readable_file(weights, what="--weights file")
   out = fileio.require_writable_file(out, what="--out file")
   if out.exists() and not overwrite:
@@ -380,7 +460,8 @@ def extract(encoder: str, weights, out, *, images=None, texts=None, batch_size: 
   dim = int(np.load(shards[0][2], mmap_mode="r").shape[1])
   record = dict(progress_record, preprocessing=model.preprocessing if inputs.kind == "images" else
                 "CLIP BPE tokens, 77 per text", features=spec.features, feature_dim=dim,
-                ids="file names without extension" if inputs.kind == "images" else "line numbers from 1")
+                ids=("ids.txt of the prepared folder" if inputs.opener is not None else "file names without "
+                     "extension") if inputs.kind == "images" else "line numbers from 1")
   _write_npz(out, shards, rows, dim, inputs.ids, record)
   _remove_partial(partial)
   return {"out": str(out), "rows": rows, "dim": dim, "finished": True, "resumed_from": resumed_from}
@@ -412,6 +493,9 @@ def build_parser():
   source = p.add_mutually_exclusive_group(required=True)
   source.add_argument("--images", help="folder of images (sorted by name; not recursive)")
   source.add_argument("--texts", help="UTF-8 text file, one text per line (clip-vit-b32 only)")
+  source.add_argument("--prepared", help="a folder written by `jxhash prepare`: its items' images, in its order, "
+                                         "ids from its ids.txt (needs --raw)")
+  p.add_argument("--raw", help="with --prepared: the raw folder prepare read (extracted, or the .zip downloads)")
   p.add_argument("--out", required=True, help=".npz file to write")
   p.add_argument("--batch-size", type=int_at_least(1), default=DEFAULT_BATCH, help=f"default {DEFAULT_BATCH}")
   p.add_argument("--overwrite", action="store_true", help="replace --out, restart another unfinished extraction")
@@ -421,7 +505,8 @@ def build_parser():
 
 def _run(args) -> None:
   result = extract(args.encoder, args.weights, args.out, images=args.images, texts=args.texts,
-                   batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.no_progress)
+                   prepared=args.prepared, raw=args.raw, batch_size=args.batch_size, overwrite=args.overwrite,
+                   progress=not args.no_progress)
   print(f"wrote {result['rows']} x {result['dim']} features -> {result['out']}")
 
 

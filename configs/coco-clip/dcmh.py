@@ -1,7 +1,7 @@
 """DCMH on the MS-COCO 2017 CLIP-lineage protocol (a prepared folder), with its defaults.
 
-    python experiments/prepare.py coco --raw RAW --out data/coco-clip --protocol clip
-    python experiments/run.py --config configs/coco-clip/dcmh.py --data-dir data/coco-clip --bits 32
+    jxhash prepare coco --raw RAW --out data/coco-clip --protocol clip
+    jxhash train --config configs/coco-clip/dcmh.py --data-dir data/coco-clip --bits 32
 
 Protocol, metric and published numbers: configs/coco-clip/README.md. data_dir below is a placeholder:
 give the prepared folder with --data-dir; the image features (the extract command's .npz) are
@@ -11,4 +11,4 @@ read from image_features.npz inside it unless --data-option image_features=<file
 
 def get_config():
   return {"method": "dcmh", "dataset": "prepared", "data_dir": "data/coco-clip", "seeds": 5,
-          "data_options": {"image_features": "image_features.npz"}}
+          "data_options": {"image_features": "image_features.npz"}, "top_k": [100, 1000, 5000]}

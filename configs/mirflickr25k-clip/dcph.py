@@ -1,7 +1,7 @@
 """DCPH on the MIRFlickr-25K CLIP-lineage protocol (a prepared folder), with its defaults.
 
-    python experiments/prepare.py mirflickr25k --raw RAW --out data/mirflickr25k-clip --protocol clip
-    python experiments/run.py --config configs/mirflickr25k-clip/dcph.py --data-dir data/mirflickr25k-clip --bits 32
+    jxhash prepare mirflickr25k --raw RAW --out data/mirflickr25k-clip --protocol clip
+    jxhash train --config configs/mirflickr25k-clip/dcph.py --data-dir data/mirflickr25k-clip --bits 32
 
 Protocol, metric and published numbers: configs/mirflickr25k-clip/README.md. data_dir below is a placeholder:
 give the prepared folder with --data-dir; the image features (the extract command's .npz) are
@@ -11,4 +11,4 @@ read from image_features.npz inside it unless --data-option image_features=<file
 
 def get_config():
   return {"method": "dcph", "dataset": "prepared", "data_dir": "data/mirflickr25k-clip", "seeds": 5,
-          "data_options": {"image_features": "image_features.npz"}}
+          "data_options": {"image_features": "image_features.npz"}, "top_k": [100, 1000, 5000]}

@@ -1,7 +1,7 @@
 """HSIDHN on the NUS-WIDE-21 CLIP-lineage protocol (a prepared folder), with its defaults.
 
-    python experiments/prepare.py nuswide --raw RAW --out data/nuswide-clip --protocol clip
-    python experiments/run.py --config configs/nuswide-clip/hsidhn.py --data-dir data/nuswide-clip --bits 32
+    jxhash prepare nuswide --raw RAW --out data/nuswide-clip --protocol clip
+    jxhash train --config configs/nuswide-clip/hsidhn.py --data-dir data/nuswide-clip --bits 32
 
 Protocol, metric and published numbers: configs/nuswide-clip/README.md. data_dir below is a placeholder:
 give the prepared folder with --data-dir; the image features (the extract command's .npz) are
@@ -11,4 +11,4 @@ read from image_features.npz inside it unless --data-option image_features=<file
 
 def get_config():
   return {"method": "hsidhn", "dataset": "prepared", "data_dir": "data/nuswide-clip", "seeds": 5,
-          "data_options": {"image_features": "image_features.npz"}}
+          "data_options": {"image_features": "image_features.npz"}, "top_k": [100, 1000, 5000]}
