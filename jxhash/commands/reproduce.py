@@ -59,7 +59,8 @@ def _run(command: list[str], log: pathlib.Path) -> int:
 
 def jobs(args, folder: pathlib.Path, out_dir: pathlib.Path, configs: dict) -> list:
   """(name, bits, command, results path) of every run, configs then baselines."""
-  dataset = folder.name
+  first = next(iter(configs.values()), None)
+  dataset = first.data.name if first is not None else folder.name
   smoke = smoke_options(dataset)
   force = ["--overwrite"] if args.force else []
   out = []
@@ -67,11 +68,13 @@ def jobs(args, folder: pathlib.Path, out_dir: pathlib.Path, configs: dict) -> li
     for bits in args.bits:
       result = out_dir / f"{path.stem}-{bits}bits.json"
       cmd = [sys.executable, "-m", "jxhash", "train", "--config", str(path), "--bits", str(bits),
-             "--seeds", str(args.seeds), "--no-checkpoint", "--no-progress", "--out", str(result), *force, *smoke]
+             "--seeds", str(args.seeds), "--no-checkpoint", "--no-progress", "--no-tensorboard", "--out", str(result),
+             *force, *smoke]
+      if args.data_dir is not None:
+        cmd += ["--data-dir", s.data.dir]
       out.append((path.stem, bits, cmd, result))
   from jxhash import config as config_lib
   # the baselines read the data the way the configs do
-  first = next(iter(configs.values()), None)
   for name in BASELINES:
     if args.only and name not in args.only:
       continue
@@ -79,7 +82,8 @@ def jobs(args, folder: pathlib.Path, out_dir: pathlib.Path, configs: dict) -> li
       result = out_dir / f"{name}-{bits}bits.json"
       if result.exists() and not args.force:
         continue
-      cmd = [sys.executable, "-m", "jxhash", "baselines", "--baseline", name, "--dataset", dataset,
+      cmd = [sys.executable, "-m", "jxhash", "baselines", "--baseline", name,
+             "--dataset", dataset,
              "--bits", str(bits), "--seeds", str(args.seeds), "--out", str(result)]
       if first is not None and first.data.dir:
         cmd += ["--data-dir", first.data.dir]
@@ -103,8 +107,14 @@ def run(args) -> None:
     raise UserError(f"{folder}: no config files" + (f" named {', '.join(sorted(args.only))}" if args.only else ""))
   configs = {path: flags.config_file_settings(path) for path in files}  # every file checked before any run
   for path, s in configs.items():
-    if s.data.name != folder.name:
+    # configs/<dataset>/ holds a loader's configs, configs/<dataset>-<family>/ a prepared protocol's
+    if s.data.name not in (folder.name, "prepared"):
       raise UserError(f"--config {path}: dataset {s.data.name!r} is not this folder's ({folder.name!r})")
+  if args.data_dir is not None:
+    data_dir = fileio.resolve(args.data_dir)
+    if not data_dir.is_dir():
+      raise UserError(f"--data-dir {data_dir} is not a directory")
+    configs = {path: s.replace(data={"dir": str(data_dir)}) for path, s in configs.items()}
   if os.environ.get("JXHASH_SMOKE") == "1":
     args.bits, args.seeds = args.bits[:1], min(args.seeds, 2)
   workdir = fileio.require_writable_dir(args.workdir, what="--workdir")
@@ -149,6 +159,8 @@ def main(argv=None) -> int:
                  help="config names / baselines to run, comma-separated")
   p.add_argument("--jobs", type=cli.int_at_least(1), default=1, help="runs at once (subprocesses)")
   p.add_argument("--force", action="store_true", help="train again even where results of the same run exist")
+  p.add_argument("--data-dir", default=None, help="the data folder for every run (e.g. a prepared protocol folder); "
+                                                  "default: each config file's")
   flags.add_workdir(p)
   return cli.main(run, argv, p)
 
