@@ -32,6 +32,16 @@ TINY_SPLIT_FLAGS = [flag for key, value in TINY_SPLIT.items() for flag in ("--da
 SHARED_DATA = pathlib.Path(os.environ.get("JXHASH_SHARED_DATA", pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
 
 
+def load_script(path: pathlib.Path):
+  """A script of experiments/ or benchmarks/ as a module, loaded from its file (scripts are not a
+  package, and the tests never add their folders to the import path)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def shared_path(*parts) -> pathlib.Path:
   """A file under ../shared/data: skip the test if absent, fail if JXHASH_REQUIRE_SHARED_DATA=1."""
   path = SHARED_DATA.joinpath(*parts)

@@ -12,10 +12,11 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import load_script
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import bench_train  # noqa: E402
-import device  # noqa: E402
+device = load_script(ROOT / "benchmarks" / "device.py")  # it puts benchmarks/ on its own path
+import bench_train  # noqa: E402  (imported by device.py from benchmarks/)
 
 
 def test_peak_table_knows_the_lent_chips():

@@ -19,7 +19,6 @@ launcher's commands and prefixes, and what only process 0 does, within one proce
 
 import json
 import os
-import importlib.util
 import pathlib
 import signal
 import socket
@@ -36,6 +35,7 @@ from jxhash import distributed as parallel
 from jxhash.runs import results
 from jxhash.errors import UserError
 
+from conftest import load_script
 from jxhash.commands import launch as launch_local
 from jxhash.commands import train as run_cli
 
@@ -46,15 +46,7 @@ RUN = ROOT / "experiments" / "run.py"
 LAUNCH = ROOT / "experiments" / "launch_local.py"
 
 
-def _load_script(path: pathlib.Path):
-  """A script of experiments/ as a module, by its file path (scripts are not a package)."""
-  spec = importlib.util.spec_from_file_location(path.stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-_table = _load_script(ROOT / "experiments" / "multiprocess_table.py")
+_table = load_script(ROOT / "experiments" / "multiprocess_table.py")
 CASE_DATA, SMALL, case_args = _table.CASE_DATA, _table.SMALL, _table.case_args
 
 # Under pytest-xdist (--dist loadgroup) these tests run in one worker, one after another: each
