@@ -90,6 +90,7 @@ Length (over 400 lines): DCPH keeps its earlier proxy objectives selectable besi
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.struct
 import jax
@@ -117,7 +118,7 @@ RECONSTRUCTED_PROXY_STAGE = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(BaseConfig):
+class Config(toolkit.BackboneConfig):
   """DCPH hyper-parameters; defaults and their sources in docs/methods/dcph.md.
 
   The image and text learning rates were tuned by the authors for AlexNet fine-tuning; they
@@ -363,12 +364,18 @@ def _proxy_codes(net: toolkit.NormState, num_labels: int) -> jax.Array:
   return binarize(_relaxed_proxies(net, net.params, num_labels, train=False)[0])
 
 
+# on pixels: the script fine-tunes torchvision's AlexNet (DFPH_NN.py: HASH_Net("alexnet", K), one SGD lr
+# for all its layers)
+SOURCE_BACKBONE = "alexnet"
+
+
 def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   keys = toolkit.split_keys(key, MODALITIES + ("proxy", "buffers", "codes"))
   lrs = {"image": image_learning_rate(config), "text": text_learning_rate(config)}
-  toolkit.require_features("DCPH", dims, "the paper's AlexNet is not built here")
-  nets = toolkit.network_states(keys, toolkit.feature_mlps(config, tanh=True), dims,
-                                txs={m: toolkit.sgd(lrs[m], weight_decay=config.weight_decay) for m in MODALITIES})
+  txs = {m: toolkit.sgd(lrs[m], weight_decay=config.weight_decay) for m in MODALITIES}
+  txs["image"] = toolkit.backbone_tx(txs["image"], config, dims, SOURCE_BACKBONE)
+  nets = toolkit.network_states(keys, toolkit.feature_mlps(config, tanh=True, dims=dims, source=SOURCE_BACKBONE),
+                                dims, txs=txs)
   proxy_module = _proxy_module(config)
   variables = proxy_module.init(keys["proxy"], jnp.eye(dims.num_labels), train=False)
   proxy_net = toolkit.norm_state(proxy_module, variables,
@@ -454,7 +461,8 @@ def train_proxies(key: jax.Array, config: Config, num_labels: int) -> jax.Array:
   dims and then the proxy stage's own step and finish, with the same key use as a full run.
   """
   dims = Dims(image_shape=(1,), text_dim=1, num_labels=num_labels)
-  state = init(key, dataclasses.replace(config, image_hidden=(1,), text_hidden=(1,)), dims, 1)
+  state = init(key, dataclasses.replace(config, image_hidden=(1,), text_hidden=(1,), backbone="auto",
+                                        backbone_weights=""), dims, 1)
   stage = stages(config, 1)[0]
   step = jax.jit(stage.phases[0].step)
   for _ in range(stage.epochs):
@@ -498,8 +506,8 @@ SPEC = MethodSpec(
               "from the authors' PyTorch script (1034829217/paddle DCPH/utils/DFPH_NN.py), 6 x 2 rounds from its "
               "Paddle port, text lr a jxhash reading of the port; proxy stage (objective, optimiser, 200 updates) "
               "inferred from the same author's PSLDH code (rongchengtu1/PSLDH), on the port's label network; "
-              "feature MLPs instead of AlexNet"),
+              "a feature MLP on features, AlexNet fine-tuned on pixels"),
     reference="R.-C. Tu et al., Deep Cross-Modal Proxy Hashing, IEEE TKDE 2023 (arXiv 2011.03451)",
     smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32,), "text_hidden": (32,), "proxy_hidden": 32,
            "proxy_epochs": 2, "proxy_steps": 5},
-    report=report)
+    report=report, warm_start=functools.partial(toolkit.backbone_warm_start, source=SOURCE_BACKBONE))
