@@ -103,7 +103,7 @@ from jxhash.codes import binarize
 from jxhash.errors import UserError
 from jxhash.methods import toolkit
 from jxhash.nets.proxy import ProxyNet
-from jxhash.spec import MODALITIES, BaseConfig, Dims, MethodSpec, Phase, Stage
+from jxhash.spec import MODALITIES, Dims, MethodSpec, Phase, Stage
 
 
 PROXY_LOSSES = ("psldh", "pairwise", "softmax")

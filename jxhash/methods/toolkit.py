@@ -57,8 +57,8 @@ def require_features(method: str, dims: Dims, what: str) -> None:
   if dims.is_pixels:
     raise UserError(f"{method} trains on image features ({what}), and this dataset has "
                     f"{'x'.join(map(str, dims.image_shape))} pixels: extract features first "
-                    "(jxhash.nets.CNNF(features_only=True), or image_features= with the loader) or use dcmh, "
-                    "which trains CNN-F on pixels")
+                    "(jxhash extract, or image_features= with the loader) or use another method: the others "
+                    "fine-tune an image backbone on pixels (backbone=...)")
 
 
 # --------------------------------------------------------------------------- optimisers

@@ -98,7 +98,7 @@ def network(name: str, widths: Sequence[int] = (), dtype=jnp.float32, image_size
 
 def _standardise(x: jax.Array, mean, std) -> jax.Array:
   x = jnp.asarray(x, jnp.float32) / 255.0
-  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+  return (x - jnp.asarray(mean, jnp.float32).reshape(1, 1, 1, 3)) / jnp.asarray(std, jnp.float32).reshape(1, 1, 1, 3)
 
 
 class BackboneFeatures(nn.Module):
@@ -137,12 +137,28 @@ class BackboneFeatures(nn.Module):
       h = _standardise(x, IMAGENET_MEAN, IMAGENET_STD)
     resnet = self.kind.startswith("resnet")
     shape = (1,) + tuple(h.shape[1:])
-    variables = self.param("net", lambda key: net.init(key, jnp.zeros(shape, jnp.float32)))
+    variables = self.param("net", lambda key: _initial(net, resnet, key, shape))
     if resnet:
       out, stages = net.apply(variables, h, train=False, return_stages=True)
       return list(stages) if self.stages else out
     out = net.apply(variables, h).astype(jnp.float32)
     return [out] if self.stages else out
+
+
+def _initial(net: nn.Module, resnet: bool, key: jax.Array, shape: tuple) -> dict:
+  """Random variables of `net`. A ResNet's blocks start as identities (the last BatchNorm scale of
+  each residual branch zero: torchvision's `zero_init_residual`, Goyal et al., arXiv:1706.02677):
+  its BatchNorm is frozen here, so from a random start nothing else would keep the activations
+  from growing block by block. Loaded weights replace all of it (`load_backbone`)."""
+  variables = net.init(key, jnp.zeros(shape, jnp.float32))
+  if not resnet:
+    return variables
+
+  def zero_last_scale(path, value):
+    names = [getattr(k, "key", None) for k in path]
+    return jnp.zeros_like(value) if names[-2:] == ["bn2", "scale"] else value
+
+  return dict(variables, params=jax.tree_util.tree_map_with_path(zero_last_scale, variables["params"]))
 
 
 def is_fixed(path) -> bool:
