@@ -241,6 +241,6 @@ def test_dcmh_learns_on_pixels_with_a_resnet18_shaped_backbone():
                                init="fan_in", lr_scaling="none", clip_norm=0.0, eta=1.0, backbone="resnet18",
                                backbone_widths=(8, 16, 16, 32))
   result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
-  # measured (2-core CPU, the last epoch): i2t MEASURED_I2T, t2i MEASURED_T2I against chance 0.25
+  # measured (2-core CPU, the last epoch): i2t 0.358, t2i 0.342 against chance 0.253
   for d in ("i2t", "t2i"):
     assert result.final[d]["map"] > chance + 0.06, (d, result.final[d]["map"], chance)
