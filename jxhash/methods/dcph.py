@@ -19,8 +19,9 @@ Fidelity, component by component (docs/methods/dcph.md has the table with config
   `Label_net` (`DCPH/utils/label_hash_model.py`); PSLDH's own smaller one is selectable.
   The earlier jxhash reconstructions ("pairwise", "softmax") stay selectable
   (`RECONSTRUCTED_PROXY_STAGE`).
-- Networks on precomputed features: the port fine-tunes AlexNet; here the image net is an
-  MLP feature -> 4096 -> K -> tanh (AlexNet fc7 width) and the text net is DCMH's
+- Networks: on pixels the image net is the script's AlexNet, fc7 -> K -> tanh, fine-tuned end
+  to end (`backbone`, `backbone_weights`: toolkit.BackboneConfig); on precomputed features it
+  is an MLP feature -> 4096 -> K -> tanh (AlexNet fc7 width). The text net is DCMH's
   BoW -> 8192 -> ReLU -> K, with tanh as in the port.
 
 Stage 1, proxies. A label network maps each of the C one-hot categories e_k to a relaxed

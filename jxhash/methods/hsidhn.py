@@ -24,9 +24,10 @@ template with its source (docs/methods/hsidhn.md has the table):
   as 6 columns, then four residual blocks (SCAHN: 64, 128, 256, 512 channels; halved by default
   for the CPU budget, `text_channels`), each with a hash head (conv, ReLU, LRN, 1x1 conv to K,
   tanh). A kernel wider than the text (Wikipedia's 10-d LDA) is clipped to the text width
-  (designed by jxhash). Image: on feature vectors the ResNet-34 becomes four residual Dense
-  stages (64, 128, 256, 512; designed by jxhash), each with SCAHN's image head (norm, Linear,
-  tanh). Final code tanh(sum_l w_l * h_l) with learned (4 x K) weights from N(0.25, 1/K^2)
+  (designed by jxhash). Image: on pixels SCAHN's ResNet-34, fine-tuned, with one head per
+  stage (toolkit.BackboneConfig; whatever `network` is); on feature vectors the ResNet-34
+  becomes four residual Dense stages (64, 128, 256, 512; designed by jxhash), each with
+  SCAHN's image head (norm, Linear, tanh). Final code tanh(sum_l w_l * h_l) with learned (4 x K) weights from N(0.25, 1/K^2)
   (same-lab code). BatchNorm as in SCAHN (`norm`).
 - BBI, `bbi=True` (designed by jxhash; the factorised bilinear form of Hierarchical Bilinear
   Pooling, low confidence that it is HSIDHN's): z = P^T (U^T a * V^T b) between adjacent

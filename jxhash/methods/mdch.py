@@ -8,7 +8,8 @@ alternately. jxhash realises each of them as follows; every design is jxhash's, 
 authors', and the free choices are `Config` fields:
 
 - Semantic mask (component designed by jxhash; `jxhash.nets.mask`): the image net (DCMH's
-  feature MLP x -> 4096 -> K) gets a classifier head on its hidden feature h, label logits
+  feature MLP x -> 4096 -> K; on pixels CNN-F, h its fc7 features: toolkit.BackboneConfig)
+  gets a classifier head on its hidden feature h, label logits
   z = V h + c trained with binary cross-entropy on the training labels (weight `beta`), and a
   mask m = σ(W σ(z) + b) over h's channels; the hash layer sees h ⊙ (1 + m). The text net is
   DCMH's (BoW -> 8192 -> ReLU -> K).

@@ -13,7 +13,9 @@ Fidelity, component by component:
   - Networks: an image net, a text net and a label net, each ending in tanh. On precomputed
     features (MMACH: 512-d ResNet-34 image and 512-d sentence-encoder text features) the
     image and text nets are MLPs feature -> 4096 -> 512 -> K, the widths of MESDCH's Txt_net
-    trunk (its multi-scale pooling block and BatchNorm are left out).
+    trunk (its multi-scale pooling block and BatchNorm are left out). On pixels the image
+    net is MESDCH's AlexNet, fc7 -> K -> tanh, fine-tuned (toolkit.BackboneConfig), and the
+    label net's attention reads the image net's buffer rows in place of image features.
   - Buffers F, G, Lc (n, K) start N(0, 1); B = sign(F + G + Lc).
   - Positive-constrained KL (`losses.positive_kl`) between S_lab = cos(l_i, l_j) of the
     multi-hot labels and S_h = ReLU(cos(h_i, h_j)), batch against the whole buffer (whose
