@@ -154,6 +154,28 @@ def test_alexnet_weights_file_is_placed_in_the_method_backbone(tmp_path):
   _close(np.asarray(got), _torch_features(model, pixels))
 
 
+def test_clip_weights_file_is_placed_in_the_method_backbone(tmp_path):
+  torch = pytest.importorskip("torch")
+  open_clip = pytest.importorskip("open_clip")
+  torch.manual_seed(0)
+  vision = open_clip.model.CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=16, image_size=32)
+  text = open_clip.model.CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=1)
+  model = open_clip.model.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text, quick_gelu=True).eval()
+  path = tmp_path / "tiny-clip.pt"
+  torch.save(model.state_dict(), path)
+  spec, config = _config("mdch", "clip-vit-b32", backbone_weights=str(path))
+  state = spec.warm_start(_fresh_state(spec, config, Dims((32, 32, 3), 8, 4)), config)
+  params = jax.tree.map(lambda a: a[0], state.nets["image"].params)
+  pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+  got = backbones.BackboneFeatures("clip-vit-b32", TINY["clip-vit-b32"]).apply({"params": params["backbone"]},
+                                                                              jnp.asarray(pixels))
+  from jxhash.nets.clip import CLIP_MEAN, CLIP_STD
+  x = (pixels.astype(np.float32) / 255 - np.float32(CLIP_MEAN)) / np.float32(CLIP_STD)
+  with torch.no_grad():
+    want = model.encode_image(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
+  _close(np.asarray(got), want)
+
+
 def test_weights_of_another_shape_are_refused_with_the_entry(tmp_path):
   torch = pytest.importorskip("torch")
   torchvision = pytest.importorskip("torchvision")

@@ -47,7 +47,7 @@ import numpy as np
 
 from jxhash.errors import UserError
 from jxhash.nets.alexnet import AlexNet, load_alexnet
-from jxhash.nets.clip import CLIP_MEAN, CLIP_STD, VIT_B_32, CLIPImageTower, ClipConfig, load_clip
+from jxhash.nets.clip import CLIP_MEAN, CLIP_STD, VIT_B_32, CLIPImageTower, ClipConfig
 from jxhash.nets.cnnf import CNNF
 from jxhash.nets.resnet import ResNet, load_resnet
 from jxhash.nets.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -197,8 +197,32 @@ def load_backbone(name: str, path: str, *, widths: Sequence[int] = (), image_siz
     variables = load_resnet(path, int(name[len("resnet"):]))
     return {"params": {k: v for k, v in variables["params"].items() if k != "fc"},
             "batch_stats": variables["batch_stats"]}
-  params, _ = load_clip(path, clip_config(widths, image_size))
-  return {"params": params["visual"]}
+  return {"params": _clip_visual(path, clip_config(widths, image_size))}
+
+
+def _clip_visual(path: str, cfg: ClipConfig) -> dict:
+  """The image tower's params from a CLIP weights file (its text tower is not read: a small test
+  tower's file need not carry a full-size text tower). One-line errors as `load_clip`'s."""
+  from jxhash.nets.clip import read_clip_state_dict, weight_table
+  state, where = read_clip_state_dict(path)
+  table = [row for row in weight_table(cfg) if row[1][0] == "visual"]
+  params: dict = {}
+  for key, at, shape, transform in table:
+    if key not in state:
+      raise UserError(f"{where}: missing key {key!r} (expected for the image tower of {cfg})")
+    value = np.asarray(state[key]).astype(np.float32)
+    if tuple(value.shape) != shape:
+      raise UserError(f"{where}: {key} has shape {tuple(value.shape)}, the backbone's is {shape} "
+                      "(backbone_widths must be the published network's to load its weights)")
+    node = params
+    for name in at[1:-1]:
+      node = node.setdefault(name, {})
+    node[at[-1]] = np.ascontiguousarray(transform(value) if transform else value)
+  expected = {row[0] for row in table}
+  for key in state:
+    if key.startswith("visual.") and key not in expected:
+      raise UserError(f"{where}: unexpected key {key!r} (not a weight of the image tower of {cfg})")
+  return params
 
 
 def place(current, loaded, where: str):
