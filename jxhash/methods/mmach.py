@@ -164,7 +164,8 @@ def label_input(labels: jax.Array, embedding: jax.Array | None) -> jax.Array:
   return (labels @ embedding) / count
 
 
-# on pixels: MESDCH, the sibling code, fine-tunes torchvision's AlexNet with a tanh hash layer
+# on pixels: MESDCH, the sibling code, fine-tunes torchvision's AlexNet with a tanh hash layer, one SGD
+# lr for every layer (training/MESDCH.py, models/alexnet.py)
 SOURCE_BACKBONE = "alexnet"
 
 
