@@ -183,7 +183,8 @@ def test_weights_of_another_shape_are_refused_with_the_entry(tmp_path):
   torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
   spec, config = _config("dcph", "resnet18", backbone_weights=str(path))  # tiny widths
   state = _fresh_state(spec, config, Dims((32, 32, 3), 8, 4))
-  with pytest.raises(UserError, match=r"my-resnet18.pth: .* has shape \(64,\), the backbone's is \(4,\) \(backbone_widths"):
+  with pytest.raises(UserError,
+                     match=r"my-resnet18.pth: .* has shape \(64,\), the backbone's is \(4,\) \(backbone_widths"):
     spec.warm_start(state, config)
 
 
@@ -216,7 +217,8 @@ def test_backbone_on_features_and_mlp_on_pixels_are_refused():
   with pytest.raises(UserError, match=r"backbone='mlp' takes image features.*32x32x3 pixels"):
     spec.init(jax.random.PRNGKey(0), spec.Config(backbone="mlp"), Dims((32, 32, 3), 8, 4), 4)
   with pytest.raises(UserError, match=r"backbone_widths=\(4, 8\): resnet18 takes 4 positive widths"):
-    spec.init(jax.random.PRNGKey(0), spec.Config(backbone="resnet18", backbone_widths=(4, 8)), Dims((32, 32, 3), 8, 4), 4)
+    spec.init(jax.random.PRNGKey(0), spec.Config(backbone="resnet18", backbone_widths=(4, 8)),
+              Dims((32, 32, 3), 8, 4), 4)
   with pytest.raises(UserError, match=r"backbone_weights=.* has none \(the dataset has image features\)"):
     config = spec.Config(backbone_weights="w.pth", **spec.smoke)
     spec.warm_start(_fresh_state(spec, config, Dims((10,), 8, 4)), config)

@@ -27,8 +27,8 @@ template with its source (docs/methods/hsidhn.md has the table):
   (designed by jxhash). Image: on pixels SCAHN's ResNet-34, fine-tuned, with one head per
   stage (toolkit.BackboneConfig; whatever `network` is); on feature vectors the ResNet-34
   becomes four residual Dense stages (64, 128, 256, 512; designed by jxhash), each with
-  SCAHN's image head (norm, Linear, tanh). Final code tanh(sum_l w_l * h_l) with learned (4 x K) weights from N(0.25, 1/K^2)
-  (same-lab code). BatchNorm as in SCAHN (`norm`).
+  SCAHN's image head (norm, Linear, tanh). Final code tanh(sum_l w_l * h_l) with learned
+  (4 x K) weights from N(0.25, 1/K^2) (same-lab code). BatchNorm as in SCAHN (`norm`).
 - BBI, `bbi=True` (designed by jxhash; the factorised bilinear form of Hierarchical Bilinear
   Pooling, low confidence that it is HSIDHN's): z = P^T (U^T a * V^T b) between adjacent
   layers, bottom-up and top-down, cascaded; each layer's head also reads the vectors that

@@ -342,7 +342,7 @@ def backbone_tx(tx: optax.GradientTransformation, config, dims: Dims, source: st
   return optax.multi_transform({"head": tx, "backbone": scaled, "frozen": optax.set_to_zero()}, labels)
 
 
-def _replace_backbone(tree, weights_path: str, load: Callable):
+def _replace_backbone(tree, load: Callable):
   """`tree` with each "backbone" module's "net" replaced by load(current net); (tree, count)."""
   if not isinstance(tree, Mapping):
     return tree, 0
@@ -352,7 +352,7 @@ def _replace_backbone(tree, weights_path: str, load: Callable):
       out[key] = dict(value, net=load(value["net"]))
       count += 1
     else:
-      out[key], found = _replace_backbone(value, weights_path, load)
+      out[key], found = _replace_backbone(value, load)
       count += found
   return out, count
 
@@ -384,7 +384,7 @@ def backbone_warm_start(state, config, *, source: str, net: str = "image"):
     return backbones.place(current, loaded, path)
 
   image = state.nets[net]
-  params, count = _replace_backbone(image.params, path, load)
+  params, count = _replace_backbone(image.params, load)
   if not count:
     raise UserError(f"backbone_weights={path!r} initialises an image backbone on pixels, and this run's image net "
                     "has none (the dataset has image features)")
