@@ -78,6 +78,20 @@ def test_pixel_smoke_run_stays_finite_and_restores_identical_codes(name, backbon
     np.testing.assert_array_equal(enc.encode(m, x), expected)
 
 
+def test_hsidhn_hashes_each_resnet34_stage():
+  spec, config = _config("hsidhn", "auto")
+  state = spec.init(jax.random.PRNGKey(0), config, Dims((32, 32, 3), 8, 4), 4)
+  params = state.nets["image"].params
+  blocks = {k.split("_")[0]: int(k.split("_")[1]) + 1 for k in params["backbone"]["net"]["params"] if "_" in k}
+  assert blocks == {"layer1": 3, "layer2": 4, "layer3": 6, "layer4": 3}  # ResNet-34's
+  assert sorted(k for k in params if k.startswith("head")) == ["head0", "head1", "head2", "head3"]
+  pixels = jnp.asarray(np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8))
+  final = spec.encode(state, "image", pixels)
+  assert final.shape == (5, 16) and np.all(np.abs(np.asarray(final)) < 1)
+  # the text net follows `network` (the default's multi-scale MLP), not the image's template
+  assert "backbone" not in state.nets["text"].params
+
+
 @pytest.mark.slow
 def test_bfloat16_backbone_trains_finite():
   spec, config = _config("dcph", "resnet18", backbone_dtype="bfloat16")
