@@ -51,13 +51,13 @@ from jxhash.methods import toolkit
 from jxhash.nets import CNNF
 from jxhash.nets.cnnf import VGG_F_CHANNELS, VGG_F_FC_WIDTH
 from jxhash.nets.vgg_f import load_vgg_f, mean_image_for
-from jxhash.spec import MODALITIES, BaseConfig, Dims, MethodSpec, Phase, Stage
+from jxhash.spec import MODALITIES, Dims, MethodSpec, Phase, Stage
 
 State = toolkit.BufferedState  # nets: image/text TrainStates; outputs: F, G; codes: B
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(BaseConfig):
+class Config(toolkit.BackboneConfig):
   """DCMH hyper-parameters; defaults from the authors' TF code (Jiang & Li, 2017)."""
 
   gamma: float = 1.0  # quantization weight (paper, all released code)
@@ -79,14 +79,30 @@ class Config(BaseConfig):
   phase_order: tuple = ("image", "text")  # TF order; MATLAB runs text first
 
 
+# on pixels: the authors' CNN-F. backbone="auto" or "cnn-f" is DCMH's own CNN-F path below (fields
+# vgg_f, cnn_*); any other backbone goes through the shared one (toolkit.image_backbone)
+SOURCE_BACKBONE = "cnn-f"
+
+
+def _own_cnn_f(config: Config, dims: Dims) -> bool:
+  """Whether the image net is DCMH's CNN-F (pixels with backbone "auto" or "cnn-f")."""
+  if not (dims.is_pixels and config.backbone in ("auto", SOURCE_BACKBONE)):
+    return False
+  for field, instead in (("backbone_weights", "vgg_f"), ("backbone_widths", "cnn_channels and cnn_fc_width"),
+                         ("backbone_dtype", "cnn_dtype")):
+    if getattr(config, field) != Config.__dataclass_fields__[field].default:
+      raise UserError(f"dcmh: {field} applies to the shared backbones; DCMH's CNN-F takes {instead}")
+  return True
+
+
 def _modules(config: Config, dims: Dims) -> dict:
-  if dims.is_pixels:
+  if _own_cnn_f(config, dims):
     if config.cnn_dtype not in ("float32", "bfloat16"):
       raise UserError(f"cnn_dtype must be 'float32' or 'bfloat16', got {config.cnn_dtype!r}")
     image = CNNF(bits=config.bits, dtype=jnp.dtype(config.cnn_dtype), channels=tuple(config.cnn_channels),
                  fc_width=config.cnn_fc_width, subtract_mean=True)
     return {**toolkit.feature_mlps(config, tanh=False), "image": image}
-  return toolkit.feature_mlps(config, tanh=False)
+  return toolkit.feature_mlps(config, tanh=False, dims=dims, source=SOURCE_BACKBONE)
 
 
 def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
@@ -94,7 +110,13 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   # the CNN's mean image is a constant kept in params (toolkit.freeze), not a weight
   tx = toolkit.freeze(toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay,
                                   lr_scaling=config.lr_scaling, clip_norm=config.clip_norm))
-  nets = toolkit.network_states(keys, _modules(config, dims), dims, tx)
+  if _own_cnn_f(config, dims) or not dims.is_pixels:
+    nets = toolkit.network_states(keys, _modules(config, dims), dims, tx)
+  else:
+    image_tx = toolkit.backbone_tx(toolkit.sgd(toolkit.config_schedule(config, num_train),
+                                               weight_decay=config.weight_decay, lr_scaling=config.lr_scaling,
+                                               clip_norm=config.clip_norm), config, dims, SOURCE_BACKBONE)
+    nets = toolkit.network_states(keys, _modules(config, dims), dims, txs={"image": image_tx, "text": tx})
   outputs = toolkit.random_buffers(keys["buffers"], MODALITIES, num_train=num_train, bits=config.bits,
                                    kind=config.buffer_init)
   return State(nets=nets, outputs=outputs, codes=toolkit.sign_of_sum(*outputs.values()))
@@ -105,6 +127,7 @@ def warm_start(state: State, config: Config) -> State:
 
   `state` has a leading seed axis; every seed starts from the same pretrained weights.
   """
+  state = toolkit.backbone_warm_start(state, config, source=SOURCE_BACKBONE)
   if not config.vgg_f:
     return state
   net = state.nets["image"]

@@ -19,8 +19,9 @@ Fidelity, component by component (docs/methods/dcph.md has the table with config
   `Label_net` (`DCPH/utils/label_hash_model.py`); PSLDH's own smaller one is selectable.
   The earlier jxhash reconstructions ("pairwise", "softmax") stay selectable
   (`RECONSTRUCTED_PROXY_STAGE`).
-- Networks on precomputed features: the port fine-tunes AlexNet; here the image net is an
-  MLP feature -> 4096 -> K -> tanh (AlexNet fc7 width) and the text net is DCMH's
+- Networks: on pixels the image net is the script's AlexNet, fc7 -> K -> tanh, fine-tuned end
+  to end (`backbone`, `backbone_weights`: toolkit.BackboneConfig); on precomputed features it
+  is an MLP feature -> 4096 -> K -> tanh (AlexNet fc7 width). The text net is DCMH's
   BoW -> 8192 -> ReLU -> K, with tanh as in the port.
 
 Stage 1, proxies. A label network maps each of the C one-hot categories e_k to a relaxed
@@ -90,6 +91,7 @@ Length (over 400 lines): DCPH keeps its earlier proxy objectives selectable besi
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.struct
 import jax
@@ -102,7 +104,7 @@ from jxhash.codes import binarize
 from jxhash.errors import UserError
 from jxhash.methods import toolkit
 from jxhash.nets.proxy import ProxyNet
-from jxhash.spec import MODALITIES, BaseConfig, Dims, MethodSpec, Phase, Stage
+from jxhash.spec import MODALITIES, Dims, MethodSpec, Phase, Stage
 
 
 PROXY_LOSSES = ("psldh", "pairwise", "softmax")
@@ -117,7 +119,7 @@ RECONSTRUCTED_PROXY_STAGE = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(BaseConfig):
+class Config(toolkit.BackboneConfig):
   """DCPH hyper-parameters; defaults and their sources in docs/methods/dcph.md.
 
   The image and text learning rates were tuned by the authors for AlexNet fine-tuning; they
@@ -363,12 +365,18 @@ def _proxy_codes(net: toolkit.NormState, num_labels: int) -> jax.Array:
   return binarize(_relaxed_proxies(net, net.params, num_labels, train=False)[0])
 
 
+# on pixels: the script fine-tunes torchvision's AlexNet (DFPH_NN.py: HASH_Net("alexnet", K), one SGD lr
+# for all its layers)
+SOURCE_BACKBONE = "alexnet"
+
+
 def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   keys = toolkit.split_keys(key, MODALITIES + ("proxy", "buffers", "codes"))
   lrs = {"image": image_learning_rate(config), "text": text_learning_rate(config)}
-  toolkit.require_features("DCPH", dims, "the paper's AlexNet is not built here")
-  nets = toolkit.network_states(keys, toolkit.feature_mlps(config, tanh=True), dims,
-                                txs={m: toolkit.sgd(lrs[m], weight_decay=config.weight_decay) for m in MODALITIES})
+  txs = {m: toolkit.sgd(lrs[m], weight_decay=config.weight_decay) for m in MODALITIES}
+  txs["image"] = toolkit.backbone_tx(txs["image"], config, dims, SOURCE_BACKBONE)
+  nets = toolkit.network_states(keys, toolkit.feature_mlps(config, tanh=True, dims=dims, source=SOURCE_BACKBONE),
+                                dims, txs=txs)
   proxy_module = _proxy_module(config)
   variables = proxy_module.init(keys["proxy"], jnp.eye(dims.num_labels), train=False)
   proxy_net = toolkit.norm_state(proxy_module, variables,
@@ -454,7 +462,8 @@ def train_proxies(key: jax.Array, config: Config, num_labels: int) -> jax.Array:
   dims and then the proxy stage's own step and finish, with the same key use as a full run.
   """
   dims = Dims(image_shape=(1,), text_dim=1, num_labels=num_labels)
-  state = init(key, dataclasses.replace(config, image_hidden=(1,), text_hidden=(1,)), dims, 1)
+  state = init(key, dataclasses.replace(config, image_hidden=(1,), text_hidden=(1,), backbone="auto",
+                                        backbone_weights=""), dims, 1)
   stage = stages(config, 1)[0]
   step = jax.jit(stage.phases[0].step)
   for _ in range(stage.epochs):
@@ -498,8 +507,8 @@ SPEC = MethodSpec(
               "from the authors' PyTorch script (1034829217/paddle DCPH/utils/DFPH_NN.py), 6 x 2 rounds from its "
               "Paddle port, text lr a jxhash reading of the port; proxy stage (objective, optimiser, 200 updates) "
               "inferred from the same author's PSLDH code (rongchengtu1/PSLDH), on the port's label network; "
-              "feature MLPs instead of AlexNet"),
+              "a feature MLP on features, AlexNet fine-tuned on pixels"),
     reference="R.-C. Tu et al., Deep Cross-Modal Proxy Hashing, IEEE TKDE 2023 (arXiv 2011.03451)",
     smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32,), "text_hidden": (32,), "proxy_hidden": 32,
            "proxy_epochs": 2, "proxy_steps": 5},
-    report=report)
+    report=report, warm_start=functools.partial(toolkit.backbone_warm_start, source=SOURCE_BACKBONE))

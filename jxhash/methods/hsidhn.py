@@ -24,10 +24,11 @@ template with its source (docs/methods/hsidhn.md has the table):
   as 6 columns, then four residual blocks (SCAHN: 64, 128, 256, 512 channels; halved by default
   for the CPU budget, `text_channels`), each with a hash head (conv, ReLU, LRN, 1x1 conv to K,
   tanh). A kernel wider than the text (Wikipedia's 10-d LDA) is clipped to the text width
-  (designed by jxhash). Image: on feature vectors the ResNet-34 becomes four residual Dense
-  stages (64, 128, 256, 512; designed by jxhash), each with SCAHN's image head (norm, Linear,
-  tanh). Final code tanh(sum_l w_l * h_l) with learned (4 x K) weights from N(0.25, 1/K^2)
-  (same-lab code). BatchNorm as in SCAHN (`norm`).
+  (designed by jxhash). Image: on pixels SCAHN's ResNet-34, fine-tuned, with one head per
+  stage (toolkit.BackboneConfig; whatever `network` is); on feature vectors the ResNet-34
+  becomes four residual Dense stages (64, 128, 256, 512; designed by jxhash), each with
+  SCAHN's image head (norm, Linear, tanh). Final code tanh(sum_l w_l * h_l) with learned
+  (4 x K) weights from N(0.25, 1/K^2) (same-lab code). BatchNorm as in SCAHN (`norm`).
 - BBI, `bbi=True` (designed by jxhash; the factorised bilinear form of Hierarchical Bilinear
   Pooling, low confidence that it is HSIDHN's): z = P^T (U^T a * V^T b) between adjacent
   layers, bottom-up and top-down, cascaded; each layer's head also reads the vectors that
@@ -91,6 +92,7 @@ Wikipedia is single-label: every pair is hard and the soft term never acts there
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -101,7 +103,7 @@ from jxhash.errors import UserError
 from jxhash.methods import toolkit
 from jxhash.nets.layerwise import SCAHN_LEVELS, LayerwiseEncoder
 from jxhash.nets.multiscale import HierarchicalEncoder
-from jxhash.spec import MODALITIES, BaseConfig, Dims, MethodSpec, Phase, Stage
+from jxhash.spec import MODALITIES, Dims, MethodSpec, Phase, Stage
 
 # the SCAHN/SAALDH lab template with the lab's own optimiser (`--preset lab`)
 LAB_PRESET = {"network": "scahn", "objective": "scahn", "theta_divisor": "K/32", "lr": 10 ** -1.1,
@@ -109,7 +111,7 @@ LAB_PRESET = {"network": "scahn", "objective": "scahn", "theta_divisor": "K/32",
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(BaseConfig):
+class Config(toolkit.BackboneConfig):
   """HSIDHN hyper-parameters. HSIDHN's own values are unknown (method section not read). The
   defaults select the first reconstruction (DCMH's values where DCMH has the knob, lr, clipping
   and eta chosen on val); the lab template's fields carry SCAHN's values (same-lab code) where
@@ -190,15 +192,21 @@ State = toolkit.BufferedState  # nets: image/text network states; outputs: F, G 
 # --------------------------------------------------------------------------- networks
 
 
-def _module(config: Config, modality: str):
-  if config.network == "scahn":
+# on pixels: the lab template (SCAHN resnet.py) hashes each stage of an ImageNet ResNet-34
+SOURCE_BACKBONE = "resnet34"
+
+
+def _module(config: Config, modality: str, dims: Dims):
+  backbone = toolkit.image_backbone(config, dims, SOURCE_BACKBONE, stages=True) if modality == "image" else None
+  if config.network == "scahn" or backbone is not None:
+    # on pixels the image net is the lab template's whatever `network` is: one head per stage
     image = modality == "image"
     return LayerwiseEncoder(bits=config.bits, modality=modality,
                             widths=tuple(config.image_stages if image else config.text_channels),
                             blocks=tuple(config.image_blocks), text_levels=tuple(config.text_levels),
                             text_head_width=config.text_head_width, bbi=config.bbi, rank=config.rank,
                             interaction_features=config.interaction_features, cascade=config.cascade,
-                            norm=config.norm)
+                            norm=config.norm, backbone=backbone)
   hidden = config.image_hidden if modality == "image" else config.text_hidden
   return HierarchicalEncoder(bits=config.bits, hidden=tuple(hidden), scales=tuple(config.scales),
                              rank=config.rank, interaction_features=config.interaction_features,
@@ -207,7 +215,6 @@ def _module(config: Config, modality: str):
 
 
 def _check(config: Config, dims: Dims) -> None:
-  toolkit.require_features("HSIDHN", dims, "no pixel network is built for it")
   if any(int(k) < 1 for k in config.scales) or not config.scales:
     raise UserError(f"scales must be positive pooling kernels, got {config.scales!r}")
   if len(config.text_levels) < 4 or any(int(v) < 1 for v in config.text_levels):
@@ -230,12 +237,14 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   keys = toolkit.split_keys(key, MODALITIES + ("buffers",))
   tx = toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay,
                    clip_norm=config.clip_norm)
-  modules = {m: _module(config, m) for m in MODALITIES}
-  if config.network == "scahn":
-    nets = {m: toolkit.norm_state(module, module.init(keys[m], toolkit.zero_batch(dims, m)), tx)
-            for m, module in modules.items()}
-  else:
-    nets = toolkit.network_states(keys, modules, dims, tx, heads=config.layer_heads)
+  modules = {m: _module(config, m, dims) for m in MODALITIES}
+  txs = {"image": toolkit.backbone_tx(tx, config, dims, SOURCE_BACKBONE), "text": tx}
+  nets = {}
+  for m, module in modules.items():
+    if isinstance(module, LayerwiseEncoder):
+      nets[m] = toolkit.norm_state(module, module.init(keys[m], toolkit.zero_batch(dims, m)), txs[m])
+    else:
+      nets.update(toolkit.network_states({m: keys[m]}, {m: module}, dims, txs[m], heads=config.layer_heads))
   outputs = toolkit.random_buffers(keys["buffers"], MODALITIES, num_train=num_train, bits=config.bits,
                                    kind=config.buffer_init)
   return State(nets=nets, outputs=outputs, codes=toolkit.sign_of_sum(*outputs.values()))
@@ -565,6 +574,6 @@ SPEC = MethodSpec(
     smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32, 16), "text_hidden": (32, 16), "rank": 8,
            "interaction_features": 8, "text_channels": (8, 8, 8, 8), "text_head_width": 8,
            "image_stages": (8, 8, 8, 8)},
-    report=report,
+    report=report, warm_start=functools.partial(toolkit.backbone_warm_start, source=SOURCE_BACKBONE),
     presets={"dcmh": {"lr": 10 ** -1.5, "clip_norm": 0.0, "eta": 1.0}, "lab": LAB_PRESET},
     needs_image_matrix="objective='scahn' draws a second batch of each modality from the whole training set")

@@ -8,7 +8,8 @@ alternately. jxhash realises each of them as follows; every design is jxhash's, 
 authors', and the free choices are `Config` fields:
 
 - Semantic mask (component designed by jxhash; `jxhash.nets.mask`): the image net (DCMH's
-  feature MLP x -> 4096 -> K) gets a classifier head on its hidden feature h, label logits
+  feature MLP x -> 4096 -> K; on pixels CNN-F, h its fc7 features: toolkit.BackboneConfig)
+  gets a classifier head on its hidden feature h, label logits
   z = V h + c trained with binary cross-entropy on the training labels (weight `beta`), and a
   mask m = σ(W σ(z) + b) over h's channels; the hash layer sees h ⊙ (1 + m). The text net is
   DCMH's (BoW -> 8192 -> ReLU -> K).
@@ -43,6 +44,7 @@ amplification made it worse than for DCMH); the clipping and eta = 0.1 keep it s
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.struct
@@ -53,11 +55,11 @@ import optax
 from jxhash import losses
 from jxhash.methods import toolkit
 from jxhash.nets.mask import MaskedMLPEncoder
-from jxhash.spec import MODALITIES, BaseConfig, Dims, MethodSpec, Phase, Stage
+from jxhash.spec import MODALITIES, Dims, MethodSpec, Phase, Stage
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(BaseConfig):
+class Config(toolkit.BackboneConfig):
   """MDCH hyper-parameters. The paper's values are not public: the shared ones are DCMH's
   (Jiang & Li, 2017, TF code), the rest are jxhash reconstruction choices.
 
@@ -120,13 +122,19 @@ def phases(config: Config) -> tuple[str, ...]:
   return ("intra", "inter") if config.intra else ("inter",)
 
 
+# on pixels: MDCH builds on DCMH, whose image net is CNN-F (the paper's backbone is not known to jxhash)
+SOURCE_BACKBONE = "cnn-f"
+
+
 def _modules(config: Config, dims: Dims) -> dict:
-  toolkit.require_features("MDCH", dims, "no pixel network is built for it")
-  mlps = toolkit.feature_mlps(config, tanh=False)
+  mlps = toolkit.feature_mlps(config, tanh=False, dims=dims, source=SOURCE_BACKBONE)
   if config.mask:
-    mlps["image"] = MaskedMLPEncoder(bits=config.bits, num_labels=dims.num_labels, hidden=tuple(config.image_hidden),
+    # on pixels the mask acts on the backbone's features, right before the hash layer
+    backbone = toolkit.image_backbone(config, dims, SOURCE_BACKBONE)
+    mlps["image"] = MaskedMLPEncoder(bits=config.bits, num_labels=dims.num_labels,
+                                     hidden=() if backbone else tuple(config.image_hidden),
                                      init_scheme=config.init, residual=config.mask_residual,
-                                     detach_prediction=config.detach_prediction)
+                                     detach_prediction=config.detach_prediction, backbone=backbone)
   return mlps
 
 
@@ -135,7 +143,10 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   tx = toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay,
                    momentum=config.momentum or None, lr_scaling=config.lr_scaling, clip_norm=config.clip_norm)
   keys = toolkit.split_keys(key, MODALITIES + ("buffers",))
-  nets = toolkit.network_states(keys, _modules(config, dims), dims, {p: tx for p in phases(config)},
+  image_tx = toolkit.backbone_tx(tx, config, dims, SOURCE_BACKBONE)
+  nets = toolkit.network_states(keys, _modules(config, dims), dims,
+                                txs={"image": {p: image_tx for p in phases(config)},
+                                     "text": {p: tx for p in phases(config)}},
                                 create=lambda module, params, txs: PhasedNet.create(module.apply, params, txs))
   outputs = toolkit.random_buffers(keys["buffers"], MODALITIES, num_train=num_train, bits=config.bits,
                                    kind=config.buffer_init)
@@ -261,4 +272,4 @@ SPEC = MethodSpec(
               "designed by jxhash; the inter-modal term, quantization, balance and schedule are DCMH's"),
     reference="Mask Cross-Modal Hashing Networks, IEEE Transactions on Multimedia 23:550-558, 2021",
     smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32,), "text_hidden": (32,)},
-    presets={"paper": PAPER})
+    presets={"paper": PAPER}, warm_start=functools.partial(toolkit.backbone_warm_start, source=SOURCE_BACKBONE))

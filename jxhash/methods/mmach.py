@@ -13,7 +13,9 @@ Fidelity, component by component:
   - Networks: an image net, a text net and a label net, each ending in tanh. On precomputed
     features (MMACH: 512-d ResNet-34 image and 512-d sentence-encoder text features) the
     image and text nets are MLPs feature -> 4096 -> 512 -> K, the widths of MESDCH's Txt_net
-    trunk (its multi-scale pooling block and BatchNorm are left out).
+    trunk (its multi-scale pooling block and BatchNorm are left out). On pixels the image
+    net is MESDCH's AlexNet, fc7 -> K -> tanh, fine-tuned (toolkit.BackboneConfig), and the
+    label net's attention reads the image net's buffer rows in place of image features.
   - Buffers F, G, Lc (n, K) start N(0, 1); B = sign(F + G + Lc).
   - Positive-constrained KL (`losses.positive_kl`) between S_lab = cos(l_i, l_j) of the
     multi-hot labels and S_h = ReLU(cos(h_i, h_j)), batch against the whole buffer (whose
@@ -50,6 +52,7 @@ and both of its modalities, which only training items have; `encode` never reads
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 
 import jax
@@ -61,13 +64,13 @@ from jxhash.codes import binarize
 from jxhash.errors import UserError
 from jxhash.methods import toolkit
 from jxhash.nets.label import LabelNet
-from jxhash.spec import MODALITIES, BaseConfig, Dims, MethodSpec, Phase, Stage
+from jxhash.spec import MODALITIES, Dims, MethodSpec, Phase, Stage
 
 NETS = ("label",) + MODALITIES
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(BaseConfig):
+class Config(toolkit.BackboneConfig):
   """MMACH hyper-parameters.
 
   Defaults from MESDCH's code (Zou et al.'s sibling release) unless marked "jxhash". The
@@ -163,10 +166,14 @@ def label_input(labels: jax.Array, embedding: jax.Array | None) -> jax.Array:
   return (labels @ embedding) / count
 
 
+# on pixels: MESDCH, the sibling code, fine-tunes torchvision's AlexNet with a tanh hash layer, one SGD
+# lr for every layer (training/MESDCH.py, models/alexnet.py)
+SOURCE_BACKBONE = "alexnet"
+
+
 def _modules(config: Config, dims: Dims) -> dict:
-  toolkit.require_features("MMACH", dims, "the paper uses 512-d ResNet-34 features")
   return {
-      **toolkit.feature_mlps(config, tanh=True),
+      **toolkit.feature_mlps(config, tanh=True, dims=dims, source=SOURCE_BACKBONE),
       "label": LabelNet(bits=config.bits, hidden=tuple(config.label_hidden),
                         num_heads=config.attention_heads, init_scheme=config.init),
   }
@@ -182,9 +189,12 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   label_width = dims.num_labels if emb is None else emb.shape[1]
   keys = toolkit.split_keys(key, NETS + ("buffers",))
   tx = toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay)
-  nets = toolkit.network_states(keys, {m: modules[m] for m in MODALITIES}, dims, tx)
-  # the label net reads the item's labels and both of its input features
-  label_params = modules["label"].init(keys["label"], jnp.zeros((1, label_width)), toolkit.zero_batch(dims, "image"),
+  nets = toolkit.network_states(keys, {m: modules[m] for m in MODALITIES}, dims,
+                                txs={"image": toolkit.backbone_tx(tx, config, dims, SOURCE_BACKBONE), "text": tx})
+  # the label net reads the item's labels and both of its input features (on pixels, the image
+  # net's latest outputs for the item stand in for its image features: `_label_phase`)
+  image_key = jnp.zeros((1, config.bits)) if dims.is_pixels else toolkit.zero_batch(dims, "image")
+  label_params = modules["label"].init(keys["label"], jnp.zeros((1, label_width)), image_key,
                                        toolkit.zero_batch(dims, "text"))["params"]
   nets = {"label": toolkit.make_state(modules["label"], label_params, tx), **nets}
   # MESDCH: F, G, L = randn(n, K); B = sign(F + G + L)
@@ -320,19 +330,22 @@ def _label_phase(config: Config):
   embedding = _embedding(config)
 
   def context(state: State, batch: dict, data: dict, key: jax.Array):
-    del state, key
+    del key
     if embedding is not None and embedding.shape[0] != batch["labels"].shape[1]:
       raise UserError(f"label_embedding file {config.label_embedding} has {embedding.shape[0]} rows "
                       f"but the dataset has {batch['labels'].shape[1]} labels")
-    return losses.cosine_similarity(batch["labels"], data["labels"])
+    # pixels (a static shape): the attention reads the image net's buffer rows (K-d) instead of
+    # (H, W, 3) arrays, which no Dense key/value projection should take
+    image = state.outputs["image"][batch["index"]] if batch["image"].ndim == 4 else batch["image"]
+    return losses.cosine_similarity(batch["labels"], data["labels"]), image
 
-  def inputs(batch: dict, label_sim):
-    del label_sim
+  def inputs(batch: dict, ctx):
     x = label_input(batch["labels"], None if embedding is None else jnp.asarray(embedding))
-    return x, batch["image"], batch["text"]
+    return x, ctx[1], batch["text"]
 
-  def loss(out, extras, state: State, batch: dict, label_sim):
+  def loss(out, extras, state: State, batch: dict, ctx):
     del extras
+    label_sim = ctx[0]
     index = batch["index"]
     own = _with_batch(state.outputs["label"], index, out)
     kl = lambda buf: kl_term(out, buf, label_sim, eps=config.eps)
@@ -398,4 +411,5 @@ SPEC = MethodSpec(
     # rounding (a batch summed over 4 devices instead of 1) flips pairs across the kink and
     # two runs drift apart by ~0.1 within an epoch; 1e-2 keeps them equal to ~1e-6
     smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32,), "text_hidden": (32,),
-           "label_hidden": (16,), "attention_heads": 2, "triplet_samples": 8, "eps": 1e-2})
+           "label_hidden": (16,), "attention_heads": 2, "triplet_samples": 8, "eps": 1e-2},
+    warm_start=functools.partial(toolkit.backbone_warm_start, source=SOURCE_BACKBONE))

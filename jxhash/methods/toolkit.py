@@ -10,6 +10,7 @@ buffers), "codes" are ±1 everywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Mapping
 
@@ -24,7 +25,8 @@ from jxhash import losses
 from jxhash.codes import binarize
 from jxhash.errors import UserError
 from jxhash.nets import MLPEncoder
-from jxhash.spec import MODALITIES, Dims, steps_per_epoch
+from jxhash.nets import backbones
+from jxhash.spec import MODALITIES, BaseConfig, Dims, steps_per_epoch
 
 
 @flax.struct.dataclass
@@ -55,8 +57,8 @@ def require_features(method: str, dims: Dims, what: str) -> None:
   if dims.is_pixels:
     raise UserError(f"{method} trains on image features ({what}), and this dataset has "
                     f"{'x'.join(map(str, dims.image_shape))} pixels: extract features first "
-                    "(jxhash.nets.CNNF(features_only=True), or image_features= with the loader) or use dcmh, "
-                    "which trains CNN-F on pixels")
+                    "(jxhash extract, or image_features= with the loader) or use another method: the others "
+                    "fine-tune an image backbone on pixels (backbone=...)")
 
 
 # --------------------------------------------------------------------------- optimisers
@@ -223,11 +225,19 @@ def network_states(keys: Mapping[str, jax.Array], modules: Mapping[str, Any], di
   return out
 
 
-def feature_mlps(config, *, tanh: bool) -> dict:
+def feature_mlps(config, *, tanh: bool, dims: Dims | None = None, source: str = "") -> dict:
   """The image and text MLP encoders on features: widths `config.image_hidden` / `config.text_hidden`,
-  init `config.init`, K = `config.bits` outputs (tanh-squashed if `tanh`)."""
-  return {m: MLPEncoder(bits=config.bits, hidden=tuple(getattr(config, f"{m}_hidden")), init_scheme=config.init,
+  init `config.init`, K = `config.bits` outputs (tanh-squashed if `tanh`).
+
+  With `dims` of pixels, the image net is `image_backbone(config, dims, source)` followed
+  directly by the hash layer (the sources' fc7 -> hash; `image_hidden` is not used).
+  """
+  nets = {m: MLPEncoder(bits=config.bits, hidden=tuple(getattr(config, f"{m}_hidden")), init_scheme=config.init,
                         tanh=tanh) for m in MODALITIES}
+  backbone = None if dims is None else image_backbone(config, dims, source)
+  if backbone is not None:
+    nets["image"] = MLPEncoder(bits=config.bits, hidden=(), init_scheme=config.init, tanh=tanh, backbone=backbone)
+  return nets
 
 
 def encode(state, modality: str, x: jax.Array) -> jax.Array:
@@ -235,6 +245,150 @@ def encode(state, modality: str, x: jax.Array) -> jax.Array:
   check_modality(modality)
   net = state.nets[modality]
   return net.apply_fn({"params": net.params}, x)
+
+
+# --------------------------------------------------------------------------- pixel backbones
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig(BaseConfig):
+  """`BaseConfig` plus the fields of training on pixels, which every method shares.
+
+  On image features ("auto" or "mlp") the image net is the method's feature MLP, exactly as
+  before these fields existed. On pixels "auto" is the network the method's sources fine-tune
+  (each method's `SOURCE_BACKBONE`), and any of `jxhash.nets.backbones.BACKBONES` can be set:
+  the backbone's features feed the method's hash layers and the whole net trains end to end.
+  """
+
+  CHOICES = {"backbone": ("auto", "mlp") + backbones.BACKBONES, "backbone_dtype": ("auto", "float32", "bfloat16")}
+
+  backbone: str = "auto"  # pixels: the sources' network; features: the MLP ("mlp")
+  backbone_weights: str = ""  # pretrained weights for the backbone (.mat / .pth / .pt); "": random init
+  backbone_widths: tuple = ()  # (): the published network; smaller widths for tests (jxhash.nets.backbones)
+  backbone_dtype: str = "auto"  # backbone computation: bfloat16 on GPUs/TPUs, float32 on CPUs
+  backbone_lr_scale: float = 1.0  # the backbone's lr / the head's (1: one lr, as DCPH's script)
+
+  def __post_init__(self):
+    widths = self.backbone_widths
+    # --set backbone_widths=4,8,8,8 arrives as strings (the default () has no item type)
+    if isinstance(widths, tuple) and widths and all(isinstance(w, str) for w in widths):
+      if not all(w.isdigit() for w in widths):
+        raise UserError(f"backbone_widths={widths!r}: expected positive integers, e.g. 4,8,8,8")
+      object.__setattr__(self, "backbone_widths", tuple(int(w) for w in widths))
+    if isinstance(self.backbone_widths, tuple) and any(
+        isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.backbone_widths):
+      raise UserError(f"backbone_widths={self.backbone_widths!r}: expected positive integers, e.g. 4,8,8,8")
+    super().__post_init__()
+
+
+def pixel_backbone(config, dims: Dims, source: str) -> str:
+  """The backbone the image net runs: "" on features (the MLP), else a `backbones.BACKBONES` name.
+
+  Args:
+    config: a `BackboneConfig`.
+    dims: the input sizes.
+    source: the backbone of the method's sources (what "auto" means on pixels).
+  """
+  name = config.backbone
+  if not dims.is_pixels:
+    if name not in ("auto", "mlp"):
+      raise UserError(f"backbone={name!r} trains on pixels, and this dataset has {dims.image_dim}-d image "
+                      "features: leave backbone=auto (the feature MLP)")
+    return ""
+  if name == "mlp":
+    raise UserError(f"backbone='mlp' takes image features, and this dataset has "
+                    f"{'x'.join(map(str, dims.image_shape))} pixels: choose one of "
+                    f"{', '.join(backbones.BACKBONES)} or leave backbone=auto ({source})")
+  name = source if name == "auto" else name
+  backbones.check_backbone(name, config.backbone_widths)
+  return name
+
+
+def backbone_dtype(config):
+  """The backbone's computation dtype: "auto" is bfloat16 on accelerators, float32 on CPUs."""
+  if config.backbone_dtype == "auto":
+    return jnp.bfloat16 if jax.default_backend() != "cpu" else jnp.float32
+  return jnp.dtype(config.backbone_dtype)
+
+
+def image_backbone(config, dims: Dims, source: str, *, stages: bool = False):
+  """The `BackboneFeatures` a method's image net puts first on pixels, or None on features."""
+  name = pixel_backbone(config, dims, source)
+  if not name:
+    return None
+  return backbones.BackboneFeatures(name, tuple(config.backbone_widths), backbone_dtype(config), stages=stages)
+
+
+def backbone_tx(tx: optax.GradientTransformation, config, dims: Dims, source: str) -> optax.GradientTransformation:
+  """The image net's optimiser: `tx` unchanged on features; on pixels `tx` for the head, `tx`
+  with its steps scaled by `config.backbone_lr_scale` for the backbone (for SGD and Adam alike
+  a scaled step is a scaled lr), and no change at all to the backbone's constants
+  (BatchNorm statistics, CNN-F's mean image: `backbones.FIXED`).
+
+  The groups keep separate optimiser states, so a `tx` that clips the global gradient norm
+  clips each group's norm.
+  """
+  if not pixel_backbone(config, dims, source):
+    return tx
+  scaled = tx if config.backbone_lr_scale == 1.0 else optax.chain(tx, optax.scale(config.backbone_lr_scale))
+
+  def labels(params):
+    def label(path, _):
+      if backbones.is_fixed(path):
+        return "frozen"
+      return "backbone" if backbones.in_backbone(path) else "head"
+    return jax.tree_util.tree_map_with_path(label, params)
+
+  return optax.multi_transform({"head": tx, "backbone": scaled, "frozen": optax.set_to_zero()}, labels)
+
+
+def _replace_backbone(tree, load: Callable):
+  """`tree` with each "backbone" module's "net" replaced by load(current net); (tree, count)."""
+  if not isinstance(tree, Mapping):
+    return tree, 0
+  out, count = {}, 0
+  for key, value in tree.items():
+    if key == "backbone" and isinstance(value, Mapping) and "net" in value:
+      out[key] = dict(value, net=load(value["net"]))
+      count += 1
+    else:
+      out[key], found = _replace_backbone(value, load)
+      count += found
+  return out, count
+
+
+def _image_size(name: str, net, widths) -> int:
+  """The input side a backbone's parameters were built for (what its weights must match)."""
+  if name == "cnn-f":
+    return int(net["params"]["mean_image"].shape[-3])
+  if name == "clip-vit-b32" and widths:
+    grid = int(round((net["params"]["positional_embedding"].shape[-2] - 1) ** 0.5))
+    return grid * int(widths[3])
+  return 224
+
+
+def backbone_warm_start(state, config, *, source: str, net: str = "image"):
+  """`state` with the image backbone's weights read from `config.backbone_weights`.
+
+  A spec's `warm_start`: the state has a leading seed axis, and every seed starts from the same
+  pretrained weights; the hash head keeps its initialisation. A no-op without backbone_weights.
+  """
+  path = config.backbone_weights
+  if not path:
+    return state
+  name = source if config.backbone == "auto" else config.backbone
+  widths = tuple(config.backbone_widths)
+
+  def load(current):
+    loaded = backbones.load_backbone(name, path, widths=widths, image_size=_image_size(name, current, widths))
+    return backbones.place(current, loaded, path)
+
+  image = state.nets[net]
+  params, count = _replace_backbone(image.params, load)
+  if not count:
+    raise UserError(f"backbone_weights={path!r} initialises an image backbone on pixels, and this run's image net "
+                    "has none (the dataset has image features)")
+  return state.replace(nets=dict(state.nets, **{net: image.replace(params=params)}))
 
 
 # --------------------------------------------------------------------------- buffers and codes

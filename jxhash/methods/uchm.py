@@ -79,11 +79,11 @@ from jxhash.codes import binarize
 from jxhash.errors import UserError
 from jxhash.methods import toolkit
 from jxhash.nets.interaction import BitGate, MIEGenerator
-from jxhash.spec import MODALITIES, BaseConfig, Dims, MethodSpec, Phase, Stage
+from jxhash.spec import MODALITIES, Dims, MethodSpec, Phase, Stage
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(BaseConfig):
+class Config(toolkit.BackboneConfig):
   """UCHM hyper-parameters. Reconstruction: values are DJSRH's where the role matches (cited),
   else jxhash choices with a one-line reason. `epochs` counts hashing epochs only.
 
@@ -378,7 +378,10 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   keys = toolkit.split_keys(key, MODALITIES + ("generator", "gate", "buffers"))
   tx = toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay,
                    momentum=config.momentum)
-  toolkit.require_features("UCHM", dims, "e.g. VGG-19 fc7")
+  # on pixels the generator and the target t would need every training image's features at each
+  # step, which a fine-tuned backbone cannot give without running over the whole training set
+  toolkit.require_features("UCHM", dims, "e.g. VGG-19 fc7, for its similarity generator")
+  toolkit.pixel_backbone(config, dims, "")  # refuses a pixel backbone on features
   nets = toolkit.network_states(keys, toolkit.feature_mlps(config, tanh=True), dims, tx)
   generator_net = MIEGenerator(dim=config.mie_dim or config.bits, hidden=config.mie_hidden, tokens=config.mie_tokens,
                                heads=config.mie_heads, rank=config.mie_rank, fusion=config.fusion)

@@ -53,19 +53,24 @@ class AlexNet(nn.Module):
     num_classes: fc8 width.
     dropout_rate: torchvision's 0.5, active only with deterministic=False.
     dtype: computation dtype (params stay float32; outputs are float32).
+    channels: conv1..conv5 widths (torchvision's by default; smaller ones give a cheap network of
+      the same wiring, for tests).
+    fc_width: fc6/fc7 width.
   """
 
   features_only: bool = False
   num_classes: int = NUM_CLASSES
   dropout_rate: float = 0.5
   dtype: jnp.dtype = jnp.float32
+  channels: tuple = tuple(c[1] for c in _CONVS)
+  fc_width: int = FC_WIDTH
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     if x.ndim != 4 or x.shape[-1] != 3:
       raise UserError(f"AlexNet expects (batch, height, width, 3) images, got shape {x.shape}")
     h = jnp.asarray(x, self.dtype)
-    for i, (name, features, kernel, stride, pad) in enumerate(_CONVS):
+    for i, ((name, _, kernel, stride, pad), features) in enumerate(zip(_CONVS, self.channels)):
       h = nn.relu(nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
                           dtype=self.dtype, param_dtype=jnp.float32, name=name)(h))
       if i in (0, 1, 4):
@@ -74,7 +79,7 @@ class AlexNet(nn.Module):
     h = h.reshape(h.shape[0], -1)
     for name in ("fc6", "fc7"):
       h = nn.Dropout(self.dropout_rate, deterministic=deterministic)(h)
-      h = nn.relu(nn.Dense(FC_WIDTH, dtype=self.dtype, param_dtype=jnp.float32, name=name)(h))
+      h = nn.relu(nn.Dense(self.fc_width, dtype=self.dtype, param_dtype=jnp.float32, name=name)(h))
     if self.features_only:
       return h.astype(jnp.float32)
     return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="fc8")(h).astype(jnp.float32)

@@ -43,7 +43,7 @@ image heads' Linear layers, zero biases, norm scales 1.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -276,6 +276,9 @@ class LayerwiseEncoder(nn.Module):
     bbi: bidirectional bilinear interaction between adjacent layers.
     rank, interaction_features, cascade: of `BidirectionalBilinear`.
     norm: "batch" (SCAHN) or "layer".
+    backbone: image only: None (the residual Dense trunk on feature vectors), or a module on
+      pixels that returns the layer features (`BackboneFeatures(..., stages=True)`: SCAHN's
+      ResNet-34 stages, each with its own hash head).
   """
 
   bits: int
@@ -289,6 +292,7 @@ class LayerwiseEncoder(nn.Module):
   interaction_features: int = 128
   cascade: bool = True
   norm: str = "batch"
+  backbone: Optional[nn.Module] = None
 
   def _text_features(self, x: jax.Array, train: bool) -> tuple[list, list]:
     if len(self.widths) != 4 or len(self.text_levels) < 4:
@@ -306,6 +310,8 @@ class LayerwiseEncoder(nn.Module):
     return features, map_widths
 
   def _image_features(self, x: jax.Array, train: bool) -> list:
+    if self.backbone is not None:
+      return list(self.backbone(x))
     if len(self.blocks) != len(self.widths):
       raise ValueError(f"blocks {tuple(self.blocks)} and widths {tuple(self.widths)} differ in length")
     features = []

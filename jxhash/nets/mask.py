@@ -11,7 +11,7 @@ logits are returned so that the method can train them with binary cross-entropy 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -66,6 +66,7 @@ class MaskedMLPEncoder(nn.Module):
     residual, detach_prediction: see `SemanticMask`.
     tanh: squash codes into (-1, 1).
     dtype: computation dtype (params stay float32).
+    backbone: None, or a module run on x first (named "backbone", as `MLPEncoder`'s).
   """
 
   bits: int
@@ -76,12 +77,15 @@ class MaskedMLPEncoder(nn.Module):
   detach_prediction: bool = False
   tanh: bool = False
   dtype: jnp.dtype = jnp.float32
+  backbone: Optional[nn.Module] = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """x: (batch, D) features -> ((batch, bits) real codes, (batch, C) label logits)."""
     dense = dict(kernel_init=kernel_init(self.init_scheme), bias_init=bias_init(self.init_scheme),
                  dtype=self.dtype)
+    if self.backbone is not None:
+      x = self.backbone(x)
     x = jnp.asarray(x, self.dtype)
     for i, width in enumerate(self.hidden):
       x = nn.relu(nn.Dense(width, name=f"hidden{i}", **dense)(x))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -40,6 +40,8 @@ class MLPEncoder(nn.Module):
     init_scheme: "normal0.01" or "fan_in" (see `kernel_init`).
     tanh: squash outputs into (-1, 1).
     dtype: computation dtype (params stay float32).
+    backbone: None, or a module run on x first (named "backbone"): an image backbone on pixels
+      (`jxhash.nets.backbones.BackboneFeatures`), whose features the layers above then hash.
   """
 
   bits: int
@@ -47,10 +49,13 @@ class MLPEncoder(nn.Module):
   init_scheme: str = "normal0.01"
   tanh: bool = False
   dtype: jnp.dtype = jnp.float32
+  backbone: Optional[nn.Module] = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """x: (batch, D) features -> (batch, bits) real codes."""
+    """x: (batch, D) features (pixels with a backbone) -> (batch, bits) real codes."""
+    if self.backbone is not None:
+      x = self.backbone(x)
     x = jnp.asarray(x, self.dtype)
     for i, width in enumerate(self.hidden):
       x = nn.Dense(width, kernel_init=kernel_init(self.init_scheme), bias_init=bias_init(self.init_scheme),

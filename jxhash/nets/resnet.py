@@ -71,6 +71,8 @@ class ResNet(nn.Module):
     features_only: return the global-average-pooled 512-d vector and create no fc.
     num_classes: fc width.
     dtype: computation dtype (params and statistics stay float32; outputs are float32).
+    widths: the four stages' widths (torchvision's by default; the stem has the first one).
+      Smaller ones give a cheap network of the same wiring, for tests.
 
   Call with `train=True` for batch statistics (module docstring) and `return_stages=True` for
   (output, [the four stages' global-average-pooled outputs, (N, 64), (N, 128), (N, 256), (N, 512)]).
@@ -80,20 +82,21 @@ class ResNet(nn.Module):
   features_only: bool = False
   num_classes: int = NUM_CLASSES
   dtype: jnp.dtype = jnp.float32
+  widths: tuple = WIDTHS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, return_stages: bool = False):
     if x.ndim != 4 or x.shape[-1] != 3:
       raise UserError(f"ResNet expects (batch, height, width, 3) images, got shape {x.shape}")
     h = jnp.asarray(x, self.dtype)
-    h = nn.Conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)), use_bias=False, dtype=self.dtype,
+    h = nn.Conv(self.widths[0], (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)), use_bias=False, dtype=self.dtype,
                 param_dtype=jnp.float32, name="conv1")(h)
     h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BN_EPS, dtype=self.dtype,
                      param_dtype=jnp.float32, name="bn1")(h)
     # torch pads max pooling with -inf, as Flax does
     h = nn.max_pool(nn.relu(h), (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     stages = []
-    for stage, (blocks, width) in enumerate(zip(_stages(self.depth), WIDTHS)):
+    for stage, (blocks, width) in enumerate(zip(_stages(self.depth), self.widths)):
       for block in range(blocks):
         stride = 2 if stage > 0 and block == 0 else 1
         h = BasicBlock(width, stride, dtype=self.dtype, name=f"layer{stage + 1}_{block}")(h, train)
