@@ -15,7 +15,11 @@ import numpy as np
 import optax
 import pytest
 
-from jxhash import checkpoint, config as config_lib, data, evaluation, inputs, runstate, train
+from jxhash import checkpoint, config as config_lib, data
+from jxhash.training import evaluation
+from jxhash.training import inputs
+from jxhash.training import runstate
+from jxhash.training import trainer as train
 from jxhash.errors import UserError
 from jxhash.methods import get_method, toolkit
 from jxhash.nets import backbones
