@@ -281,10 +281,12 @@ def test_a_checkpoint_of_an_older_layout_names_the_version(trained, tmp_path):
 
 
 @pytest.mark.slow  # a whole CLI run
-def test_resume_with_nothing_to_resume_says_so(tmp_path, capsys):
+def test_resume_with_nothing_to_resume_trains_from_the_start(tmp_path, capsys):
+  # --resume is the default now (kept for older scripts): with no checkpoint it is a fresh run
   assert run_cli.main(["--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "r.json"), "--resume",
                        *TINY]) == 0
-  assert "nothing to resume in" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "resumed" not in out and json.loads((tmp_path / "r.json").read_text())["history"][0]["epoch"] == 1
 
 
 @pytest.mark.slow  # a whole CLI run

@@ -255,7 +255,7 @@ def test_sigkill_of_one_process_stops_the_other_with_one_line(victim, tmp_path):
     dead = "process 1 stopped unexpectedly" if victim == 1 else "process 0 (the coordinator) stopped unexpectedly"
     line = next(line for line in err if line.startswith("error: "))
     assert line.startswith(f"error: process {1 - victim} stops: {dead}"), err[-5:]
-    assert f"in {run_dir} is intact: start every process again with --resume" in line
+    assert f"in {run_dir} is intact: start every process again to continue" in line
   procs[victim].wait()
   # the last checkpoint restores (its checksum verified), and nothing wrote results
   enc = checkpoint.restore(run_dir, which="latest")

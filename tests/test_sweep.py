@@ -128,8 +128,7 @@ def test_baselines_span_chance_to_supervised(tmp_path):
 @pytest.mark.slow
 def test_a_seed_loop_then_several_seeds_writes_six_results_and_overwrites_nothing(tmp_path, monkeypatch):
   monkeypatch.setenv("JXHASH_SMOKE", "1")
-  monkeypatch.setattr(run_cli, "ROOT", tmp_path)  # results/ and the default checkpoints/ go under tmp
-  base = ["--method", "dcmh", "--checkpoint-dir", str(tmp_path / "checkpoints"), "--no-progress", *SMALL]
+  base = ["--method", "dcmh", "--workdir", str(tmp_path), "--no-progress", *SMALL]  # results/, checkpoints/ there
   for s in range(5):
     assert run_cli.main([*base, "--seed", str(s)]) == 0
   first = {p.name: p.read_bytes() for p in (tmp_path / "results").glob("*.json")}

@@ -82,7 +82,7 @@ def test_resume_continues_exactly(tmp_path, six_epochs):
       if epoch == 4:
         raise KeyboardInterrupt
 
-  with pytest.raises(TrainingInterrupted, match=r"after 4 of 6 epochs; the last checkpoint \(epoch 4\).*--resume"):
+  with pytest.raises(TrainingInterrupted, match=r"after 4 of 6 epochs; the last checkpoint \(epoch 4\).*run the same command again to continue"):
     train.fit(spec2, config, ds, options, store=StopAt4(store_dir, meta))
   resumed = train.fit(spec2, config, ds, train.TrainOptions(progress=False, eval_every=2, resume=True),
                       store=checkpoint.CheckpointStore.open(store_dir, meta, resume=True))

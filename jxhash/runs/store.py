@@ -121,6 +121,11 @@ def _native_stderr_held():
   import sys
   import tempfile
   held = _HeldOutput()
+  if jax.process_count() > 1:
+    # a multi-process run's watchdog thread may report a dead peer and end the process during a
+    # save: its one line must reach the terminal, so nothing is held there
+    yield held
+    return
   try:
     sys.stderr.flush()
     saved = os.dup(2)
