@@ -1,41 +1,24 @@
-"""DCMH: Deep Cross-Modal Hashing (Jiang & Li, CVPR 2017). Fidelity: full (`--preset paper`).
+"""DCMH: Deep Cross-Modal Hashing (Jiang & Li, CVPR 2017).
 
-Follows the authors' MATLAB and TensorFlow releases (jiangqy/DCMH-CVPR2017); `--preset paper`
-(`PAPER`) gives their settings exactly, and the defaults differ from them in four values:
+Networks, no tanh on the K outputs:
+- image, pixels (N, 224, 224, 3): CNN-F (`jxhash.nets.CNNF`), fc8 -> K, mean image subtracted
+  inside the net; conv1..fc7 from imagenet-vgg-f.mat when `vgg_f` names it. Other backbones
+  go through `toolkit.image_backbone`.
+- image, features (N, D): MLP D -> 4096 -> ReLU -> K.
+- text (N, T): BoW T -> 8192 -> ReLU -> K.
 
-- Defaults that train on any input width (docs/defaults.md). The paper's N(0, 0.01²) init and
-  one lr of 10^-1.5 for every layer were tuned for 4096-d CNN features and 1386-d tags: on
-  small standardised features (Wikipedia's 10-d LDA texts) the outputs start near 0 and the
-  loss sits at ln 2, and with a fan-in init the same lr diverges. The defaults use a fan-in
-  init (`init="fan_in"`), divide each layer's SGD step by its fan-in
-  (`lr_scaling="fan_in"`, `toolkit.scale_by_fan_in`: the change of every layer's outputs per
-  step then no longer grows with its width), clip the gradient's global norm at 1
-  (`clip_norm`: no step can blow up), and weigh the balance term by eta = 0.1; the base
-  lr = 60 and eta were chosen on validation splits (Wikipedia's, carved from its training
-  items, and synthetic data of widths 10 to 4096, dense and bag-of-words). The fan-in scaling
-  covers the input width; the lr was chosen for the default hidden widths (4096 / 8192), and
-  much narrower nets need a lower one (512-wide: lr = 20 trains, lr = 60 stays at chance).
+Objective of one phase, theta_ij = <f_i, g_j> / 2, S_ij = 1[l_i . l_j > 0], divided by bs * n:
+    J = -sum_ij (S_ij theta_ij - log(1 + e^theta_ij)) + gamma ||B - F||² + eta ||F^T 1||²
+(`losses.dcmh_objective`; the balance runs over the whole buffer F, only the batch rows live).
 
-Paper (`--preset paper`):
-- Networks: an image net and a text net, each ending in a linear hash layer with no tanh.
-  On pixels (N, 224, 224, 3) the image net is CNN-F (`jxhash.nets.CNNF`) with fc8 -> K,
-  initialised from MatConvNet's imagenet-vgg-f.mat when `vgg_f` names it (the paper's
-  protocol; its mean image is subtracted inside the network and never trained). On
-  precomputed image features it is an MLP feature -> 4096 -> K (CNN-F's fc7 width); the text
-  net is BoW -> 8192 -> ReLU -> K. Weights and biases N(0, 0.01²).
-- Objective, with theta_ij = <f_i, g_j> / 2 and S_ij = 1[l_i · l_j > 0]:
-      J = -sum_ij (S_ij theta_ij - log(1 + e^theta_ij)) + gamma (||B - F||² + ||B - G||²)
-          + eta (||F^T 1||² + ||G^T 1||²),   gamma = eta = 1.
-- Alternation per epoch: an image phase (batches of image rows against the whole text buffer
-  G; quantization against B's rows; balance over the whole buffer F with only the batch rows
-  differentiable; loss / (bs * n); the batch outputs written into F), a text phase with roles
-  swapped, then B = sign(F + G).
-- SGD, batch 128, 500 epochs; lr linear 10^-1.5 -> 1e-6 (TF code, the preset) or
-  `lr_schedule="logspace", lr_end=1e-3, weight_decay=5e-4` (MATLAB code).
+Schedule: per epoch an image phase (batches of F rows against the whole buffer G), then a
+text phase with the roles swapped (`phase_order`), then B = sign(F + G). SGD, lr linear or
+log-spaced from `lr` to `lr_end` over the epochs, each layer's step divided by its fan-in and
+the gradient's norm clipped (`lr_scaling`, `clip_norm`); `PAPER` restores the published values.
 
-Differences, all config fields: the MATLAB code updates text before image (`phase_order`);
-sign(0) is +1 here (`codes.binarize`), 0 in the original; buffers start N(0, 1) as in the TF
-code (`buffer_init="zeros"` for MATLAB). docs/methods/dcmh.md lists every component.
+State (`toolkit.BufferedState`): image and text TrainStates, buffers F, G (n, K), codes B (n, K).
+
+Provenance, fidelity and ablations: docs/methods/dcmh.md
 """
 
 from __future__ import annotations
@@ -58,25 +41,25 @@ State = toolkit.BufferedState  # nets: image/text TrainStates; outputs: F, G; co
 
 @dataclasses.dataclass(frozen=True)
 class Config(toolkit.BackboneConfig):
-  """DCMH hyper-parameters; defaults from the authors' TF code (Jiang & Li, 2017)."""
+  """DCMH hyper-parameters (docs/methods/dcmh.md lists each one's source)."""
 
-  gamma: float = 1.0  # quantization weight (paper, all released code)
-  eta: float = 0.1  # bit-balance weight; paper 1 (all released code); 0.1 chosen on val (docs/defaults.md)
-  lr: float = 60.0  # first epoch's lr, per unit fan-in (lr_scaling); chosen on val; paper 10^-1.5 unscaled
-  lr_end: float = 1e-6  # last epoch's lr (TF code; MATLAB 1e-3)
-  lr_schedule: str = "linear"  # "linear" (TF) or "logspace" (MATLAB)
-  weight_decay: float = 0.0  # TF code; MATLAB 5e-4
-  lr_scaling: str = "fan_in"  # each layer's step / its fan-in (toolkit.scale_by_fan_in); paper "none"
-  clip_norm: float = 1.0  # clip the gradient's global norm (bounds every step); paper 0 (none)
-  image_hidden: tuple = (4096,)  # feature MLP width (CNN-F fc7)
+  gamma: float = 1.0  # quantization weight
+  eta: float = 0.1  # bit-balance weight
+  lr: float = 60.0  # first epoch's SGD lr, per unit fan-in when lr_scaling="fan_in"
+  lr_end: float = 1e-6  # last epoch's lr
+  lr_schedule: str = "linear"  # lr -> lr_end over the epochs: "linear" or "logspace"
+  weight_decay: float = 0.0  # SGD weight decay
+  lr_scaling: str = "fan_in"  # "fan_in": each layer's step / its fan-in (toolkit.scale_by_fan_in); "none"
+  clip_norm: float = 1.0  # clip the gradient's global norm at this; 0: no clipping
+  image_hidden: tuple = (4096,)  # image feature MLP hidden widths
   vgg_f: str = ""  # pixels: imagenet-vgg-f.mat to start CNN-F from ("": random init, plumbing only)
   cnn_dtype: str = "float32"  # pixels: CNN-F computation dtype ("bfloat16" on GPUs/TPUs)
   cnn_channels: tuple = VGG_F_CHANNELS  # pixels: conv1..conv5 widths (VGG-F's; smaller for tests)
   cnn_fc_width: int = VGG_F_FC_WIDTH  # pixels: fc6/fc7 width
-  text_hidden: tuple = (8192,)  # text net width (paper)
-  init: str = "fan_in"  # LeCun normal, unit-scale activations at any width; paper "normal0.01"
-  buffer_init: str = "normal"  # F, G start N(0,1) (TF) or "zeros" (MATLAB)
-  phase_order: tuple = ("image", "text")  # TF order; MATLAB runs text first
+  text_hidden: tuple = (8192,)  # text net hidden widths
+  init: str = "fan_in"  # "fan_in" (LeCun normal, zero biases) or "normal0.01" (weights and biases N(0, 0.01²))
+  buffer_init: str = "normal"  # F, G start N(0, 1) ("normal") or 0 ("zeros")
+  phase_order: tuple = ("image", "text")  # order of the phases within an epoch
 
 
 # on pixels: the authors' CNN-F. backbone="auto" or "cnn-f" is DCMH's own CNN-F path below (fields
@@ -165,12 +148,12 @@ def stages(config: Config, num_train: int) -> tuple[Stage, ...]:
   return (Stage("train", config.epochs, phases, end_of_epoch=toolkit.refresh_codes()),)
 
 
-# the published settings (jiangqy/DCMH-CVPR2017, TF code), where the defaults above differ
+# the published settings where the defaults above differ (docs/methods/dcmh.md)
 PAPER = {"init": "normal0.01", "lr_scaling": "none", "lr": 10 ** -1.5, "clip_norm": 0.0, "eta": 1.0}
 
 SPEC = MethodSpec(
     name="dcmh", Config=Config, init=init, stages=stages, encode=toolkit.encode,
-    fidelity="full: networks, objective, alternation and schedule of the authors' code",
+    fidelity="full: networks, objective, alternation and schedule of the authors' code; docs/methods/dcmh.md",
     reference="Q.-Y. Jiang and W.-J. Li, Deep Cross-Modal Hashing, CVPR 2017", warm_start=warm_start,
     smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32,), "text_hidden": (32,)},
     presets={"paper": PAPER})

@@ -1,91 +1,39 @@
 """DCPH: Deep Cross-Modal Proxy Hashing (Tu et al., IEEE TKDE 2023; arXiv 2011.03451).
 
-Fidelity, component by component (docs/methods/dcph.md has the table with config fields):
+Networks, all ending in K -> tanh:
+- image: on pixels a fine-tuned backbone (AlexNet by default, fc7 -> K; toolkit.BackboneConfig);
+  on features (N, D) an MLP D -> 4096 -> ReLU -> K.
+- text (N, T): T -> 8192 -> ReLU -> K.
+- label net (stage 1): one-hot e_k (C) -> `proxy_hidden` -> ReLU [-> BatchNorm] -> K.
 
-- Hash-stage loss (margin-dynamic-softmax), cross-modal term, quantization, B update,
-  buffers, constants and image lrs: read in the authors' PyTorch script as republished in
-  the public repo 1034829217/paddle (`DCPH/utils/DFPH_NN.py`, author paths). The cross-modal
-  term follows that PyTorch script; the repo's Paddle port (`DCPH/CCMH_BS.py`) has two bugs
-  in its text branch (it takes the sign of the text buffer itself where the image buffer
-  belongs, and reuses the image phase's denominator), not copied.
-- Round structure: 6 outer x 2 inner = 12 image+text rounds, the Paddle port's. The stored
-  PyTorch script runs 4 x 20 = 80 rounds and halves the image lr every 50 rounds.
-- Text learning rate: 10^-1.5 halved every 200 text updates, a jxhash reading (see below);
-  neither public script runs it.
-- Proxy stage: the objective, optimiser and step count of the first author's PSLDH code
-  (rongchengtu1/PSLDH, `PSLDH.py`; inferred from the same author's PSLDH code: the DCPH
-  script defines PSLDH's alpha = 0.05, picks its proxy file by PSLDH's beta, and the shipped
-  proxy files follow PSLDH's naming and format). The label network is the DCPH port's
-  `Label_net` (`DCPH/utils/label_hash_model.py`); PSLDH's own smaller one is selectable.
-  The earlier jxhash reconstructions ("pairwise", "softmax") stay selectable
-  (`RECONSTRUCTED_PROXY_STAGE`).
-- Networks: on pixels the image net is the script's AlexNet, fc7 -> K -> tanh, fine-tuned end
-  to end (`backbone`, `backbone_weights`: toolkit.BackboneConfig); on precomputed features it
-  is an MLP feature -> 4096 -> K -> tanh (AlexNet fc7 width). The text net is DCMH's
-  BoW -> 8192 -> ReLU -> K, with tanh as in the port.
-
-Stage 1, proxies. A label network maps each of the C one-hot categories e_k to a relaxed
-code P~_k in (-1, 1)^K: the port's Linear(C, 4096) -> ReLU -> BatchNorm -> Linear(4096, K)
--> tanh by default, PSLDH's Linear(C, 512) -> ReLU -> Linear(512, K) -> tanh with
-`proxy_hidden=512, proxy_batchnorm=False`. Every update sees all C one-hots at once (a full
-batch, so BatchNorm's statistics are those of the whole category set). PSLDH's objective:
+Stage 1, proxies (`proxy_epochs` x `proxy_steps` full-batch SGD updates on all C one-hots at
+once, lr x `proxy_lr_decay` every `proxy_lr_decay_steps` updates). The label net maps each
+category to a relaxed code P~_k in (-1, 1)^K; `proxy_loss="psldh"` minimises
     J = ||ReLU(P~ P~^T - K I)||_F^2 / C^2 + alpha ||1^T P~||^2 / C + beta ||sign(P~) - P~||_F^2 / C,
-alpha = `proxy_balance` = 0.05 and beta = `proxy_beta` = 0.01 as in PSLDH (the DCPH script
-loads the files trained with beta = 1; `proxy_beta=1` selects that; docs/dcph_proxy.md
-measures both). Because |P~| < 1 the diagonal of P~ P~^T stays below K, so the first term
-penalises only positive inner products between the codes of two different categories;
-negative ones cost nothing. SGD lr 1e-3, weight decay 1e-5, no
-momentum, 200 updates, lr x 0.1 every 100 (PSLDH steps its StepLR(100, 0.1) before each
-update, so updates 1-99 run at 1e-3, 100-199 at 1e-4 and the 200th at 1e-5). The earlier
-reconstructions, with their own normalisation (J = D + beta ||sign(P~) - P~||^2 / (C K) +
-balance ||P~^T 1||^2 / (C^2 K), D "pairwise" = mean over k != l of (P~_k^T P~_l / K)^2 or
-"softmax" = cross-entropy of each proxy against all), are `proxy_loss="pairwise"/"softmax"`.
-After the stage the proxies P = sign(P~) (BatchNorm in inference mode) are fixed and kept in
-the state, so checkpoints hold them; each results file reports their fingerprint
-(`proxy_fingerprint`).
+alpha = `proxy_balance`, beta = `proxy_beta`; as |P~| < 1 the first term counts only positive
+inner products between two categories' codes. "pairwise" / "softmax" swap in another first
+term and normalisation (`proxy_objective`). Then P = sign(P~) (BatchNorm in inference mode)
+is fixed and kept in the state; `report` gives its fingerprint.
 
-Stage 2, hashing. Per training item i with multi-hot y_i, n_i = |y_i|, tanh code h_i and
-z_ik = h_i^T P_k (s = 0.3, m = 0.3 K):
+Stage 2, hashing. Per item i with multi-hot y_i, n_i = |y_i|, tanh code h_i and
+z_ik = h_i^T P_k (s = `scale`, m = `margin_per_bit` K):
     pos_i = exp(s (sum_k y_ik z_ik / n_i - m)),
-    den_i = pos_i + sum_{k: y_ik = 0} exp(s z_ik),
+    den_i = pos_i + sum_{k: y_ik = 0} exp(s z_ik)   [+ n_i with `positives_in_denominator`],
     L_cls = -sum_i log(pos_i / den_i)                       (computed with logsumexp).
-Cross-modal term, as the PyTorch script `DFPH_NN.py` computes it: the numerator is this
-modality's pos_i (differentiable); the denominator den'_i is built entirely from the other
-modality's binary codes b'_i = sign(buffer row i of the other modality), z'_ik = b'_i^T P_k:
-    den'_i = exp(s (sum_k y_ik z'_ik / n_i - m)) + sum_{k: y_ik = 0} exp(s z'_ik),
-    L_cross = -sum_i log(pos_i / den'_i);
-den' is a constant, so the term rewards this modality's mean positive logit relative to how
-well the other modality's current binary code already separates item i. Total loss of a
-batch: (L_cls + 0.1 L_cross) / bs + 0.1 ||B_i - h_i||^2 / bs. Both DCPH scripts' denominators
-also contain exp(0) = 1 per positive class (exp(s z (1 - y)) summed over all k); that is the
-flag `positives_in_denominator`, default off: the same author removed exactly this from
-PSLDH's partial softmax (rongchengtu1/PSLDH commit f904a81f, Nov 2022: "exp over the
-(1 - y)-masked logits" became "negatives only"), and his later DAPH code uses negatives only
-too. Items with no label contribute nothing (the scripts would divide by n_i = 0).
+L_cross has the same numerator and a constant denominator den'_i built the same way from
+z'_ik = b'_i^T P_k, b'_i = sign(the other modality's buffer row i). Loss of a batch:
+    (L_cls + `cross_weight` L_cross) / bs + `quant_weight` ||B_i - h_i||^2 / bs.
+Items with no label contribute nothing. Labels meet codes only through the (bs, C) logits
+h P^T; no item-to-item similarity is built.
 
-Alternation: each round (epoch) runs an image epoch, a text epoch (batch rows of each
-network's outputs written into its buffer), then B = sign(B_img + B_txt). The port's B also
-adds a third, never-updated random buffer B_z (from an unused feature branch), dropped here.
-SGD with weight decay 1e-5, batch 40; image lr per code length (the scripts' COCO table),
-constant.
+Schedule: `epochs` rounds, each an image epoch, a text epoch (each step writes its batch
+outputs into its modality's buffer), then B = sign(B_img + B_txt). SGD with weight decay;
+image lr per code length (`image_lr_by_bits`), constant; text lr `text_lr` x `text_lr_decay`
+every `text_lr_decay_steps` text updates.
 
-Text learning rate. The Paddle port assigns the text SGD a rate of 10^-1.5, but then attaches
-to it the image optimiser's StepDecay(200, 0.5) (`optimizer_txt.set_lr_scheduler(scheduler)`),
-which was built from the image lr; its own LambdaDecay is stepped but attached to nothing. So
-the port trains the text net at the image lr, and as that StepDecay is stepped once per
-image epoch (12 times) it never fires: a constant image lr (`text_lr=0`,
-`text_lr_decay_steps=0` here). The PyTorch script instead uses per-bit text lrs (COCO 2e-3,
-1.7e-3, 1e-3, 1e-3) with cosine warm restarts every 20 rounds and an extra feature branch,
-not followed. jxhash's default, 10^-1.5 halved every 200 text updates (`text_lr_decay_steps`),
-is a jxhash reading that takes the port's 10^-1.5 and counts its StepDecay in updates. It is
-kept: every earlier jxhash DCPH number used it, and the rate the port really runs measured
-about 0.02-0.03 mAP lower on Wikipedia at 32 bits (docs/dcph_proxy.md).
+State: the (C, K) proxies P, image and text TrainStates, buffers B_img, B_txt (n, K), codes B.
 
-No similarity between datapoints is built anywhere: labels meet codes only through the
-(bs, C) logits h P^T.
-
-Length (over 400 lines): DCPH keeps its earlier proxy objectives selectable beside PSLDH's
-(an ablation, not a loss), and each objective's formula and source are documented here.
+Provenance, fidelity and ablations: docs/methods/dcph.md
 """
 
 from __future__ import annotations
@@ -109,8 +57,7 @@ from jxhash.spec import MODALITIES, Dims, MethodSpec, Phase, Stage
 
 PROXY_LOSSES = ("psldh", "pairwise", "softmax")
 
-# The proxy stage jxhash used before the PSLDH objective became the default (its
-# reconstruction, designed by jxhash): pass these as config overrides to reproduce it.
+# config overrides that select the "pairwise" proxy stage (docs/dcph_proxy.md)
 RECONSTRUCTED_PROXY_STAGE = {
     "proxy_loss": "pairwise", "proxy_beta": 0.01, "proxy_balance": 1.0, "proxy_hidden": 4096,
     "proxy_batchnorm": True, "proxy_lr": 0.01, "proxy_lr_decay_steps": 0, "proxy_epochs": 10,
@@ -120,59 +67,51 @@ RECONSTRUCTED_PROXY_STAGE = {
 
 @dataclasses.dataclass(frozen=True)
 class Config(toolkit.BackboneConfig):
-  """DCPH hyper-parameters; defaults and their sources in docs/methods/dcph.md.
+  """DCPH hyper-parameters (docs/methods/dcph.md lists each one's source).
 
-  The image and text learning rates were tuned by the authors for AlexNet fine-tuning; they
-  are kept as defaults (on 1000-item synthetic data and Wikipedia they already train the
-  feature MLPs; a larger image lr learns faster but memorises the training images). `epochs`
-  counts image+text rounds of the hash stage. The proxy stage is PSLDH's (same-author code)
-  on the DCPH port's label network; `RECONSTRUCTED_PROXY_STAGE` gives the earlier jxhash
-  reconstruction. The weights `proxy_beta` and `proxy_balance` multiply the quantization and
-  bit-balance terms of whichever `proxy_loss` is chosen, each with that objective's own
-  normalisation (module docstring).
+  `epochs` counts image+text rounds of the hash stage. `proxy_beta` and `proxy_balance`
+  multiply the quantization and bit-balance terms of whichever `proxy_loss` is chosen, each
+  with that objective's own normalisation (`proxy_objective`).
   """
 
   CHOICES = {"proxy_loss": ("psldh", "pairwise", "softmax")}
   RANGES = {"text_lr_decay_steps": (0, "0 disables the decay"), "proxy_lr_decay_steps": (0, "0 disables the decay")}
 
   bits: int = 32
-  epochs: int = 12  # 6 outer x 2 inner rounds (Paddle port; the PyTorch script runs 4 x 20)
-  batch_size: int = 40  # port
-  scale: float = 0.3  # s, the port's gamma
-  margin_per_bit: float = 0.3  # m = 0.3 K, the port's sigma
-  cross_weight: float = 0.1  # port's cro
-  quant_weight: float = 0.1  # lambda (port)
-  # Both DCPH scripts add exp(0) per positive class to the denominator; off by default because
-  # the same author removed it from PSLDH (commit f904a81f) and DAPH has negatives only (same-author code).
+  epochs: int = 12  # image+text rounds of the hash stage
+  batch_size: int = 40  # items per hash-stage step
+  scale: float = 0.3  # s, the logit scale
+  margin_per_bit: float = 0.3  # margin m = margin_per_bit * K
+  cross_weight: float = 0.1  # weight of L_cross
+  quant_weight: float = 0.1  # weight of the quantization term ||B - h||^2
+  # adds exp(0) = 1 per positive class to the softmax denominators
   positives_in_denominator: bool = False
-  weight_decay: float = 1e-5  # port, both networks
+  weight_decay: float = 1e-5  # SGD weight decay, image and text nets
   image_lr: float = 0.0  # > 0 overrides the per-bit table below
-  image_lr_by_bits: tuple = ((16, 8e-4), (32, 6e-4), (48, 5e-4), (64, 3e-4))  # port (COCO)
-  # The port's text SGD is created with 10^-1.5 but runs at the image lr (the image StepDecay is
-  # attached to it); 0 selects that (the image lr). 10^-1.5 is a jxhash reading, kept as default.
+  image_lr_by_bits: tuple = ((16, 8e-4), (32, 6e-4), (48, 5e-4), (64, 3e-4))  # (bits, image SGD lr)
+  # text SGD lr; <= 0: the image lr
   text_lr: float = 10 ** -1.5
-  text_lr_decay_steps: int = 200  # jxhash reading of the port's StepDecay(200, 0.5), in text updates; 0 disables
-  text_lr_decay: float = 0.5  # port
-  image_hidden: tuple = (4096,)  # feature MLP width (AlexNet fc7)
-  text_hidden: tuple = (8192,)  # DCMH text net (port's TxtNet)
-  init: str = "fan_in"  # the scripts use the framework default (fan-scaled) init, not N(0, 0.01²)
-  buffer_init: str = "normal"  # B_x, B_y start N(0, 1) and B = sign of an independent draw (port)
-  phase_order: tuple = ("image", "text")  # port
+  text_lr_decay_steps: int = 200  # multiply the text lr by text_lr_decay every this many text updates; 0 disables
+  text_lr_decay: float = 0.5  # factor of each text lr decay
+  image_hidden: tuple = (4096,)  # image feature MLP hidden widths
+  text_hidden: tuple = (8192,)  # text net hidden widths
+  init: str = "fan_in"  # weight init of every net: "fan_in" (LeCun normal) or "normal0.01"
+  buffer_init: str = "normal"  # B_img, B_txt start N(0, 1); B = sign of an independent draw
+  phase_order: tuple = ("image", "text")  # order of the phases within a round
   # Stage 1 (label network -> proxies).
-  proxy_hidden: int = 4096  # DCPH port's Label_net (PSLDH's: 512)
-  proxy_batchnorm: bool = True  # DCPH port's Label_net (PSLDH's has none)
-  proxy_loss: str = "psldh"  # same-author code (PSLDH); "pairwise", "softmax": jxhash reconstructions
-  proxy_softmax_scale: float = 10.0  # softmax variant: logits scale * P_k.P_l / K (designed by jxhash)
-  # quantization weight: PSLDH's 0.01 (same-author code; also one of the port's proxy files); the DCPH
-  # script loads the beta = 1 files, selectable; chosen on Wikipedia mAP (docs/dcph_proxy.md)
+  proxy_hidden: int = 4096  # label net hidden width
+  proxy_batchnorm: bool = True  # BatchNorm after the label net's hidden ReLU
+  proxy_loss: str = "psldh"  # proxy objective: "psldh", "pairwise" or "softmax" (proxy_objective)
+  proxy_softmax_scale: float = 10.0  # "softmax" objective: logits scale * P_k.P_l / K
+  # quantization weight beta of the proxy objective
   proxy_beta: float = 0.01
-  proxy_balance: float = 0.05  # bit-balance weight alpha (same-author code: PSLDH, and unused in the DCPH script)
-  proxy_lr: float = 1e-3  # same-author code (PSLDH)
-  proxy_lr_decay_steps: int = 100  # PSLDH's StepLR(100, 0.1) over proxy updates; 0 disables (same-author code)
-  proxy_lr_decay: float = 0.1  # same-author code (PSLDH)
-  proxy_momentum: float = 0.0  # PSLDH and the port: none
-  proxy_weight_decay: float = 1e-5  # PSLDH and the port's label optimizer
-  proxy_epochs: int = 4  # trainer epochs of the proxy stage: 4 x 50 = PSLDH's 200 updates
+  proxy_balance: float = 0.05  # bit-balance weight alpha of the proxy objective
+  proxy_lr: float = 1e-3  # label net SGD lr
+  proxy_lr_decay_steps: int = 100  # multiply the proxy lr by proxy_lr_decay every this many updates; 0 disables
+  proxy_lr_decay: float = 0.1  # factor of each proxy lr decay
+  proxy_momentum: float = 0.0  # label net SGD momentum
+  proxy_weight_decay: float = 1e-5  # label net SGD weight decay
+  proxy_epochs: int = 4  # trainer epochs of the proxy stage
   proxy_steps: int = 50  # full-batch updates per proxy epoch
 
 
@@ -207,8 +146,8 @@ def margin_dynamic_softmax(logits: jax.Array, labels: jax.Array, *, scale: float
     margin: m (0.3 K in the paper's code).
     denominator_logits: (bs, C) logits the denominator is built from; the cross-modal term
       passes the other modality's binary codes times P^T here.
-    positives_in_denominator: the port's quirk: its denominator sums exp(s z_ik (1 - y_ik))
-      over all k, i.e. adds exp(0) = 1 for each positive class.
+    positives_in_denominator: sum exp(s z_ik (1 - y_ik)) over all k in the denominator,
+      i.e. add exp(0) = 1 for each positive class.
 
   Returns:
     scalar sum over items with at least one label (items without labels add 0).
@@ -328,8 +267,8 @@ def image_learning_rate(config: Config) -> float:
 
 
 def text_learning_rate(config: Config):
-  """config.text_lr (<= 0: the image lr, which is what the Paddle port runs), halved every
-  `text_lr_decay_steps` text updates when that is > 0."""
+  """config.text_lr (<= 0: the image lr), times `text_lr_decay` every `text_lr_decay_steps`
+  text updates when that is > 0."""
   text_lr = config.text_lr if config.text_lr > 0 else image_learning_rate(config)
   if config.text_lr_decay_steps > 0:
     return optax.exponential_decay(text_lr, config.text_lr_decay_steps, config.text_lr_decay, staircase=True)
@@ -365,8 +304,7 @@ def _proxy_codes(net: toolkit.NormState, num_labels: int) -> jax.Array:
   return binarize(_relaxed_proxies(net, net.params, num_labels, train=False)[0])
 
 
-# on pixels: the script fine-tunes torchvision's AlexNet (DFPH_NN.py: HASH_Net("alexnet", K), one SGD lr
-# for all its layers)
+# on pixels: AlexNet, one SGD lr for all its layers
 SOURCE_BACKBONE = "alexnet"
 
 
@@ -503,11 +441,8 @@ def report(state: State) -> dict:
 
 SPEC = MethodSpec(
     name="dcph", Config=Config, init=init, stages=stages, encode=toolkit.encode,
-    fidelity=("hash stage (margin-dynamic-softmax, cross-modal term, quantization, B update, constants, image lrs) "
-              "from the authors' PyTorch script (1034829217/paddle DCPH/utils/DFPH_NN.py), 6 x 2 rounds from its "
-              "Paddle port, text lr a jxhash reading of the port; proxy stage (objective, optimiser, 200 updates) "
-              "inferred from the same author's PSLDH code (rongchengtu1/PSLDH), on the port's label network; "
-              "a feature MLP on features, AlexNet fine-tuned on pixels"),
+    fidelity=("hash stage from a public port of the authors' script; proxy objective from the same author's "
+              "PSLDH code; docs/methods/dcph.md"),
     reference="R.-C. Tu et al., Deep Cross-Modal Proxy Hashing, IEEE TKDE 2023 (arXiv 2011.03451)",
     smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32,), "text_hidden": (32,), "proxy_hidden": 32,
            "proxy_epochs": 2, "proxy_steps": 5},

@@ -1,92 +1,49 @@
 """HSIDHN: Hierarchical Semantic Interaction-based Deep Hashing Network (Chen, Wu & Wang,
-PeerJ Computer Science 7:e552, 2021). Fidelity: reconstruction; two of them, selectable.
+PeerJ Computer Science 7:e552, 2021), as two selectable reconstructions.
 
-The HSIDHN paper is open access, but its method section has not been read here (the stored copy
-reachable to jxhash holds the abstract and introduction) and its code is not public. Two
-reconstructions are built:
+Networks (tanh codes, K bits), chosen by `network`:
+- "multiscale_mlp" (default; `jxhash.nets.multiscale.HierarchicalEncoder`): MLP with hidden
+  widths `image_hidden` / `text_hidden`; each hidden ReLU output is average-pooled along the
+  feature axis with kernels `scales` (stride = kernel), repeated back to full width and fused
+  by a learned 1x1 projection that starts as the identity. Optional hash heads on every hidden
+  layer (`layer_heads`).
+- "scahn" (`jxhash.nets.layerwise.LayerwiseEncoder`): text: multi-scale average pooling with
+  kernel = stride = 5 x level (`text_levels`, clipped to the text width), each level a 1x1
+  conv, ReLU and interpolation back, stacked with the input as channels, then four residual
+  blocks (`text_channels`), each with a hash head (conv, ReLU, LRN, 1x1 conv to K, tanh).
+  Image: four residual Dense stages (`image_stages`, `image_blocks`) each with a head (norm,
+  Linear, tanh). Final code tanh(sum_l w_l * h_l), learned (4 x K) weights from N(0.25, 1/K^2).
+- On pixels the image net is a fine-tuned backbone (ResNet-34 by default) with one head per
+  stage, whatever `network` is.
+- BBI (`bbi`): z = P^T (U^T a * V^T b) between adjacent layers, bottom-up and top-down, each
+  direction with its own U, V, P (rank `rank`), cascaded (`cascade`); the interaction vectors
+  feed the hash layer (multiscale_mlp) or each layer's head (scahn).
 
-1. The default (`network="multiscale_mlp", objective="dcmh"`): from the abstract alone, every
-   component designed by jxhash on DCMH's alternation (listed at the end).
-2. The lab template (`--preset lab`, `LAB_PRESET`): the same three authors' SAALDH code
-   (SWU-CS-MediaLab/SAALDH @ ade426b0) reuses their lab's SCAHN network and loss
-   (SWU-CS-MediaLab/SCAHN @ 6f20ac8c); HSIDHN's "multi-scale and fusion operations on each
-   layer" very probably follow that template (an inference, medium confidence).
+Dual similarity, inside every likelihood term below: pairs whose label sets are disjoint or
+identical are hard and get the pairwise likelihood with S = 1[l_i . l_j > 0]; partly
+overlapping pairs are soft and get (K/2) soft_weight (c_ij - S~_ij)^2, S~ = cos(l_i, l_j) or
+2 |l_i & l_j| / |l_i | l_j| (`soft_target`), c = (h.o/K + 1)/2, h.o/K or cos(h, o)
+(`code_similarity`). `soft_term=False` gives partial pairs S = 1 ("hard") or no loss ("drop").
 
-The default stays the first reconstruction: on a Wikipedia val split (32 bits, 5 seeds, mean
-of the two directions' val mAP) it scored .497 against the lab template's .276 (.448 with the
-default's optimiser), and the lab's loss on the default network tied with it (+.005 ± .006,
-paired std). docs/hsidhn_lab_template.md has the ablation. Each component of the lab
-template with its source (docs/methods/hsidhn.md has the table):
+Loss, chosen by `objective`, theta = <h, o> / `theta_divisor`:
+- "dcmh" (default): the dual-similarity likelihood against the other modality's buffer,
+  gamma ||B - F||^2 + eta ||F^T 1||^2 over the whole buffer, / (bs n); layer heads add
+  `head_weight` times their mean pair loss.
+- "scahn": every layer code and the fused code get the likelihood, averaged over the codes:
+  inter-modal against the other buffer, intra-modal against the own buffer (batch rows
+  detached; `intra_weight`) and between the batch and a second batch of the same modality
+  drawn from the other training items (`pair_weight`), each a mean over its pairs; plus
+  (`quant_weight`/K) mean_i ||b_i - f_i||^2 on the fused code; no balance term.
 
-- Network, `network="scahn"` (same-lab code, SCAHN/SAALDH; `jxhash.nets.layerwise`). Text:
-  multi-scale average pooling with kernel = stride = 5 x level, levels 10, 6, 3, 2, 1, each
-  followed by a 1x1 conv, ReLU and interpolation back to the text length, stacked with the input
-  as 6 columns, then four residual blocks (SCAHN: 64, 128, 256, 512 channels; halved by default
-  for the CPU budget, `text_channels`), each with a hash head (conv, ReLU, LRN, 1x1 conv to K,
-  tanh). A kernel wider than the text (Wikipedia's 10-d LDA) is clipped to the text width
-  (designed by jxhash). Image: on pixels SCAHN's ResNet-34, fine-tuned, with one head per
-  stage (toolkit.BackboneConfig; whatever `network` is); on feature vectors the ResNet-34
-  becomes four residual Dense stages (64, 128, 256, 512; designed by jxhash), each with
-  SCAHN's image head (norm, Linear, tanh). Final code tanh(sum_l w_l * h_l) with learned
-  (4 x K) weights from N(0.25, 1/K^2) (same-lab code). BatchNorm as in SCAHN (`norm`).
-- BBI, `bbi=True` (designed by jxhash; the factorised bilinear form of Hierarchical Bilinear
-  Pooling, low confidence that it is HSIDHN's): z = P^T (U^T a * V^T b) between adjacent
-  layers, bottom-up and top-down, cascaded; each layer's head also reads the vectors that
-  arrive at it. With `network="multiscale_mlp"` the interaction feeds the single hash layer.
-- Loss, `objective="scahn"` (same-lab code, SCAHN): every layer code and the fused code get a
-  pairwise likelihood with theta = <h, o> / (K/32) (`theta_divisor`), averaged over the codes:
-  inter-modal against the other modality's buffer of fused codes, intra-modal against the own
-  buffer (batch rows replaced by the detached outputs; `intra_weight` 1), and a pairwise term
-  between the batch and a second batch of the same modality drawn from the other training
-  items (`pair_weight` 0.01); every term is a mean over its pairs and over the two batches.
-  Quantization (2/K) mean_i ||b_i - f_i||^2 on the fused code (`quant_weight`); no balance term.
-  Both batches' fused codes are written into the buffer. SGD at 10^-1.1 decayed geometrically,
-  no gradient clipping (`LAB_PRESET`).
-- Dual similarity (designed by jxhash; the hard/soft split after IDHN, Zhang et al., arXiv
-  1803.02987, an inference): pairs whose label sets are disjoint or identical are "hard" and
-  get the likelihood with S = 1[l_i . l_j > 0]; partly overlapping pairs are "soft" and get
-  (K/2) soft_weight (c_ij - S~_ij)^2 instead, inside every term above. Target S~ = cos(l_i, l_j)
-  (`soft_target="cosine"`) or the same lab's MLSPH target 2 |l_i & l_j| / |l_i | l_j|
-  (`"jaccard2"`); code similarity c = (h.o/K + 1)/2 (`code_similarity="affine"`), h.o/K
-  (`"inner"`) or cos(h, o) (`"cosine"`, MLSPH's).
-- The default's network (designed by jxhash; `jxhash.nets.multiscale.HierarchicalEncoder`):
-  each hidden layer's ReLU output is average-pooled along the feature axis with kernels 1, 2,
-  3, 6, 10 (stride = kernel; the kernels of MESDCH's text net, same SWU group), repeated back
-  to full width and fused by a learned 1x1 projection that starts as the identity
-  (`MultiScaleFusion`). BBI runs between consecutive hidden layers, bottom-up and top-down,
-  each direction with its own U, V, P, cascaded; the last hidden layer and all interaction
-  vectors feed the tanh hash layer. With the default two hidden layers there is one pair, so
-  the cascade is idle and the two directions together are one bilinear form of rank 2r.
-  Optional per-layer hash heads (`layer_heads`) get the same pair loss against the other
-  modality's buffer of final codes.
-- The default's loss (designed by jxhash on DCMH, Jiang & Li, CVPR 2017): the dual similarity
-  with theta_ij = <f_i, g_j> / 2 on hard pairs, quantization gamma ||B - F||^2 and balance
-  eta ||F^T 1||^2 over the whole buffer, / (bs n); per epoch an image phase against the text
-  buffer G, a text phase against the image buffer F, then B = sign(F + G).
+Schedule: per epoch an image phase against G, a text phase against F (each writing its fused
+codes into its buffer), then B = sign(F + G). SGD, lr from `lr` to `lr_end` (linear or
+geometric), the gradient's global norm clipped at `clip_norm`; `--preset lab` (`LAB_PRESET`)
+and `--preset dcmh` switch network, loss and optimiser.
 
-Networks: tanh codes (not DCMH's linear outputs), fan-in init (DCMH's N(0, 0.01²) leaves
-this deeper net's outputs near 0), hidden widths (1024, 512) for both modalities.
+State (`toolkit.BufferedState`): image and text network states (with BatchNorm statistics
+for "scahn"), buffers F, G (n, K) of fused codes, codes B (n, K).
 
-Ablation switch: `soft_term=False` drops the regression; the partial-overlap pairs then get
-the hard likelihood with S = 1 (`soft_off="hard"`, which is the DCMH objective on this
-network) or no loss at all (`soft_off="drop"`). docs/hsidhn_soft_term.md measures them: on
-multi-label synthetic data the default ("affine") soft term beats dropping the partial pairs
-but loses to the plain likelihood, because it aims pairs with label cosine below 1/2 at
-codes farther apart than K/2; `code_similarity="inner"` beats both by about 0.1 mAP.
-
-Defaults (designed by jxhash, chosen on validation splits: docs/defaults.md): lr 0.3 (linear
-decay to 1e-6, DCMH's schedule), the gradient's global norm clipped at 1, eta = 0.1. DCMH's
-values (lr 10^-1.5, no clipping, eta = 1; `--preset dcmh`) trained near chance on narrow
-(10-d) synthetic features, and on Wikipedia the whole-buffer balance term at eta = 1 drove
-the codes to 0 (pair loss ln 2, mAP .16 / .15). Measured on Wikipedia with a 400-item val
-split carved from the training items (32 bits, seed 0, mean of the two directions' val
-mAP): DCMH's values with eta = 0.1: .220; lr 0.1 + clipping: .365; lr 0.3 + clipping: .489.
-On synthetic data (60 epochs) lr 0.3 beat chance by .16 / .15 (10-d features) and .38 / .28
-(1024-d ×1000 image, 512-d bag-of-words text), lr 1 stayed at chance. DCMH's fan-in lr
-scaling (`lr_scaling`) did not help this net (tanh outputs, pooled multi-scale layers): at
-chance for lr 20 and 60.
-
-Wikipedia is single-label: every pair is hard and the soft term never acts there.
+Provenance, fidelity and ablations: docs/methods/hsidhn.md
 """
 
 from __future__ import annotations
@@ -112,27 +69,8 @@ LAB_PRESET = {"network": "scahn", "objective": "scahn", "theta_divisor": "K/32",
 
 @dataclasses.dataclass(frozen=True)
 class Config(toolkit.BackboneConfig):
-  """HSIDHN hyper-parameters. HSIDHN's own values are unknown (method section not read). The
-  defaults select the first reconstruction (DCMH's values where DCMH has the knob, lr, clipping
-  and eta chosen on val); the lab template's fields carry SCAHN's values (same-lab code) where
-  SCAHN has the knob, otherwise a jxhash choice.
-
-  Lab template CPU budget: 100 epochs (SCAHN: 500), text blocks at half SCAHN's widths (32,
-  64, 128, 256; head 128) and one residual Dense block per image stage (ResNet-34: 3, 4, 6,
-  3), so that a `--preset lab` CLI run on the synthetic data (2000 items, 128-d image, 64-d
-  text) stays within a few minutes on a 2-core CPU. Measured on Wikipedia's shapes (batch 128, n = 2173), CPU time per
-  text step: 0.31 s at SCAHN's widths, 0.16 s at half (the default network: 0.04 s); the text
-  net's first block costs length x width^2 x 6 multiply-adds per item, so MIRFlickr's 1386-d
-  BoW wants a GPU. SCAHN-sized run on a GPU: `--preset lab --epochs 500 --set
-  text_channels=64,128,256,512 --set text_head_width=256 --set image_blocks=3,4,6,3` (the
-  preset's lr_end is already where SCAHN's geometric decay ends after 500 epochs).
-  The lab template with the lab's optimiser is `--preset lab` (`LAB_PRESET`).
-
-  Default network budget: a first hidden layer of 1024 (CNN-F's fc7 width, 4096, would be the
-  DCMH-like choice): on the synthetic data an epoch of (4096, 512) cost 3.5 s against 0.8 s for
-  (1024, 512), mostly the multi-scale pooling of the wide layer. `--set image_hidden=4096,512
-  --epochs=500` on a GPU gives a DCMH-sized run.
-  """
+  """HSIDHN hyper-parameters (docs/methods/hsidhn.md lists each one's source and the CPU budget
+  behind the widths and epochs)."""
 
   CHOICES = {
       "network": ("scahn", "multiscale_mlp"),
@@ -144,46 +82,44 @@ class Config(toolkit.BackboneConfig):
       "norm": ("batch", "layer"),
   }
 
-  epochs: int = 100  # see the class docstring (SCAHN: 500)
-  network: str = "multiscale_mlp"  # first reconstruction (jxhash); "scahn": SCAHN/SAALDH template (same-lab code)
-  objective: str = "dcmh"  # DCMH's loss; "scahn": per-layer inter + intra + pair likelihood (same-lab code)
-  bbi: bool = True  # bidirectional bilinear interaction between adjacent layers (designed by jxhash)
-  theta_divisor: str = "2"  # theta = <h, o> / divisor: "K/32" (same-lab code, SCAHN) or "2" (DCMH)
-  intra_weight: float = 1.0  # objective=scahn: intra-modal likelihood weight (same-lab code, SCAHN lambda)
-  pair_weight: float = 0.01  # objective=scahn: two-batch pairwise likelihood weight (same-lab code, SCAHN gamma)
-  quant_weight: float = 2.0  # objective=scahn: (quant_weight/K) mean ||b - f||^2 (same-lab code, SCAHN beta)
-  gamma: float = 1.0  # objective=dcmh: quantization weight (DCMH)
-  eta: float = 0.1  # objective=dcmh: bit-balance weight; chosen on val (module docstring, "Defaults"); DCMH 1
-  soft_weight: float = 1.0  # soft term weight x K/2: a soft pair's gradient comparable with a hard pair's (jxhash)
-  soft_term: bool = True  # the regression on partial-overlap pairs (designed by jxhash; ablation switch)
+  epochs: int = 100  # epochs of image+text phases
+  network: str = "multiscale_mlp"  # "multiscale_mlp" or "scahn" (layer-wise heads; module docstring)
+  objective: str = "dcmh"  # "dcmh" or "scahn" (per-layer inter + intra + pair likelihood)
+  bbi: bool = True  # bidirectional bilinear interaction between adjacent layers
+  theta_divisor: str = "2"  # theta = <h, o> / divisor: "K/32" or "2"
+  intra_weight: float = 1.0  # objective=scahn: intra-modal likelihood weight
+  pair_weight: float = 0.01  # objective=scahn: two-batch pairwise likelihood weight
+  quant_weight: float = 2.0  # objective=scahn: (quant_weight/K) mean ||b - f||^2
+  gamma: float = 1.0  # objective=dcmh: quantization weight
+  eta: float = 0.1  # objective=dcmh: bit-balance weight
+  soft_weight: float = 1.0  # soft term weight x K/2: a soft pair's gradient comparable with a hard pair's
+  soft_term: bool = True  # the regression on partial-overlap pairs
   soft_off: str = "hard"  # with soft_term=False, partial pairs get the likelihood with S=1 ("hard") or nothing ("drop")
-  # soft pairs' target: label cosine (designed by jxhash) or "jaccard2" = 2|l_i & l_j| / |l_i | l_j|
-  # (same-lab code, MLSPH)
+  # soft pairs' target: label cosine or "jaccard2" = 2|l_i & l_j| / |l_i | l_j|
   soft_target: str = "cosine"
-  # the soft term compares (h.o/K + 1)/2 ("affine"), h.o/K ("inner") (designed by jxhash) or
-  # cos(h, o) ("cosine", same-lab code, MLSPH)
+  # the soft term compares (h.o/K + 1)/2 ("affine"), h.o/K ("inner") or cos(h, o) ("cosine")
   code_similarity: str = "affine"
-  lr: float = 0.3  # first epoch's lr; chosen on val (module docstring); DCMH 10^-1.5, SCAHN 10^-1.1
-  lr_end: float = 1e-6  # last epoch's lr (DCMH TF code); SCAHN 10^-5.6 after its 500 epochs
-  lr_schedule: str = "linear"  # "linear" (DCMH TF) or "logspace" (geometric per-epoch decay: DCMH MATLAB, SCAHN)
-  weight_decay: float = 0.0  # SCAHN and DCMH TF code
-  clip_norm: float = 1.0  # clip the gradient's global norm (bounds every step); DCMH and SCAHN 0 (none)
-  norm: str = "batch"  # network=scahn: BatchNorm (same-lab code) or "layer" (LayerNorm, no running statistics)
-  text_levels: tuple = SCAHN_LEVELS  # network=scahn: text pooling kernel = stride = 5 x level (same-lab code, SCAHN)
-  text_channels: tuple = (32, 64, 128, 256)  # network=scahn: the 4 residual text blocks; SCAHN's halved (CPU budget)
-  text_head_width: int = 128  # network=scahn: text hash heads' hidden width; SCAHN's 256 halved for the CPU budget
-  image_stages: tuple = (64, 128, 256, 512)  # network=scahn: residual Dense stage widths (ResNet-34's, same-lab code)
-  image_blocks: tuple = (1, 1, 1, 1)  # network=scahn: residual Dense blocks per stage (ResNet-34: 3,4,6,3; CPU budget)
-  image_hidden: tuple = (1024, 512)  # network=multiscale_mlp: two layers, one BBI pair (designed by jxhash)
+  lr: float = 0.3  # first epoch's SGD lr
+  lr_end: float = 1e-6  # last epoch's lr
+  lr_schedule: str = "linear"  # lr -> lr_end over the epochs: "linear" or "logspace" (geometric per epoch)
+  weight_decay: float = 0.0  # SGD weight decay
+  clip_norm: float = 1.0  # clip the gradient's global norm at this; 0: no clipping
+  norm: str = "batch"  # network=scahn: BatchNorm or "layer" (LayerNorm, no running statistics)
+  text_levels: tuple = SCAHN_LEVELS  # network=scahn: text pooling kernel = stride = 5 x level
+  text_channels: tuple = (32, 64, 128, 256)  # network=scahn: widths of the 4 residual text blocks
+  text_head_width: int = 128  # network=scahn: text hash heads' hidden width
+  image_stages: tuple = (64, 128, 256, 512)  # network=scahn: residual Dense stage widths
+  image_blocks: tuple = (1, 1, 1, 1)  # network=scahn: residual Dense blocks per stage
+  image_hidden: tuple = (1024, 512)  # network=multiscale_mlp: hidden widths (two layers: one BBI pair)
   text_hidden: tuple = (1024, 512)  # network=multiscale_mlp: as image_hidden
-  scales: tuple = (1, 2, 3, 6, 10)  # network=multiscale_mlp: pooling kernels, stride = kernel (designed by jxhash)
-  rank: int = 128  # BBI bilinear rank r (designed by jxhash, not tuned)
-  interaction_features: int = 128  # BBI interaction vector width, the same as r (designed by jxhash)
-  cascade: bool = True  # BBI: chain interactions along each direction (designed by jxhash)
-  layer_heads: bool = False  # network=multiscale_mlp: hash heads on every hidden layer (designed by jxhash)
-  head_weight: float = 0.5  # objective=dcmh: weight of the mean layer-code loss (designed by jxhash, not tuned)
-  init: str = "fan_in"  # network=multiscale_mlp: Dense init (designed by jxhash); scahn uses SCAHN's init
-  buffer_init: str = "normal"  # F, G start N(0, 1) (SCAHN, DCMH TF) or "zeros"
+  scales: tuple = (1, 2, 3, 6, 10)  # network=multiscale_mlp: pooling kernels, stride = kernel
+  rank: int = 128  # BBI bilinear rank r
+  interaction_features: int = 128  # BBI interaction vector width
+  cascade: bool = True  # BBI: chain interactions along each direction
+  layer_heads: bool = False  # network=multiscale_mlp: hash heads on every hidden layer
+  head_weight: float = 0.5  # objective=dcmh: weight of the mean layer-code loss
+  init: str = "fan_in"  # network=multiscale_mlp: Dense init; network=scahn has its own
+  buffer_init: str = "normal"  # F, G start N(0, 1) ("normal") or 0 ("zeros")
 
 
 State = toolkit.BufferedState  # nets: image/text network states; outputs: F, G (fused codes); codes: B
@@ -353,7 +289,7 @@ def objective(outputs: jax.Array, *, other: jax.Array, hard: jax.Array, soft: ja
               soft_weight: float, soft_term: bool = True, soft_off: str = "hard", code_similarity: str = "affine",
               theta_scale: float = 0.5, head_outputs: jax.Array | None = None,
               head_weight: float = 0.0) -> tuple[jax.Array, dict]:
-  """The previous default loss (`objective="dcmh"`) of one modality's batch, / (bs * n) as DCMH's.
+  """The `objective="dcmh"` loss of one modality's batch, / (bs * n) as DCMH's.
 
   Args:
     outputs: (bs, K) the batch outputs of the network being trained.
@@ -478,7 +414,7 @@ def second_batch(key: jax.Array, index: jax.Array, num_train: int) -> jax.Array:
 
 
 def _layerwise_step(config: Config, modality: str):
-  """One update of `modality`'s network for every variant but the previous default."""
+  """One update of `modality`'s network for every variant but network=multiscale_mlp with objective=dcmh."""
   other = "text" if modality == "image" else "image"
   target = dict(soft_target=config.soft_target)
   dcmh_loss = _objective(config, modality)
@@ -534,7 +470,7 @@ def _similarities(config: Config):
 
 def stages(config: Config, num_train: int) -> tuple[Stage, ...]:
   del num_train
-  if config.network == "multiscale_mlp" and config.objective == "dcmh":  # the previous default, unchanged
+  if config.network == "multiscale_mlp" and config.objective == "dcmh":  # the default: DCMH's step
     def forward(net, params, x):  # (final outputs, per-layer head outputs or None)
       return _forward(config, net, params, None, x)[:2]
 
@@ -563,12 +499,8 @@ def report(state: State) -> dict:
 
 SPEC = MethodSpec(
     name="hsidhn", Config=Config, init=init, stages=stages, encode=encode,
-    fidelity=("reconstruction (HSIDHN's method section not read, no HSIDHN code). Default: from the abstract, "
-              "multi-scale fusion, BBI and the hard/soft dual similarity designed by jxhash on DCMH's alternation "
-              "(lr, clipping and eta chosen on val). `--preset lab`: the same authors' SCAHN/SAALDH template "
-              "(inferred, medium confidence): multi-scale text net, four layer-wise hash heads with learned "
-              "per-bit fusion and the per-layer inter/intra/pair likelihood with theta = <h, o>/(K/32) from "
-              "SCAHN/SAALDH same-lab code; it scored below the default on a Wikipedia val split"),
+    fidelity=("reconstruction from the abstract, designed by jxhash on DCMH's alternation; `--preset lab`: the same "
+              "authors' SCAHN/SAALDH template (inferred); docs/methods/hsidhn.md"),
     reference="S. Chen, S. Wu and L. Wang, Hierarchical semantic interaction-based deep hashing network "
               "for cross-modal retrieval, PeerJ Computer Science 7:e552, 2021",
     smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32, 16), "text_hidden": (32, 16), "rank": 8,

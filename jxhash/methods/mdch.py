@@ -1,44 +1,30 @@
-"""MDCH: Mask Cross-Modal Hashing Networks (IEEE TMM 23:550-558, 2021). Fidelity: a
-reconstruction from the abstract.
+"""MDCH: Mask Cross-Modal Hashing Networks (IEEE TMM 23:550-558, 2021), reconstructed from the
+abstract on top of DCMH.
 
-Neither code nor formulas of MDCH are public; its abstract names three components: a
-"semantic mask" that improves the semantic information of the image feature, intra-modal
-networks that keep each modality's similarity structure, and inter-modal networks, trained
-alternately. jxhash realises each of them as follows; every design is jxhash's, not the
-authors', and the free choices are `Config` fields:
+Networks, no tanh on the K outputs:
+- image (`jxhash.nets.mask.MaskedMLPEncoder`): h = the hidden feature (MLP D -> 4096 -> ReLU on
+  features; a backbone's features on pixels, CNN-F by default); a classifier head gives label
+  logits z = V h + c, a mask m = sigmoid(W sigmoid(z) + b) over h's channels, and the hash
+  layer sees h * (1 + m) (`mask_residual`; else h * m).
+- text: BoW T -> 8192 -> ReLU -> K.
 
-- Semantic mask (component designed by jxhash; `jxhash.nets.mask`): the image net (DCMH's
-  feature MLP x -> 4096 -> K; on pixels CNN-F, h its fc7 features: toolkit.BackboneConfig)
-  gets a classifier head on its hidden feature h, label logits
-  z = V h + c trained with binary cross-entropy on the training labels (weight `beta`), and a
-  mask m = σ(W σ(z) + b) over h's channels; the hash layer sees h ⊙ (1 + m). The text net is
-  DCMH's (BoW -> 8192 -> ReLU -> K).
-- Intra-modal updates (designed by jxhash): DCMH's pairwise likelihood within a modality,
-  theta_ij = <f_i, F_j> / 2 for a batch of image outputs against the image buffer F (and
-  <g_i, G_j> / 2 for text), S_ij = 1[l_i · l_j > 0], weight `alpha`, normalised by bs * n.
-- Inter-modal updates: DCMH's objective unchanged (`losses.dcmh_objective`: cross-modal pairwise
-  likelihood, quantization gamma ||B - H||², balance eta ||H^T 1||²), image phase then text
-  phase, plus the label loss in the image phase.
-- Alternation (designed by jxhash): each epoch runs an intra phase (both networks, one batch
-  each step) and then the inter phases; then B = sign(F + G). Each network's parameters are
-  updated by two optimisers with separate optax states, one per phase (`PhasedNet`), so
-  stateful optimisers (momentum) keep separate intra and inter moments.
-- Optimiser, schedule, batch size, epochs, init and buffers: DCMH's (the abstract gives none).
+Loss terms, S_ij = 1[l_i . l_j > 0]:
+- intra phase (both nets on the same batch): DCMH's pairwise likelihood within a modality,
+  theta_ij = <f_i, F_j> / 2 against the own buffer F (<g_i, G_j> / 2 against G), weight
+  `alpha`, / (bs n).
+- inter phases: DCMH's objective (`losses.dcmh_objective`): cross-modal likelihood,
+  gamma ||B - H||^2 and eta ||H^T 1||^2, / (bs n); the image phase adds
+  beta * mean BCE(z, l) over the batch and the C labels.
 
-Ablations: `mask=False` (image net = DCMH's MLP, no classifier, no label loss) and
-`intra=False` (no intra phase, no intra optimiser state); both off is DCMH exactly
-(`experiments/mdch_ablation.py`, results in docs/mdch_ablation.md). Measured there: the mask
-helped in matched comparisons on the synthetic data (about +0.01 to +0.05 mAP); the intra
-phase's gain on the synthetic data disappears against training without it for twice the epochs
-(the same number of updates), while on Wikipedia (one seed) some of it remained.
+Schedule: per epoch an intra phase, an inter image phase and an inter text phase, then
+B = sign(F + G). SGD with lr linear (or log-spaced) from `lr` to `lr_end`, each layer's step
+divided by its fan-in, the gradient's norm clipped; each net has one optimiser state per phase
+(`PhasedNet`), so momentum keeps separate intra and inter moments. `mask=False` and
+`intra=False` drop the mask (and its label loss) and the intra phase; both off is DCMH.
 
-Defaults (docs/defaults.md): the mechanism of DCMH's defaults, for the same reason: a fan-in
-init, each layer's SGD step divided by its fan-in (`lr_scaling="fan_in"`), the gradient's
-global norm clipped at 1 and eta = 0.1, with the base lr = 20 chosen on Wikipedia's val split.
-DCMH's balance term over the mostly stale buffer oscillated or diverged with eta = 1 at lr
-10^-1.5 once the init was fan-in scaled (MDCH's extra intra updates and the mask's up-to-2x
-amplification made it worse than for DCMH); the clipping and eta = 0.1 keep it stable.
-`--preset paper` gives DCMH's published settings for the shared parts.
+State (`toolkit.BufferedState`): image and text PhasedNets, buffers F, G (n, K), codes B (n, K).
+
+Provenance, fidelity and ablations: docs/methods/mdch.md
 """
 
 from __future__ import annotations
@@ -60,33 +46,27 @@ from jxhash.spec import MODALITIES, Dims, MethodSpec, Phase, Stage
 
 @dataclasses.dataclass(frozen=True)
 class Config(toolkit.BackboneConfig):
-  """MDCH hyper-parameters. The paper's values are not public: the shared ones are DCMH's
-  (Jiang & Li, 2017, TF code), the rest are jxhash reconstruction choices.
+  """MDCH hyper-parameters (docs/methods/mdch.md lists each one's source)."""
 
-  The default 500 epochs with 4096/8192-wide nets is DCMH's budget; on the synthetic data it
-  took 2 min of CPU time (5.5 min wall on the shared 2-core machine). The init, lr scaling,
-  clipping, lr and eta defaults are jxhash's (module docstring, "Defaults"); `--preset paper`.
-  """
-
-  gamma: float = 1.0  # quantization weight (DCMH)
-  eta: float = 0.1  # bit-balance weight; DCMH 1; 0.1 chosen on val as for DCMH (docs/defaults.md)
-  alpha: float = 1.0  # intra-modal weight; reconstruction: as much weight as the inter-modal likelihood
-  beta: float = 1.0  # label BCE weight; reconstruction: per-entry mean BCE is on the scale of the per-pair loss
-  mask: bool = True  # ablation: False drops the semantic mask and its classifier
-  intra: bool = True  # ablation: False drops the intra-modal phase
-  mask_residual: bool = True  # reconstruction: h ⊙ (1 + m) cannot switch channels off, only amplify them
-  detach_prediction: bool = False  # reconstruction: the hash loss may also shape the label predictions
-  lr: float = 20.0  # first epoch's lr per unit fan-in (lr_scaling), both phases; chosen on val; DCMH 10^-1.5
-  lr_end: float = 1e-6  # last epoch's lr (DCMH TF code)
-  lr_schedule: str = "linear"  # DCMH TF code; "logspace" for the MATLAB one
-  weight_decay: float = 0.0  # DCMH TF code
-  lr_scaling: str = "fan_in"  # each layer's step / its fan-in (toolkit.scale_by_fan_in); DCMH "none"
-  clip_norm: float = 1.0  # clip the gradient's global norm (bounds every step); DCMH 0 (none)
-  momentum: float = 0.0  # 0: plain SGD as in DCMH; > 0 gives each phase its own momentum
-  image_hidden: tuple = (4096,)  # DCMH feature MLP width (CNN-F fc7); the mask acts on it
-  text_hidden: tuple = (8192,)  # DCMH text net width
-  init: str = "fan_in"  # LeCun normal, unit-scale activations at any width; DCMH "normal0.01"
-  buffer_init: str = "normal"  # F, G start N(0, 1) (DCMH TF code) or "zeros"
+  gamma: float = 1.0  # quantization weight
+  eta: float = 0.1  # bit-balance weight
+  alpha: float = 1.0  # intra-modal likelihood weight
+  beta: float = 1.0  # label BCE weight
+  mask: bool = True  # False drops the semantic mask and its classifier
+  intra: bool = True  # False drops the intra-modal phase
+  mask_residual: bool = True  # h ⊙ (1 + m), which can only amplify channels; False: h ⊙ m
+  detach_prediction: bool = False  # True: no mask gradient into the classifier (only the label loss shapes p)
+  lr: float = 20.0  # first epoch's SGD lr, both phases, per unit fan-in when lr_scaling="fan_in"
+  lr_end: float = 1e-6  # last epoch's lr
+  lr_schedule: str = "linear"  # lr -> lr_end over the epochs: "linear" or "logspace"
+  weight_decay: float = 0.0  # SGD weight decay
+  lr_scaling: str = "fan_in"  # "fan_in": each layer's step / its fan-in (toolkit.scale_by_fan_in); "none"
+  clip_norm: float = 1.0  # clip the gradient's global norm at this; 0: no clipping
+  momentum: float = 0.0  # SGD momentum, kept per phase; 0: plain SGD
+  image_hidden: tuple = (4096,)  # image feature MLP hidden widths; the mask acts on the last
+  text_hidden: tuple = (8192,)  # text net hidden widths
+  init: str = "fan_in"  # "fan_in" (LeCun normal, zero biases) or "normal0.01" (weights and biases N(0, 0.01²))
+  buffer_init: str = "normal"  # F, G start N(0, 1) ("normal") or 0 ("zeros")
 
 
 @flax.struct.dataclass
@@ -122,7 +102,7 @@ def phases(config: Config) -> tuple[str, ...]:
   return ("intra", "inter") if config.intra else ("inter",)
 
 
-# on pixels: MDCH builds on DCMH, whose image net is CNN-F (the paper's backbone is not known to jxhash)
+# on pixels: CNN-F, DCMH's image net
 SOURCE_BACKBONE = "cnn-f"
 
 
@@ -267,9 +247,8 @@ PAPER = {"init": "normal0.01", "lr_scaling": "none", "lr": 10 ** -1.5, "clip_nor
 
 SPEC = MethodSpec(
     name="mdch", Config=Config, init=init, stages=stages, encode=encode,
-    fidelity=("reconstruction from the abstract: semantic mask (label classifier -> channel mask), "
-              "intra-modal likelihood and the intra/inter alternation with separate optimiser states "
-              "designed by jxhash; the inter-modal term, quantization, balance and schedule are DCMH's"),
+    fidelity=("reconstruction from the abstract on top of DCMH: semantic mask, intra-modal loss and alternation "
+              "designed by jxhash; docs/methods/mdch.md"),
     reference="Mask Cross-Modal Hashing Networks, IEEE Transactions on Multimedia 23:550-558, 2021",
     smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32,), "text_hidden": (32,)},
     presets={"paper": PAPER}, warm_start=functools.partial(toolkit.backbone_warm_start, source=SOURCE_BACKBONE))

@@ -1,52 +1,39 @@
-"""MMACH: Multi-label Modality enhanced Attention based self-supervised deep Cross-modal Hashing.
+"""MMACH: Multi-label Modality enhanced Attention based self-supervised deep Cross-modal Hashing
+(Zou, Wu, Zhang, Bakker, Knowledge-Based Systems 239:107927, 2022).
 
-Reference: X. Zou, S. Wu, N. Zhang, E. M. Bakker, Knowledge-Based Systems 239:107927, 2022
-(authors as in the BibTeX of their repository SWU-CS-MediaLab/MMACH, which releases only
-feature preprocessing).
+Networks, each ending in K -> tanh:
+- image: on features (N, D) an MLP D -> 4096 -> 512 -> K; on pixels a fine-tuned backbone
+  (AlexNet by default, fc7 -> K; toolkit.BackboneConfig).
+- text (N, T): MLP T -> 4096 -> 512 -> K.
+- label (`jxhash.nets.label.LabelNet`): multi-hot labels (C), or the mean of the item's rows of
+  a C x E `label_embedding`, -> 4096 -> 512, then modality enhanced attention
+  (`jxhash.nets.attention.ModalityEnhancedAttention`: the label features are the query, the
+  item's image and text input features, each projected to 512, a 2-token key/value sequence;
+  residual + layer norm), then -> K. On pixels the attention reads the image net's buffer rows
+  in place of image features. Its gradient never reaches the image and text nets.
 
-Fidelity, component by component:
+Loss terms, batch against the whole buffer (whose batch rows hold the batch's detached
+outputs). KL = `losses.positive_kl` between S_lab = cos(l_i, l_j) and S_h = ReLU(cos(h_i, h_j)),
+/ (bs * n); Q = ||B - h||² / (bs K):
+    label net: beta KL(lc, Lc) + KL(lc, F) + alpha KL(lc, G) + gamma Q
+    image net: beta KL(f, F) + KL(f, Lc) + gamma Q + triplet_weight T(f, G)
+    text net:  beta KL(g, G) + KL(g, Lc) + gamma Q + triplet_weight T(g, F)
+T (`triplet`): "graded" (`triplet_loss`): anchor h_i, positive j and negative k of the other
+modality's buffer with |L_i ∩ L_j| > |L_i ∩ L_k|,
+    max(0, d(h_i, g_j) - d(h_i, g_k) + mu (|L_i ∩ L_j| - |L_i ∩ L_k|) / C), d = (K - h.g) / 2,
+mu = `triplet_margin` K, averaged over the valid triplets, mined between the batch and
+`triplet_samples` random buffer rows (memory bs * M²); "all" / "hard": cosine triplet losses
+with margin `triplet_cos_margin` (`triplet_all_loss`, `triplet_hard_loss`).
 
-- Skeleton (three networks, buffers, KL self-supervision, quantization, alternation,
-  optimiser): the authors' sibling code MESDCH (SWU-CS-MediaLab/MESDCH, `training/MESDCH.py`,
-  `loss/multisimilarity.py`, `loss/quantizationloss.py`); the MMACH README says its
-  implementation "is similar to MESDCH". That MMACH keeps this skeleton is an inference.
-  - Networks: an image net, a text net and a label net, each ending in tanh. On precomputed
-    features (MMACH: 512-d ResNet-34 image and 512-d sentence-encoder text features) the
-    image and text nets are MLPs feature -> 4096 -> 512 -> K, the widths of MESDCH's Txt_net
-    trunk (its multi-scale pooling block and BatchNorm are left out). On pixels the image
-    net is MESDCH's AlexNet, fc7 -> K -> tanh, fine-tuned (toolkit.BackboneConfig), and the
-    label net's attention reads the image net's buffer rows in place of image features.
-  - Buffers F, G, Lc (n, K) start N(0, 1); B = sign(F + G + Lc).
-  - Positive-constrained KL (`losses.positive_kl`) between S_lab = cos(l_i, l_j) of the
-    multi-hot labels and S_h = ReLU(cos(h_i, h_j)), batch against the whole buffer (whose
-    batch rows hold the batch's own detached outputs, as in MESDCH), / (bs * n):
-      label net: beta KL(lc, Lc) + KL(lc, F) + alpha KL(lc, G) + gamma Q
-      image net: beta KL(f, F) + KL(f, Lc) + gamma Q
-      text net:  beta KL(g, G) + KL(g, Lc) + gamma Q,     Q = ||B - h||² / (bs K),
-    alpha = 0.3, beta = 1.9, gamma = 0.9.
-  - Per epoch: label phase, image phase, text phase (each over shuffled batches of 128,
-    writing its outputs into its buffer), then B. SGD, lr linear 10^-1.5 -> 1e-6.
-- Label modality input: multi-hot labels (MESDCH), or, as in MMACH's preprocessing, a dense
-  C x E label-embedding matrix from a .npy file (`label_embedding`), the item's input then
-  being the mean of its labels' embeddings (MMACH's scripts embed the label words of an item
-  with a sentence encoder; the mean of per-label vectors is jxhash's stand-in).
-- Multi-label modality enhanced attention: reconstruction from the abstract; the module is
-  designed by jxhash (`jxhash.nets.attention.ModalityEnhancedAttention`): the label features
-  are the query, the item's own image and text input features, each projected to the label
-  width, are a 2-token key/value sequence; residual + layer norm; then the label hash layer.
-  The label net reads the normalised image and text *input* features of the batch items (not
-  the image/text networks' activations), so its gradient never reaches those networks.
-- Multi-label cross-modal triplet loss: reconstruction from the abstract; the formula is
-  designed by jxhash (`triplet_loss`): an anchor of one modality, a positive and a negative
-  of the other modality's buffer with |L_i ∩ L_j| > |L_i ∩ L_k|,
-  max(0, d(h_i, g_j) - d(h_i, g_k) + mu (|L_i ∩ L_j| - |L_i ∩ L_k|) / C), d = (K - h·g) / 2
-  on the relaxed codes, averaged over the valid triplets; mined per step between the batch
-  and `triplet_samples` random buffer rows (memory bs * M², not bs * n²). It is added to
-  the image phase (against G) and the text phase (against F); the label net is supervised
-  by the KL terms only.
+Schedule: per epoch a label phase, an image phase and a text phase (shuffled batches, each
+writing its outputs into its buffer Lc, F or G), then B = sign(F + G + Lc). SGD, lr linear
+from `lr` to `lr_end` over the epochs.
 
-At test time only the image and text networks encode: the label net needs the item's labels
-and both of its modalities, which only training items have; `encode` never reads it.
+State (`toolkit.BufferedState`): label, image and text TrainStates, buffers Lc, F, G (n, K),
+codes B (n, K). Only the image and text nets encode: the label net needs an item's labels and
+both its modalities.
+
+Provenance, fidelity and ablations: docs/methods/mmach.md
 """
 
 from __future__ import annotations
@@ -71,45 +58,37 @@ NETS = ("label",) + MODALITIES
 
 @dataclasses.dataclass(frozen=True)
 class Config(toolkit.BackboneConfig):
-  """MMACH hyper-parameters.
-
-  Defaults from MESDCH's code (Zou et al.'s sibling release) unless marked "jxhash". The
-  paper trains 500 epochs; the default here is 100 so that the default CLI run on the
-  synthetic data finishes in a few minutes on a 2-core CPU (`--epochs 500` for the paper's
-  schedule; the lr schedule stretches with it).
-  """
+  """MMACH hyper-parameters (docs/methods/mmach.md lists each one's source)."""
 
   CHOICES = {"triplet": ("graded", "all", "hard"), "triplet_targets": ("random", "batch")}
 
-  epochs: int = 100  # MESDCH: 500; shortened for CPU runs (see above)
-  alpha: float = 0.3  # KL(lc, G) weight (MESDCH code)
-  beta: float = 1.9  # intra-modal KL weight (MESDCH code)
-  gamma: float = 0.9  # quantization weight (MESDCH code)
-  eps: float = 1e-5  # KL smoothing (MESDCH code); see SPEC.smoke on its gradient kink
-  lr: float = 10 ** -1.5  # first epoch's lr (MESDCH code)
-  lr_end: float = 1e-6  # last epoch's lr (MESDCH code, linear decay)
-  lr_schedule: str = "linear"  # MESDCH code
-  weight_decay: float = 0.0  # MESDCH code (plain SGD)
-  image_hidden: tuple = (4096, 512)  # MESDCH Txt_net trunk widths, used for every MLP
-  text_hidden: tuple = (4096, 512)  # MESDCH Txt_net trunk widths
-  label_hidden: tuple = (4096, 512)  # MESDCH Txt_net trunk; the last width is the attention width
-  attention_heads: int = 4  # jxhash: the paper's module is not public
-  init: str = "fan_in"  # PyTorch's default layer init is fan-in scaled (MESDCH keeps it)
-  # jxhash: path to a C x E .npy of label embeddings ("" = multi-hot labels); its width E
-  # sizes the label net, so restoring such a checkpoint needs the file too
+  epochs: int = 100  # epochs of label+image+text phases; the lr schedule stretches with it
+  alpha: float = 0.3  # KL(lc, G) weight
+  beta: float = 1.9  # intra-modal KL weight
+  gamma: float = 0.9  # quantization weight
+  eps: float = 1e-5  # KL smoothing; see SPEC.smoke on its gradient kink
+  lr: float = 10 ** -1.5  # first epoch's SGD lr
+  lr_end: float = 1e-6  # last epoch's lr
+  lr_schedule: str = "linear"  # lr -> lr_end over the epochs: "linear" or "logspace"
+  weight_decay: float = 0.0  # SGD weight decay
+  image_hidden: tuple = (4096, 512)  # image feature MLP hidden widths
+  text_hidden: tuple = (4096, 512)  # text MLP hidden widths
+  label_hidden: tuple = (4096, 512)  # label net hidden widths; the last is the attention width
+  attention_heads: int = 4  # heads of the modality enhanced attention
+  init: str = "fan_in"  # weight init of every net: "fan_in" (LeCun normal) or "normal0.01"
+  # path to a C x E .npy of label embeddings ("" = multi-hot labels); its width E sizes the
+  # label net, so restoring such a checkpoint needs the file too
   label_embedding: str = ""
-  triplet_weight: float = 1.0  # jxhash: paper value unknown; 1 beat 0 on synthetic data (.80 vs .76 at 10 epochs)
-  # "graded" (designed by jxhash: margin grows with the gap in shared labels), "all" or "hard"
-  # (same-lab code: SAALDH's all-triplets / batch-hard cosine triplet losses). Chosen on val
-  # (docs/mmach_triplet.md, 5 seeds): "all" with batch targets tied with it, "hard" lost
+  triplet_weight: float = 1.0  # weight of the triplet term in the image and text phases
+  # "graded" (margin grows with the gap in shared labels), "all" or "hard" (all-triplets /
+  # batch-hard cosine triplet losses)
   triplet: str = "graded"
-  # whose rows are the positives/negatives: "random" (designed by jxhash: `triplet_samples`
-  # random rows of the other modality's buffer) or "batch" (same-lab code: SAALDH's targets are
-  # the other modality's outputs of the batch items; here that modality's buffer rows of them)
+  # whose rows are the positives/negatives: "random" (`triplet_samples` random rows of the other
+  # modality's buffer) or "batch" (the other modality's buffer rows of the batch items)
   triplet_targets: str = "random"
-  triplet_margin: float = 0.5  # "graded" only; jxhash: mu = triplet_margin * K, so the margin in bits scales with K
-  triplet_cos_margin: float = 0.3  # "all"/"hard" only; same-lab code (SAALDH margin 0.3 on cosine distance)
-  triplet_samples: int = 64  # "random" only; jxhash: buffer rows M mined per step (memory bs * M²)
+  triplet_margin: float = 0.5  # "graded" only: mu = triplet_margin * K, so the margin in bits scales with K
+  triplet_cos_margin: float = 0.3  # "all"/"hard" only: margin on the cosine distance
+  triplet_samples: int = 64  # "random" only: buffer rows M mined per step (memory bs * M²)
 
 
 State = toolkit.BufferedState  # nets and outputs: "label" / "image" / "text" (Lc, F, G); codes: B
@@ -166,8 +145,7 @@ def label_input(labels: jax.Array, embedding: jax.Array | None) -> jax.Array:
   return (labels @ embedding) / count
 
 
-# on pixels: MESDCH, the sibling code, fine-tunes torchvision's AlexNet with a tanh hash layer, one SGD
-# lr for every layer (training/MESDCH.py, models/alexnet.py)
+# on pixels: AlexNet with a tanh hash layer, one SGD lr for every layer
 SOURCE_BACKBONE = "alexnet"
 
 
@@ -401,9 +379,8 @@ def report(state: State) -> dict:
 
 SPEC = MethodSpec(
     name="mmach", Config=Config, init=init, stages=stages, encode=toolkit.encode, report=report,
-    fidelity=("skeleton (label/image/text nets, KL self-supervision, quantization, alternation, "
-              "schedule) from the authors' sibling MESDCH code; attention module and multi-label "
-              "triplet loss reconstructed from the abstract (designed by jxhash)"),
+    fidelity=("skeleton from the same authors' MESDCH code; attention module and triplet loss designed by "
+              "jxhash from the abstract; docs/methods/mmach.md"),
     reference=("X. Zou, S. Wu, N. Zhang, E. M. Bakker, Multi-label modality enhanced attention based "
                "self-supervised deep cross-modal hashing, Knowledge-Based Systems 239, 2022"),
     # eps 1e-2 in the smoke config only: with MESDCH's 1e-5 the KL's gradient in S_h jumps

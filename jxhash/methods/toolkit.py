@@ -266,7 +266,7 @@ class BackboneConfig(BaseConfig):
   backbone_weights: str = ""  # pretrained weights for the backbone (.mat / .pth / .pt); "": random init
   backbone_widths: tuple = ()  # (): the published network; smaller widths for tests (jxhash.nets.backbones)
   backbone_dtype: str = "auto"  # backbone computation: bfloat16 on GPUs/TPUs, float32 on CPUs
-  backbone_lr_scale: float = 1.0  # the backbone's lr / the head's (1: one lr, as DCPH's script)
+  backbone_lr_scale: float = 1.0  # the backbone's lr / the head's (1: one lr for the whole net)
 
   def __post_init__(self):
     widths = self.backbone_widths

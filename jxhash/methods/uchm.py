@@ -1,67 +1,45 @@
 """UCHM: Unsupervised Cross-Modal Hashing with Modality-Interaction (Tu et al., IEEE TCSVT 2023).
 
-Fidelity: RECONSTRUCTION FROM THE ABSTRACT. The authors' code and the paper's equations are not
-available to jxhash; the abstract names two components and jxhash designed every formula,
-network and constant that realises them (docs/methods/uchm.md). Component
-by component:
+Networks (features only; a pixel backbone is refused):
+- MIE generator (`jxhash.nets.interaction.MIEGenerator`): each modality -> Dense(`mie_hidden`)
+  -> ReLU, split into `mie_tokens` tokens; image tokens attend to text tokens and text tokens
+  to image tokens (one cross-attention block each way, residual + layer norm); the pooled
+  tokens are fused by an MLP into e_i = tanh(.) of width `mie_dim` (0: K).
+  `fusion="bilinear"` swaps the attention for P^T(U^T a * V^T b) of rank `mie_rank`.
+- hashing nets: image D -> 4096 -> ReLU -> K -> tanh, text T -> 4096 -> ReLU -> K -> tanh.
+- bit gate (`jxhash.nets.interaction.BitGate`): a_ik = sigmoid(s (|f_ik| - |g_ik|) + b_k),
+  s = 5 and b = 0 at init.
 
-- MIE similarity generator (abstract: a modality-interaction-enabled generator trained with a
-  hash-similarity-friendly loss produces the training similarity). Network designed by jxhash
-  (`MIEGenerator`): each modality is projected to `mie_tokens` tokens; image tokens attend to
-  text tokens and text tokens to image tokens (one cross-attention block each way, residual +
-  layer norm), the pooled tokens are fused by an MLP into e_i = tanh(.) of width K (so the
-  similarity it yields is that of K-dim relaxed codes). `fusion="bilinear"` swaps attention for
-  a low-rank bilinear interaction P^T(U^T a * V^T b). Loss designed by jxhash (`mie_loss`):
-  squared error between cos(e_i, e_j) and the DJSRH first-order target
-  t_ij = clip(mu (w cos(x_i, x_j) + (1 - w) cos(y_i, y_j)), -1, 1), plus a saturation hinge that
-  pushes clear pairs (|t| >= tau) beyond +-margin. Trained on batch x batch pairs.
-  S_MIE_ij = cos(e_i, e_j); the unit-norm embeddings (n, K) stay in the state and each batch's
-  rows S_MIE[batch, :] are computed on the fly (`similarity_rows`), so n = 20k needs n x K
-  floats, never n x n; `similarity_matrix` materialises the matrix in row chunks for inspection.
-- Hashing networks (abstract: modality-specific hashing networks supervised by that
-  similarity). Designed by jxhash after DJSRH (Su et al., ICCV 2019): image and text MLPs with
-  tanh; one joint step per batch updates both nets so that cos(f_i, g_j), cos(g_i, f_j) (weight
-  1) and cos(f_i, f_j), cos(g_i, g_j) (weight `intra_weight`, DJSRH's lambda = 0.1) match
-  S_MIE over the batch rows against the whole training set (F, G buffers with the batch rows
-  live, as DCMH), plus quantization against the unified codes (`hashing_loss`).
-- Bit selection (abstract: unified binary codes chosen per bit by interaction between the
-  modalities' continuous codes, instead of sign(F + G)). Rules designed by jxhash
-  (`select_bits`, `BitGate`), `bit_selection`:
-  "gate" (default): a learned soft gate a_ik = sigmoid(s (|f_ik| - |g_ik|) + b_k) mixes
-    a f + (1 - a) g before the sign; s and the per-bit biases b_k are trained (Adam) so that the
-    gated codes' cosine matches S_MIE on the batch pairs, so a bit can learn to trust one
-    modality. At init (s = 5, b = 0) it is a soft larger-|value| rule.
-  "item": per item and bit, the larger-|value| (more confident) modality. Its sign equals
-    sign(f + g) wherever |f| != |g| (a sum takes the sign of its larger term), so this literal
-    rule IS the sign(F + G) target the abstract argues against; kept for comparison.
-  "bit": per bit k, the whole column of the modality with the larger mean |value| over the
-    training items.
-  Measured (one seed, 32 bits, I->T / T->I): synthetic gate .807/.786, item .805/.782,
-  bit .802/.777; Wikipedia gate .236/.462, item .245/.468, bit .222/.299 (docs/uchm_ablation.md).
-  The unified codes are refreshed at the end of each epoch from the buffers (DCMH's
-  B = sign(F + G) timing), so the quantization target is fixed within an epoch.
+Stage 1, generator (`mie_epochs`, Adam at `mie_lr`, batch x batch pairs). Target
+    t_ij = clip(mu (w cos(x_i, x_j) + (1 - w) cos(y_i, y_j)), -1, 1)
+(mu = `target_scale`, w = `image_weight`; `cos_rescale` maps each cosine c to 2c - 1); loss
+(`mie_loss`), c_ij = cos(e_i, e_j):
+    mean_ij (c_ij - t_ij)^2 + lambda mean_ij 1[|t_ij| >= tau] ReLU(margin - sign(t_ij) c_ij)^2
+(lambda = `saturation_weight`, tau = `clear_threshold`). Then S_MIE_ij = cos(e_i, e_j): the
+unit-norm embeddings (n, d) stay in the state and each batch's rows S_MIE[batch, :] are
+computed on the fly (`similarity_rows`: n x d floats, never n x n). `similarity="unimodal"`
+skips the stage and uses t itself.
 
-Training uses no labels: `SPEC.supervised = False`, so the trainer never hands "labels" to a
-step; labels are used only for evaluation (and, as for every method, for the trainer's
-best-on-val selection when the dataset has a val split; `--eval-every 0` leaves only the last
-epoch's evaluation, so the last model is kept and no label touches the result).
-Ablation: `similarity="unimodal"` drops the generator and supervises the hashing nets with the
-generator's own target t (the plain DJSRH-style mix); experiments/uchm_ablation.py compares.
+Stage 2, hashing (`epochs`; SGD with momentum). One joint step per batch updates both nets
+(`hashing_loss`), F~ and G~ the buffers with the batch rows live:
+    [||cos(f, G~) - S||^2 + ||cos(g, F~) - S||^2
+     + intra_weight (||cos(f, F~) - S||^2 + ||cos(g, G~) - S||^2)] / (bs n)
+    + quant_weight (||U - f||^2 + ||U - g||^2) / (bs K),
+and, with bit_selection="gate", Adam steps on (s, b_k) so that the gated codes' cosines match
+S_MIE within the batch. `correction="codes"`: in the last `correction_epochs` epochs, where
+the codes' own similarity and S differ by more than `correction_threshold`, the target
+becomes the codes' side with weight 1 - |S| (`corrected_similarity`).
 
-Inputs: the standard unsupervised protocol (DJSRH, JDSH, DGCPN, UCCH) is VGG-19 fc7 4096-d image
-features with BoW tags. For MIRFlickr-25K (NUS-WIDE: --dataset=nuswide, same option):
+Unified codes U = sign(selection(F, G)) (`select_bits`), refreshed at the end of each epoch:
+"gate" sign(a f + (1 - a) g); "item" the larger-|value| modality per item and bit (equal to
+sign(F + G) wherever |f| != |g|); "bit" per bit the modality with the larger mean |value|.
 
-    python experiments/run.py --method=uchm --dataset=mirflickr25k --data-dir=DATA/mirflickr25k \
-        --data-option image_features=DATA/mirflickr25k/mirflickr25k-vgg19-fc7.npy --bits=32
+No labels in training (`SPEC.supervised = False`): the trainer never hands them to a step.
 
-(the features file holds one 4096-d row per item in DCMH order; .npy/.npz/.mat/.h5). The trainer
-standardises both modalities with training-split statistics, so the cosines above are of
-centred features and span [-1, 1]; DJSRH took cos of raw non-negative features and mapped it
-with 2 cos - 1 (`cos_rescale=True` with `--normalize none` reproduces that).
+State: generator, hashing-net and gate TrainStates, MIE embeddings (n, d), buffers F, G
+(n, K), unified codes U (n, K).
 
-Length (over 400 lines): UCHM has two stages (generator, hashing), three ablation switches
-and the UCHTIM correction option, each with its loss written out and documented here; the
-network modules themselves live in jxhash/nets/.
+Provenance, fidelity and ablations: docs/methods/uchm.md
 """
 
 from __future__ import annotations
@@ -84,53 +62,48 @@ from jxhash.spec import MODALITIES, Dims, MethodSpec, Phase, Stage
 
 @dataclasses.dataclass(frozen=True)
 class Config(toolkit.BackboneConfig):
-  """UCHM hyper-parameters. Reconstruction: values are DJSRH's where the role matches (cited),
-  else jxhash choices with a one-line reason. `epochs` counts hashing epochs only.
-
-  DJSRH trained 80 epochs; 100 hashing + 30 generator epochs on the synthetic default data take
-  about 40 s of CPU time on the 2-core machine (compilation included), so the default keeps the
-  lineage's scale.
-  """
+  """UCHM hyper-parameters (docs/methods/uchm.md lists each one's source). `epochs` counts
+  hashing epochs only."""
 
   CHOICES = {"similarity": ("mie", "unimodal"), "fusion": ("cross_attention", "bilinear"),
              "bit_selection": ("gate", "item", "bit"), "correction": ("none", "codes")}
   RANGES = {"mie_epochs": (0, "similarity='unimodal' trains no generator")}
 
-  epochs: int = 100  # hashing epochs (DJSRH: 80; UCHTIM, Tu's sibling code: 100)
-  batch_size: int = 128  # DJSRH, UCHTIM use 128 / 96
+  epochs: int = 100  # hashing epochs
+  batch_size: int = 128  # hashing batch size
   # --- similarity
-  similarity: str = "mie"  # "mie" (the method) or "unimodal" (ablation: the plain target t)
-  image_weight: float = 0.5  # w in t; DJSRH used 0.9 with VGG features (MIRFlickr); 0.5 = no prior
-  target_scale: float = 1.5  # mu in t (DJSRH MU = 1.5)
-  cos_rescale: bool = False  # 2 cos - 1 on each cosine (DJSRH, for raw non-negative features)
-  # --- MIE generator (stage 1; all jxhash choices)
-  mie_epochs: int = 30  # the batch x batch fit converges well before this on synthetic/Wikipedia
-  mie_batch_size: int = 256  # more pairs per step for the pair-level loss
+  similarity: str = "mie"  # "mie" (S_MIE) or "unimodal" (the plain target t)
+  image_weight: float = 0.5  # w in t, weight of the image cosine
+  target_scale: float = 1.5  # mu in t
+  cos_rescale: bool = False  # 2 cos - 1 on each cosine (for raw non-negative features)
+  # --- MIE generator (stage 1)
+  mie_epochs: int = 30  # generator epochs
+  mie_batch_size: int = 256  # generator batch size (batch x batch pairs per step)
   mie_dim: int = 0  # embedding width; 0 = K, so S_MIE is a similarity K-dim codes can realise
   mie_hidden: int = 512  # projection width of each modality
-  mie_tokens: int = 4  # tokens per modality for cross-attention (1 would make attention trivial)
+  mie_tokens: int = 4  # tokens per modality for cross-attention
   mie_heads: int = 4  # attention heads
   mie_rank: int = 256  # rank of the bilinear interaction (fusion="bilinear")
-  fusion: str = "cross_attention"  # or "bilinear"
-  mie_lr: float = 1e-3  # Adam, the usual default for a fresh attention network
+  fusion: str = "cross_attention"  # "cross_attention" or "bilinear"
+  mie_lr: float = 1e-3  # generator Adam lr
   saturation_weight: float = 1.0  # weight of the hinge pushing clear pairs to +-margin
   clear_threshold: float = 0.5  # |t| >= this makes a pair "clear"
-  margin: float = 0.8  # hinge target; UCHTIM (Tu's sibling code) uses margin 0.8
+  margin: float = 0.8  # hinge target
   # --- hashing nets (stage 2)
-  image_hidden: tuple = (4096,)  # feature MLP (CNN fc7 width, as DCMH's feature net)
-  text_hidden: tuple = (4096,)  # DJSRH TxtNet: T -> 4096 -> K
-  init: str = "fan_in"  # PyTorch's default init in DJSRH is fan-in scaled
-  intra_weight: float = 0.1  # cos(f, f), cos(g, g) terms (DJSRH LAMBDA1 = LAMBDA2 = 0.1)
-  quant_weight: float = 0.1  # quantization vs unified codes; jxhash choice (DJSRH has none)
-  lr: float = 0.01  # DJSRH LR_TXT; the image net is also an MLP on features here
-  lr_end: float = 0.01  # constant, as DJSRH
+  image_hidden: tuple = (4096,)  # image MLP hidden widths
+  text_hidden: tuple = (4096,)  # text MLP hidden widths
+  init: str = "fan_in"  # hashing nets' weight init: "fan_in" (LeCun normal) or "normal0.01"
+  intra_weight: float = 0.1  # weight of the cos(f, F~), cos(g, G~) terms
+  quant_weight: float = 0.1  # weight of the quantization against the unified codes
+  lr: float = 0.01  # hashing nets' first-epoch SGD lr
+  lr_end: float = 0.01  # last epoch's lr
   lr_schedule: str = "constant"
-  momentum: float = 0.9  # DJSRH
-  weight_decay: float = 5e-4  # DJSRH
-  # --- hash-similarity correction of the target (after UCHTIM, Tu's sibling code, train_div.py)
+  momentum: float = 0.9  # SGD momentum
+  weight_decay: float = 5e-4  # SGD weight decay
+  # --- hash-similarity correction of the target
   correction: str = "none"  # "none" or "codes": code similarity overrides the target where they disagree
-  correction_epochs: int = 5  # last hashing epochs that use it; UCHTIM: 5 "denoise" epochs after 40 plain ones
-  correction_threshold: float = 0.8  # |code sim - S| above this is a disagreement (UCHTIM gamma = 0.8)
+  correction_epochs: int = 5  # last hashing epochs that use it
+  correction_threshold: float = 0.8  # |code sim - S| above this is a disagreement
   # --- bit selection
   bit_selection: str = "gate"  # learned; "item" = larger |value| (equals sign(F + G)); "bit" per column
   gate_lr: float = 1e-2  # Adam on the 1 + K gate parameters (s, b_k)
@@ -528,9 +501,7 @@ SPEC = MethodSpec(
     needs_image_matrix="UCHM's unimodal similarity and MIE embeddings use every training image feature",
     reference=("R.-C. Tu, X. Jiang, Q. Lin, X. Cai, M. Tian, H. Wang, W. Liu, Unsupervised Cross-Modal "
                "Hashing with Modality-Interaction, IEEE TCSVT 2023 (doi 10.1109/TCSVT.2023.3251395)"),
-    fidelity=("reconstruction from the abstract: MIE similarity generator (cross-attention fusion, "
-              "hash-similarity-friendly loss), DJSRH-style hashing loss and learned bit-selection gate "
-              "all designed by jxhash; optional correction of the target by the codes' similarity from the "
-              "first author's UCHTIM code (same-author code); no UCHM code; no labels in training"),
+    fidelity=("reconstruction from the abstract: generator, hashing loss and bit selection designed by jxhash; "
+              "UCHTIM's correction (same author) as an option; no labels in training; docs/methods/uchm.md"),
     smoke={"epochs": 2, "mie_epochs": 2, "batch_size": 32, "mie_batch_size": 32, "image_hidden": (32,),
            "text_hidden": (32,), "mie_hidden": 32, "mie_tokens": 2, "mie_heads": 2, "mie_rank": 16})
