@@ -153,14 +153,7 @@ def scan(tree: common.RawTree, rules: dict, show_progress: bool) -> Table:
 
 
 def select(table: Table, rules: dict):
-  labelled = table.labels.any(1)
-  keep = labelled.copy()
-  dropped = {"no_label": int((~labelled).sum())}
-  if rules["keep"] == "labelled-tagged":
-    tagged = table.tags_per_item() > 0
-    dropped["no_1k_tag"] = int((labelled & ~tagged).sum())
-    keep &= tagged
-  return pipeline.image_rule(table, rules, keep, dropped), dropped
+  return pipeline.select_labelled(table, rules, untagged="no_1k_tag")
 
 
 DATASET = pipeline.Dataset(name="nuswide", rules=RULES, protocols=PROTOCOLS, default_protocol="dcmh",

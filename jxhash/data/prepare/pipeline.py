@@ -228,3 +228,17 @@ def image_rule(table: Table, rules: dict, keep: np.ndarray, dropped: dict, tree_
                       "add them, or pass --rule missing_images=drop")
     dropped["image_missing"] = int(lost.sum())
   return keep & ~missing
+
+
+def select_labelled(table, rules: dict, *, untagged: str):
+  """The DCMH-lineage item rule shared by MIRFlickr and NUS-WIDE: keep items with at least one
+  label, and with `keep="labelled-tagged"` also at least one vocabulary tag (the count of items
+  dropped for that goes under `untagged`), then the image rule. (kept mask, dropped counts)."""
+  labelled = table.labels.any(1)
+  keep = labelled.copy()
+  dropped = {"no_label": int((~labelled).sum())}
+  if rules["keep"] == "labelled-tagged":
+    tagged = table.tags_per_item() > 0
+    dropped[untagged] = int((labelled & ~tagged).sum())
+    keep &= tagged
+  return image_rule(table, rules, keep, dropped), dropped
