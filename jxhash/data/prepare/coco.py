@@ -10,7 +10,12 @@ Rules (sources in docs/data.md):
   items: the images with >= 1 instance annotation (123,287 - 1,069 = 122,218), train2017 then
     val2017, each in numeric image-id order (DCHMT);
   labels: the 80 categories in the order of the instances JSON's "categories" list;
-  captions: every caption of the image, as written (duplicates kept), in the captions JSON's order;
+  captions: caption="all": every caption of the image, as written (duplicates kept), in the
+    captions JSON's order (DCHMT, whose loader draws one per access); "first": the first of
+    them; "draw": one drawn once per image, as MITH's make_coco.py does (Python's
+    random.Random(caption_seed).randint over each image's captions, every image in item order,
+    those later dropped included); caption_trim="before-first-period" keeps the text before the
+    first "." (MITH's split(".")[0]);
   text: a 0/1 bag-of-words over the `vocab_size` most frequent lower-case words of the captions of
     the kept items (ties alphabetical): jxhash's own rule for BoW baselines (the CLIP lineage
     tokenises the captions instead).
@@ -20,6 +25,7 @@ The instances JSON of train2017 (448 MB) is parsed whole: about 2-3 GB of memory
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 
 import numpy as np
@@ -33,11 +39,18 @@ PARTS = ("train2017", "val2017")
 
 RULES = Schema("coco", [
     Option("vocab_size", "int", 2000, "words of the caption bag-of-words (most frequent first)", low=1),
+    Option("caption", "str", "all", "the captions of an image kept: all, the first, or one drawn once per image "
+           "(MITH)", choices=("all", "first", "draw")),
+    Option("caption_seed", "int", 1, "seed of caption=draw (Python's random.Random; MITH: random.seed(1))", low=0),
+    Option("caption_trim", "str", "none", "keep each caption whole, or only the text before its first '.' (MITH)",
+           choices=("none", "before-first-period")),
     *pipeline.split_options(num_query=5000, num_train=10000),
 ])
 
 PROTOCOLS = {
-    "clip": {"num_query": 5000, "num_train": 10000},
+    "clip": {"caption": "all", "caption_trim": "none", "num_query": 5000, "num_train": 10000},
+    "clip-mith": {"caption": "draw", "caption_seed": 1, "caption_trim": "before-first-period", "num_query": 5000,
+                  "num_train": 10000},
 }
 
 
@@ -56,6 +69,27 @@ def _field(tree, rel, record, key, kind):
   if not isinstance(value, kind) or isinstance(value, bool):
     raise DataError(f"{tree.where(rel)}: an entry has no valid {key!r}: {str(record)[:80]}")
   return value
+
+
+def choose_captions(captions: list[list[str]], rule: str, seed: int, trim: str) -> list[list[str]]:
+  """The captions kept per image by the `caption` and `caption_trim` rules (see the module doc).
+
+  caption="draw" calls randint once for every image, in order, whatever it holds (MITH draws
+  for every line of its caption file before dropping the unlabelled images), so an image's
+  draw does not depend on which items a rule keeps. Python's seeded random.Random and its
+  randint are the same on every CPython since 3.2: reruns give the same captions."""
+  rng = random.Random(seed)
+  chosen = []
+  for texts in captions:
+    if rule == "draw":
+      k = rng.randint(0, max(len(texts) - 1, 0))
+      texts = texts[k:k + 1]
+    elif rule == "first":
+      texts = texts[:1]
+    if trim == "before-first-period":
+      texts = [t.split(".", 1)[0] for t in texts]
+    chosen.append(list(texts))
+  return chosen
 
 
 def scan(tree: common.RawTree, rules: dict, show_progress: bool) -> Table:
@@ -104,15 +138,17 @@ def scan(tree: common.RawTree, rules: dict, show_progress: bool) -> Table:
       not_jpeg.append(exists and tree.magic(folder + name) != common.JPEG_MAGIC)
   labels = np.stack(label_rows) if label_rows else np.zeros((0, len(classes or [])), np.uint8)
   labelled = labels.any(1)
+  duplicated = sum(len(cs) - len(set(cs)) for cs in captions)  # in the files, before the caption rule
+  without = sum(not cs for cs in captions)
+  captions = choose_captions(captions, rules["caption"], rules["caption_seed"], rules["caption_trim"])
   counts = Counter(w for k in np.flatnonzero(labelled) for c in captions[k] for w in set(words(c)))
   vocab = top_vocabulary(counts, rules["vocab_size"])
   column = {w: k for k, w in enumerate(vocab)}
   rows = [[column[w] for c in cs for w in words(c) if w in column] for cs in captions]
   indptr, indices = csr_from_rows(rows)
   raw = np.array([len({w for c in cs for w in words(c)}) for cs in captions], np.int64)
-  duplicated = sum(len(cs) - len(set(cs)) for cs in captions)
   notes = {"images_without_instances": int((~labelled).sum()), "duplicated_captions": duplicated,
-           "images_without_captions": sum(not cs for cs in captions), "vocabulary_counted_over": "labelled images"}
+           "images_without_captions": without, "vocabulary_counted_over": "labelled images"}
   return Table(ids=ids, images=images, labels=labels, classes=classes or [], indptr=indptr, indices=indices,
                vocab=vocab, captions=captions, raw_tags=raw,
                flags={"image_missing": np.array(missing, bool), "not_jpeg": np.array(not_jpeg, bool)}, notes=notes)
