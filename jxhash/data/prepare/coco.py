@@ -19,19 +19,20 @@ Rules (sources in docs/data.md):
   text: a 0/1 bag-of-words over the `vocab_size` most frequent lower-case words of the captions of
     the kept items (ties alphabetical): jxhash's own rule for BoW baselines (the CLIP lineage
     tokenises the captions instead).
-The instances JSON of train2017 (448 MB) is parsed whole: about 2-3 GB of memory for a moment.
+The JSON files are streamed (jsonstream): an element at a time, keeping the ids an item needs
+and the captions; peak memory is in docs/data.md ("Memory").
 """
 
 from __future__ import annotations
 
-import json
 import random
+from array import array
 from collections import Counter
 
 import numpy as np
 
 from jxhash.data.options import Option, Schema
-from jxhash.data.prepare import common, pipeline
+from jxhash.data.prepare import common, jsonstream, pipeline
 from jxhash.data.prepare.table import Table, csr_from_rows, top_vocabulary, words
 from jxhash.errors import DataError
 
@@ -54,14 +55,11 @@ PROTOCOLS = {
 }
 
 
-def _json(tree: common.RawTree, rel: str, keys: tuple[str, ...]) -> dict:
-  try:
-    data = json.loads(tree.read_bytes(rel))
-  except (ValueError, UnicodeDecodeError) as e:
-    raise DataError(f"{tree.where(rel)}: not valid JSON ({e}); download it again") from None
-  if not isinstance(data, dict) or any(not isinstance(data.get(k), list) for k in keys):
-    raise DataError(f"{tree.where(rel)}: expected a JSON object with lists {', '.join(keys)}")
-  return data
+def _walk(tree: common.RawTree, rel: str, lists: dict) -> None:
+  """Stream the JSON object of `rel`, calling lists[key] on each element of its top-level list
+  `key` (jsonstream: the file is never held whole); every key of `lists` must be a list there."""
+  if jsonstream.walk_object(tree.chunks(rel), lists, tree.where(rel)) != set(lists):
+    raise DataError(f"{tree.where(rel)}: expected a JSON object with lists {', '.join(lists)}")
 
 
 def _field(tree, rel, record, key, kind):
@@ -97,30 +95,46 @@ def scan(tree: common.RawTree, rules: dict, show_progress: bool) -> Table:
   ids, images, label_rows, captions, missing, not_jpeg = [], [], [], [], [], []
   for part in PARTS:
     rel = tree.find_one(f"annotations/instances_{part}.json", "in annotations_trainval2017.zip")
-    data = _json(tree, rel, ("images", "annotations", "categories"))
-    cats = [(_field(tree, rel, c, "id", int), _field(tree, rel, c, "name", str)) for c in data["categories"]]
+    cats, files = [], {}
+    image_of, category_of, annotation_of = array("q"), array("q"), array("q")
+
+    def category(c):
+      cats.append((_field(tree, rel, c, "id", int), _field(tree, rel, c, "name", str)))
+
+    def image(record):
+      files[_field(tree, rel, record, "id", int)] = _field(tree, rel, record, "file_name", str)
+
+    def annotation(a):
+      # only the ids are kept (compact arrays, checked once the whole file is read: the lists may
+      # come in any order); the segmentation and the rest are dropped with the parsed element
+      ident = a.get("id") if isinstance(a, dict) else None
+      try:
+        image_of.append(_field(tree, rel, a, "image_id", int))
+        category_of.append(_field(tree, rel, a, "category_id", int))
+        annotation_of.append(ident if isinstance(ident, int) and not isinstance(ident, bool) else -1)
+      except OverflowError:
+        raise DataError(f"{tree.where(rel)}: annotation {ident} holds an id beyond 64 bits") from None
+
+    _walk(tree, rel, {"images": image, "annotations": annotation, "categories": category})
     if classes is None:
       classes, category_ids = [name for _, name in cats], {cid: k for k, (cid, _) in enumerate(cats)}
     elif [name for _, name in cats] != classes:
       raise DataError(f"{tree.where(rel)}: its categories differ from instances_{PARTS[0]}.json's")
-    files = {}
-    for image in data["images"]:
-      files[_field(tree, rel, image, "id", int)] = _field(tree, rel, image, "file_name", str)
     labels: dict[int, set] = {}
-    for a in data["annotations"]:
-      image_id, category = _field(tree, rel, a, "image_id", int), _field(tree, rel, a, "category_id", int)
-      if image_id not in files or category not in category_ids:
-        raise DataError(f"{tree.where(rel)}: annotation {a.get('id')} refers to image {image_id} or category "
-                        f"{category}, which the file does not list")
-      labels.setdefault(image_id, set()).add(category_ids[category])
-    del data
+    for image_id, category_id, ident in zip(image_of, category_of, annotation_of):
+      if image_id not in files or category_id not in category_ids:
+        raise DataError(f"{tree.where(rel)}: annotation {ident} refers to image {image_id} or category "
+                        f"{category_id}, which the file does not list")
+      labels.setdefault(image_id, set()).add(category_ids[category_id])
+    del image_of, category_of, annotation_of
     caption_rel = tree.find_one(f"annotations/captions_{part}.json", "in annotations_trainval2017.zip")
-    caption_data = _json(tree, caption_rel, ("annotations",))
     texts: dict[int, list[str]] = {}
-    for a in caption_data["annotations"]:
+
+    def caption(a):
       texts.setdefault(_field(tree, caption_rel, a, "image_id", int), []).append(
           _field(tree, caption_rel, a, "caption", str))
-    del caption_data
+
+    _walk(tree, caption_rel, {"annotations": caption})
     folder = None
     for image_id in common.progress(sorted(files), desc=f"coco {part}", enabled=show_progress):
       name = files[image_id]
