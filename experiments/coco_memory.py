@@ -1,11 +1,12 @@
 """Peak memory of `prepare coco` on a generated raw tree the size of the real annotations.
 
-    python experiments/coco_memory.py --work /tmp/coco-memory      # ~600 MB written there, removed after
+    python experiments/coco_memory.py --work /tmp/coco-memory [--zipped]   # ~600 MB there, removed after
 
 Writes annotations/instances_train2017.json in the real file's structure and at its size (118,287
 images, 860,001 annotations with polygon segmentations of realistic length and 1% crowd RLE
 ones, about 448 MiB), captions_train2017.json (591,753 captions), val2017 files at their real
-counts, and train2017.zip / val2017.zip holding a 3-byte JPEG signature per image; then runs
+counts, and train2017.zip / val2017.zip holding a 3-byte JPEG signature per image (with
+--zipped the annotations go into annotations_trainval2017.zip, as downloaded); then runs
 `python -m jxhash.data.prepare coco` in a child process and prints its peak resident memory
 (ru_maxrss of the child) and its wall time. The numbers are in docs/data.md ("Memory").
 """
@@ -92,6 +93,7 @@ def write_captions(path: pathlib.Path, part: str, ids: list[int], count: int, rn
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--work", required=True, help="scratch folder (created, and removed afterwards)")
+  p.add_argument("--zipped", action="store_true", help="read the annotations from annotations_trainval2017.zip")
   p.add_argument("--keep", action="store_true", help="keep the scratch folder; a later run on it measures again "
                  "without generating")
   args = p.parse_args(argv)
@@ -116,6 +118,16 @@ def main(argv=None) -> int:
     sizes = {p.name: p.stat().st_size for p in sorted(raw.rglob("*")) if p.is_file()}
     made = "reused" if reuse else f"generated in {time.time() - start:.0f} s"
     print(f"{made}: " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sizes.items()), flush=True)
+    if args.zipped:  # the annotations as downloaded: annotations_trainval2017.zip (deflated)
+      zipped = work / "raw-zipped"
+      if not zipped.is_dir():
+        zipped.mkdir()
+        for part in PARTS:
+          os.link(raw / f"{part}.zip", zipped / f"{part}.zip")
+        with zipfile.ZipFile(zipped / "annotations_trainval2017.zip", "w", zipfile.ZIP_DEFLATED) as z:
+          for path in sorted((raw / "annotations").iterdir()):
+            z.write(path, f"annotations/{path.name}")
+      raw = zipped
     start = time.time()
     command = [sys.executable, "-m", "jxhash.data.prepare", "coco", "--raw", str(raw), "--out", str(work / "out"),
                "--no-progress"]
