@@ -91,11 +91,11 @@ def read_not_used(given: str, offset: int, n: int) -> tuple[np.ndarray, dict]:
   except OSError as e:
     raise DataError(f"--rule not_used={given}: cannot read it ({e.strerror or e})") from None
   mask = np.zeros(n, bool)
-  for number, line in enumerate(data.decode("latin-1").splitlines(), 1):
-    text = line.strip()
+  for number, line in enumerate(data.splitlines(), 1):  # LF, CRLF or CR
+    text = line.strip().decode("latin-1")
     if not text:
       continue
-    if not text.isdigit() or not text.isascii():
+    if not (text.isascii() and text.isdigit()):
       raise DataError(f"{path}:{number}: {text[:40]!r} is not a whole number (not_used lists one image number a line)")
     row = int(text) - offset
     if not 0 <= row < n:
