@@ -217,6 +217,28 @@ class RawTree:
     if archive is None:
       self.hashes.setdefault(rel, {"sha256": digest.hexdigest(), "bytes": size})
 
+  def chunks(self, rel: str, size: int = _CHUNK) -> Iterator[bytes]:
+    """The bytes of a (possibly large) file in blocks of `size`, streamed; an extracted file's
+    sha256 is recorded once it has been read to the end (as `read_bytes` does)."""
+    if rel not in self.files:
+      raise DataError(f"--raw {self.root}: missing file {rel}")
+    archive, member = self.files[rel]
+    if archive is not None and archive not in self._zips:
+      yield self.read_bytes(rel)
+      return
+    digest, total = hashlib.sha256(), 0
+    try:
+      raw = open(self.root / rel, "rb") if archive is None else self._zips[archive].open(member)
+      with raw:
+        while block := raw.read(size):
+          digest.update(block)
+          total += len(block)
+          yield block
+    except (zipfile.BadZipFile, OSError, EOFError, zlib_error()) as e:
+      raise DataError(f"{self.where(rel)}: cannot read it ({e}); the download is damaged") from None
+    if archive is None:
+      self.hashes.setdefault(rel, {"sha256": digest.hexdigest(), "bytes": total})
+
   def magic(self, rel: str, n: int = 3) -> bytes:
     """The first `n` bytes of `rel` (images: checked, not hashed)."""
     archive, member = self.files[rel]

@@ -17,15 +17,22 @@ Rules (sources in docs/data.md):
   text: AllTags1k.txt's 0/1 rows;
   keep: "labelled" = >= 1 label (DCMH: 195,834 for TC-21), "labelled-tagged" = also >= 1 of
     the 1k tags (MITH: 190,421);
-  caption: all of an item's tags in All_Tags.txt, joined by spaces.
+  caption: all of an item's tags in All_Tags.txt, joined by spaces;
+  not_used: a list of images to remove in the format of DSPH's not-used-id.txt (one number v per
+    line; v - not_used_offset is the 0-based line of Imagelist.txt; DSPH subtracts 2), read from a
+    file the user gives; removed before the keep rule, and checked against the labels (the
+    manifest's notes say how many listed images have a label and how many unlisted ones have none).
 Every file is streamed line by line (269,648 lines each); memory stays at the label and tag
 matrices of the items (about 100 MB for the full set).
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
+from jxhash import fileio
 from jxhash.data.options import Option, Schema
 from jxhash.data.prepare import common, pipeline
 from jxhash.data.prepare.table import Table
@@ -38,6 +45,10 @@ RULES = Schema("nuswide", [
     Option("concepts", "str", "top21", "label set: the 21 or 10 most frequent concepts", choices=("top21", "top10")),
     Option("keep", "str", "labelled", "items kept: >= 1 label, or >= 1 label and >= 1 of the 1k tags",
            choices=("labelled", "labelled-tagged")),
+    Option("not_used", "path", None, "a file listing images to remove, in the format of DSPH's not-used-id.txt "
+           "(one whole number per line); none: remove nothing", optional=True),
+    Option("not_used_offset", "int", 2, "what is subtracted from each number of not_used to give the 0-based line "
+           "of Imagelist.txt (DSPH's make_nuswide.py subtracts 2)", low=0),
     *pipeline.split_options(num_query=2100, num_train=10500),
 ])
 
@@ -68,6 +79,35 @@ def _binary_column(tree: common.RawTree, rel: str, n: int) -> np.ndarray:
   return column
 
 
+def read_not_used(given: str, offset: int, n: int) -> tuple[np.ndarray, dict]:
+  """The (n,) bool mask of the images a DSPH-format list removes, and the file's identity.
+
+  The file: one whole number v per line (blank lines skipped, CRLF allowed); v - offset is the
+  0-based line of Imagelist.txt. DSPH's make_nuswide.py removes each such row with list.remove,
+  so a number listed twice or naming no image fails there too: both are refused here."""
+  path = fileio.resolve(given)
+  try:
+    data = path.read_bytes()
+  except OSError as e:
+    raise DataError(f"--rule not_used={given}: cannot read it ({e.strerror or e})") from None
+  mask = np.zeros(n, bool)
+  for number, line in enumerate(data.splitlines(), 1):  # LF, CRLF or CR
+    text = line.strip().decode("latin-1")
+    if not text:
+      continue
+    if not (text.isascii() and text.isdigit()):
+      raise DataError(f"{path}:{number}: {text[:40]!r} is not a whole number (not_used lists one image number a line)")
+    row = int(text) - offset
+    if not 0 <= row < n:
+      raise DataError(f"{path}:{number}: {text} - not_used_offset {offset} = {row}, not a line of the {n} images of "
+                      f"Imagelist.txt (0..{n - 1}); is not_used_offset right?")
+    if mask[row]:
+      raise DataError(f"{path}:{number}: {text} is listed twice")
+    mask[row] = True
+  return mask, {"file": str(path), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "offset": offset,
+                "listed": int(mask.sum())}
+
+
 def scan(tree: common.RawTree, rules: dict, show_progress: bool) -> Table:
   listing = tree.find_one("ImageList/Imagelist.txt", "the image list, in ImageList.zip")
   files = []
@@ -79,6 +119,8 @@ def scan(tree: common.RawTree, rules: dict, show_progress: bool) -> Table:
       raise DataError(f"{tree.where(listing)}:{number}: expected '<folder>\\<file>.jpg', got {line[:60]!r}")
     files.append((parts[-2], parts[-1]))
   n = len(files)
+  # checked before the long reads below
+  not_used = read_not_used(rules["not_used"], rules["not_used_offset"], n) if rules["not_used"] else None
   concepts_file = tree.find_one("Concepts81.txt", "the concept list, in ConceptsList.zip")
   concepts = [c.strip() for c in tree.lines(concepts_file) if c.strip()]
   columns = {}
@@ -147,13 +189,20 @@ def scan(tree: common.RawTree, rules: dict, show_progress: bool) -> Table:
   flickr_ids = [i.split("_", 1)[-1] for i in ids]
   notes = {"concepts_by_frequency": ranked[:size], "duplicated_flickr_ids": n - len(set(flickr_ids)),
            "image_folder": prefix or "."}
+  flags = {"image_missing": missing, "not_jpeg": not_jpeg}
+  if not_used is not None:
+    listed, identity = not_used
+    labelled = labels.any(1)
+    # a list that is the unlabelled images (as DSPH's is meant to be) gives 0 and 0 here
+    notes["not_used"] = {**identity, "listed_with_label": int((listed & labelled).sum()),
+                         "unlisted_without_label": int((~listed & ~labelled).sum())}
+    flags["not_used"] = listed
   return Table(ids=ids, images=images, labels=labels, classes=classes, indptr=indptr, indices=indices.astype(np.int32),
-               vocab=vocab, captions=captions, raw_tags=raw_tags, flags={"image_missing": missing,
-                                                                         "not_jpeg": not_jpeg}, notes=notes)
+               vocab=vocab, captions=captions, raw_tags=raw_tags, flags=flags, notes=notes)
 
 
 def select(table: Table, rules: dict):
-  return pipeline.select_labelled(table, rules, untagged="no_1k_tag")
+  return pipeline.select_labelled(table, rules, untagged="no_1k_tag", removed=table.flags.get("not_used"))
 
 
 DATASET = pipeline.Dataset(name="nuswide", rules=RULES, protocols=PROTOCOLS, default_protocol="dcmh",

@@ -21,6 +21,7 @@ from collections import Counter
 import numpy as np
 
 import jxhash
+from jxhash import fileio
 from jxhash.data.prepare import common
 from jxhash.data.prepare.table import Table
 from jxhash.errors import DataError
@@ -69,6 +70,21 @@ def raw_identity(tree: common.RawTree) -> dict:
   return {"root": str(tree.root), "archives": archives, "files": len(tree.files)}
 
 
+def rule_files(dataset: Dataset, rules: dict) -> dict:
+  """The files that rules name (kind "path"): resolved path, size and mtime, so that resuming
+  with the same rules but an edited file starts afresh."""
+  files = {}
+  for option in dataset.rules:
+    if option.kind == "path" and rules.get(option.name) is not None:
+      path = fileio.resolve(rules[option.name])
+      try:
+        stat = path.stat()
+        files[option.name] = [str(path), stat.st_size, stat.st_mtime_ns]
+      except OSError:
+        files[option.name] = [str(path), None, None]  # the scan says what is wrong with it
+  return files
+
+
 def prepare(dataset: Dataset, raw, out, *, protocol: str | None = None, rules: dict | None = None,
             overwrite: bool = False, show_progress: bool = True) -> dict:
   """Prepare one protocol folder from the official downloads in `raw`; returns the manifest."""
@@ -78,6 +94,9 @@ def prepare(dataset: Dataset, raw, out, *, protocol: str | None = None, rules: d
   try:
     settings = {"format": FORMAT, "dataset": dataset.name, "protocol": protocol, "rules": resolved,
                 "raw": raw_identity(tree)}
+    files = rule_files(dataset, resolved)
+    if files:
+      settings["rule_files"] = files
     work = common.Workspace(out, settings, overwrite=overwrite)
     scan_dir = work.path("_scan")
 
@@ -230,15 +249,21 @@ def image_rule(table: Table, rules: dict, keep: np.ndarray, dropped: dict, tree_
   return keep & ~missing
 
 
-def select_labelled(table, rules: dict, *, untagged: str):
+def select_labelled(table, rules: dict, *, untagged: str, removed: np.ndarray | None = None):
   """The DCMH-lineage item rule shared by MIRFlickr and NUS-WIDE: keep items with at least one
   label, and with `keep="labelled-tagged"` also at least one vocabulary tag (the count of items
-  dropped for that goes under `untagged`), then the image rule. (kept mask, dropped counts)."""
+  dropped for that goes under `untagged`), then the image rule. `removed` (N,) bool: items a
+  given list removes first (counted under "not_used"). (kept mask, dropped counts)."""
   labelled = table.labels.any(1)
-  keep = labelled.copy()
-  dropped = {"no_label": int((~labelled).sum())}
+  dropped = {}
+  start = np.ones(len(table), bool)
+  if removed is not None:
+    start = ~removed
+    dropped["not_used"] = int(removed.sum())
+  keep = start & labelled
+  dropped["no_label"] = int((start & ~labelled).sum())
   if rules["keep"] == "labelled-tagged":
     tagged = table.tags_per_item() > 0
-    dropped[untagged] = int((labelled & ~tagged).sum())
+    dropped[untagged] = int((keep & ~tagged).sum())
     keep &= tagged
   return image_rule(table, rules, keep, dropped), dropped
