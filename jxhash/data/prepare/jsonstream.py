@@ -6,6 +6,11 @@ object at once: 3.15 GiB peak for `prepare coco` on a generated file of the real
 hands each element of a top-level list to a callback as soon as json's own decoder has parsed
 it, so memory stays at one block, one element and what the callbacks keep. The values parsed
 are json.loads's: only the reading is incremental.
+
+ijson streams JSON too; this module keeps to the standard library because one reader of two
+files does not earn a dependency, and because its values must be exactly json.loads's (ijson
+gives `Decimal` for non-integers unless told otherwise, and its backends differ in speed by
+platform), which the byte-identical outputs of `prepare` rely on.
 """
 
 from __future__ import annotations
