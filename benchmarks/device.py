@@ -346,12 +346,13 @@ def part_eval(args, sz) -> dict:
   import jax.numpy as jnp
   import numpy as np
   import eval_reference
-  from jxhash import _rank_kernels, metrics
+  from jxhash import metrics
+  from jxhash.metrics import ranking
 
   cuda = torch_cuda()
   rows = []
   warm = (np.ones((2, 64), np.int8), np.ones((5, 64), np.int8), np.ones((2, 3), np.uint8), np.ones((5, 3), np.uint8))
-  have_numba = _rank_kernels.have_numba()
+  have_numba = ranking.have_numba()
   if have_numba:
     for ties in ("index", "average"):  # load the compiled kernels
       metrics.mean_average_precision(*warm, ties=ties, backend="numba")
@@ -426,14 +427,15 @@ def part_eval(args, sz) -> dict:
 def work_memory(device, rows: int = 256) -> dict:
   """XLA's account of the jax scans' temporary memory for a chunk of `rows` queries, in bytes
   per (query, item), against the bound `jxhash.metrics` sizes its chunks with."""
-  from jxhash import _rank_kernels, metrics
+  from jxhash import metrics
+  from jxhash.metrics import ranking
   q = (device[0][:rows], device[2][:rows])
   db = (device[1], device[3])
   n_db, bits, classes = device[1].shape[0], device[1].shape[1], device[3].shape[1]
   programs = {
-      "index": _rank_kernels._jax_index_metrics.lower(*q, *db, rows, num_buckets=bits + 1, ks=(1000,), ns=(1000,)),
-      "buckets": _rank_kernels._jax_bucket_counts.lower(*q, *db, num_buckets=bits + 1, num_classes=classes,
-                                                        weighted=False),
+      "index": ranking._jax_index_metrics.lower(*q, *db, rows, num_buckets=bits + 1, ks=(1000,), ns=(1000,)),
+      "buckets": ranking._jax_bucket_counts.lower(*q, *db, num_buckets=bits + 1, num_classes=classes,
+                                                  weighted=False),
   }
   out = {name: p.compile().memory_analysis().temp_size_in_bytes / (q[0].shape[0] * n_db)
          for name, p in programs.items()}
