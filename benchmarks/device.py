@@ -287,7 +287,7 @@ def part_methods(args, sz) -> dict:
   import bench_seeds
   import bench_train
   from jxhash import methods
-  from jxhash import distributed as parallel
+  from jxhash import distributed
   from jxhash.training import runstate
   from jxhash.spec import Dims
 
@@ -296,14 +296,14 @@ def part_methods(args, sz) -> dict:
   host = bench_train.make_data(targs)
   t = sz["train"]
   dims = Dims(image_shape=(t["image_dim"],), text_dim=t["text_dim"], num_labels=t["num_labels"])
-  mesh = parallel.make_mesh()
+  mesh = distributed.make_mesh()
   rows = []
   for name in methods.METHODS:
     spec = methods.get_method(name)
     # --tiny: the method's own smoke configuration (small widths), as JXHASH_SMOKE=1 runs use
     config = spec.Config(**{**(spec.smoke if args.tiny else {}), "bits": t["bits"]})
     keys = ("image", "text", "labels") if spec.supervised else ("image", "text")
-    data = parallel.replicate({k: jnp.asarray(host[k]) for k in keys}, mesh)
+    data = distributed.replicate({k: jnp.asarray(host[k]) for k in keys}, mesh)
     for seeds in sz["seeds"]:
       what = f"{name} x{seeds}"
       if time.monotonic() > deadline:
@@ -312,7 +312,7 @@ def part_methods(args, sz) -> dict:
 
       def one(spec=spec, config=config, data=data, seeds=seeds):
         stage = spec.stages(config, t["n"])[-1]
-        state = parallel.replicate(runstate.init_state(spec, config, dims, t["n"], seed=0, num_seeds=seeds), mesh)
+        state = distributed.replicate(runstate.init_state(spec, config, dims, t["n"], seed=0, num_seeds=seeds), mesh)
         start = time.perf_counter()
         epoch = bench_train.trainer_epoch(stage, mesh).lower(state, data).compile()
         compile_s = time.perf_counter() - start

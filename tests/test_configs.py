@@ -8,7 +8,7 @@ import pytest
 from jxhash import data, settings
 from jxhash.commands import flags
 from jxhash.commands import reproduce
-from jxhash.commands import train as run_cli
+from jxhash.commands import train
 from jxhash.methods import get_method
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -44,15 +44,15 @@ def test_flags_override_a_config_file(tmp_path):
   path = tmp_path / "c.py"
   path.write_text("def get_config():\n  return {'method': 'dcmh', 'dataset': 'synthetic', 'bits': 16, "
                   "'set': {'lr': 5.0, 'eta': 0.5}, 'data_options': {'num_items': 400, 'noise': 0.1}}\n")
-  args = run_cli.parse_args(["--config", str(path), "--set", "lr=7", "--data-option", "noise=0.2"])
-  config = run_cli.build_config(get_method("dcmh"), args)
+  args = train.parse_args(["--config", str(path), "--set", "lr=7", "--data-option", "noise=0.2"])
+  config = train.build_config(get_method("dcmh"), args)
   assert (config.bits, config.lr, config.eta) == (16, 7.0, 0.5)
-  s = run_cli.settings_of(args)
+  s = train.settings_of(args)
   assert s.data.options == {"num_items": 400, "noise": "0.2"}
-  assert run_cli.build_config(get_method("dcmh"), run_cli.parse_args(["--config", str(path), "--bits", "64"])).bits == 64
-  dotted = run_cli.parse_args(["--config", str(path), "--config.method.lr=30", "--config.train.seeds", "2"])
-  assert run_cli.build_config(get_method("dcmh"), dotted).lr == 30.0
-  assert run_cli.settings_of(dotted).train.seeds == 2
+  assert train.build_config(get_method("dcmh"), train.parse_args(["--config", str(path), "--bits", "64"])).bits == 64
+  dotted = train.parse_args(["--config", str(path), "--config.method.lr=30", "--config.train.seeds", "2"])
+  assert train.build_config(get_method("dcmh"), dotted).lr == 30.0
+  assert train.settings_of(dotted).train.seeds == 2
 
 
 @pytest.mark.parametrize("values, message", [

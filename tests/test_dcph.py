@@ -9,7 +9,7 @@ import pytest
 
 from jxhash import checkpoint, data, losses, metrics
 from jxhash.training import runstate
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 
 from jxhash.spec import Dims
 from jxhash.errors import UserError
@@ -286,9 +286,9 @@ def test_short_run_beats_chance_and_checkpoint_keeps_the_proxies(tmp_path):
   # published lrs are for AlexNet fine-tuning; a feature MLP this small needs a larger image lr
   config = spec.Config(bits=16, epochs=6, image_lr=5e-3, image_hidden=(256,), text_hidden=(256,),
                        proxy_hidden=256, proxy_epochs=4)
-  options = train.TrainOptions(progress=False, eval_every=0)
+  options = trainer.TrainOptions(progress=False, eval_every=0)
   store = checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options))
-  result = train.fit(spec, config, ds, options, store=store)
+  result = trainer.fit(spec, config, ds, options, store=store)
   for direction in ("i2t", "t2i"):
     assert result.final[direction]["map"] > chance + 0.2, (direction, result.final[direction]["map"], chance)
 
