@@ -210,7 +210,7 @@ def test_proxy_stage_gives_distant_binary_proxies(variant):
   c, k = 10, 32
   config = SMALL_CONFIG
   if variant == "reconstruction":
-    config = dataclasses.replace(config, **{**dcph.RECONSTRUCTED_PROXY_STAGE, "proxy_hidden": 512})
+    config = dataclasses.replace(config, **{**dcph.SPEC.presets["pairwise-proxy"], "proxy_hidden": 512})
   state = dcph.init(jax.random.PRNGKey(0), config, SMALL_DIMS, 20)
   before = dcph.proxy_distances(state.proxies)
   step = jax.jit(dcph._proxy_step(config))
@@ -322,8 +322,8 @@ def test_proxy_stage_defaults_are_psldhs_on_the_ports_label_net():
   assert (c.proxy_lr, c.proxy_lr_decay_steps, c.proxy_lr_decay, c.proxy_weight_decay, c.proxy_momentum) == (
       1e-3, 100, 0.1, 1e-5, 0.0)
   assert c.proxy_epochs * c.proxy_steps == 200  # PSLDH's 200 full-batch updates
-  # the earlier default stays one set of overrides away, and every override is a Config field
-  old = dataclasses.replace(c, **dcph.RECONSTRUCTED_PROXY_STAGE)
+  # the earlier default stays one preset away, and every field it sets is a Config field
+  old = dataclasses.replace(c, **dcph.SPEC.presets["pairwise-proxy"])
   assert (old.proxy_loss, old.proxy_balance, old.proxy_lr, old.proxy_lr_decay_steps) == ("pairwise", 1.0, 0.01, 0)
   with pytest.raises(UserError, match="proxy_loss"):
     dcph.stages(dataclasses.replace(c, proxy_loss="gram"), 10)

@@ -17,7 +17,7 @@ from jxhash.methods import get_method, hsidhn, toolkit
 from jxhash.nets import layerwise, multiscale
 
 PREVIOUS = {}  # the default is the first reconstruction
-LAB = dict(hsidhn.LAB_PRESET)  # the SCAHN/SAALDH template with the lab's optimiser
+LAB = dict(hsidhn.SPEC.presets["lab"])  # the SCAHN/SAALDH template with the lab's optimiser
 
 # rows: a = {0}, b = {0}, c = {0, 1}, d = {2}, e = {0, 1}, f = {} (unlabelled)
 LABELS = np.array([[1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 0, 1], [1, 1, 0], [0, 0, 0]], np.float32)
