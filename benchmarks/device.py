@@ -300,7 +300,7 @@ def part_methods(args, sz) -> dict:
   rows = []
   for name in methods.METHODS:
     spec = methods.get_method(name)
-    # --tiny: the method's own smoke configuration (small widths), as JXHASH_SMOKE=1 runs use
+    # --tiny: the method's own smoke configuration (small widths), the `smoke` preset
     config = spec.Config(**{**(spec.smoke if args.tiny else {}), "bits": t["bits"]})
     keys = ("image", "text", "labels") if spec.supervised else ("image", "text")
     data = distributed.replicate({k: jnp.asarray(host[k]) for k in keys}, mesh)

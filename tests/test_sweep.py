@@ -24,8 +24,7 @@ SMALL = TINY_SPLIT_FLAGS
 
 @pytest.mark.slow
 def test_sweep_scores_on_val_resumes_and_tests_the_best_once(tmp_path, monkeypatch, capsys):
-  monkeypatch.setenv("JXHASH_SMOKE", "1")
-  argv = ["--method", "dcmh", "--bits", "16", "--seeds", "2", "--eval-every", "1", "--grid", "lr=0.1,30",
+  argv = ["--method", "dcmh", "--preset", "smoke", "--bits", "16", "--seeds", "2", "--eval-every", "1", "--grid", "lr=0.1,30",
           "--grid", "eta=0.1,1", *SMALL, "--out-dir", str(tmp_path / "sw")]
   calls = []
   from jxhash.training import trainer
@@ -127,8 +126,7 @@ def test_baselines_span_chance_to_supervised(tmp_path):
 
 @pytest.mark.slow
 def test_a_seed_loop_then_several_seeds_writes_six_results_and_overwrites_nothing(tmp_path, monkeypatch):
-  monkeypatch.setenv("JXHASH_SMOKE", "1")
-  base = ["--method", "dcmh", "--workdir", str(tmp_path), "--no-progress", *SMALL]  # results/, checkpoints/ there
+  base = ["--method", "dcmh", "--preset", "smoke", "--workdir", str(tmp_path), "--no-progress", *SMALL]  # results/, checkpoints/ there
   for s in range(5):
     assert train.main([*base, "--seed", str(s)]) == 0
   first = {p.name: p.read_bytes() for p in (tmp_path / "results").glob("*.json")}

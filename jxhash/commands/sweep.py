@@ -101,9 +101,6 @@ def _configured(args, setting: dict):
   s = args.settings
   spec = get_method(s.method.name)
   s = s.replace(method={"set": {**s.method.set, **setting}})
-  if os.environ.get("JXHASH_SMOKE") == "1":  # the README test's switch (as in `jxhash train`)
-    from jxhash import config as config_lib
-    s = s.replace(method={"set": {**s.method.set, **config_lib.presets(spec)["smoke"]}})
   return spec, settings_lib.method_config(spec, s)
 
 

@@ -86,12 +86,6 @@ def build_config(spec, args):
 def settings_of(args):
   """The run's settings: config file, flags, dotted items, and the output flags."""
   s = flags.settings_from_args(args, args.dotted)
-  if os.environ.get("JXHASH_SMOKE") == "1":
-    # the README test's switch: every run at its method's smoke configuration
-    from jxhash import config as config_lib
-    from jxhash.methods import get_method
-    smoke = config_lib.presets(get_method(s.method.name))["smoke"]
-    s = s.replace(method={"set": {**s.method.set, **smoke}})
   return s.replace(output={"workdir": args.workdir, "out": args.out, "checkpoint_dir": args.checkpoint_dir,
                            "checkpoint": not args.no_checkpoint, "progress": not args.no_progress,
                            "tensorboard": not args.no_tensorboard,
