@@ -5,6 +5,7 @@ seeds that equal separate runs, and the same result on 4 simulated devices as on
 import dataclasses
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -52,6 +53,20 @@ def test_spec_is_complete(name, registered):
   assert config.bits > 0 and config.epochs > 0 and config.batch_size > 0
   assert dataclasses.is_dataclass(config) and type(config).__dataclass_params__.frozen
   assert set(spec.smoke) <= {f.name for f in dataclasses.fields(config)}
+
+
+def test_the_readme_fidelity_column_quotes_each_spec():
+  """The README's methods table says what `spec.fidelity` says, word for word (its docs path a link)."""
+  text = (ROOT / "README.md").read_text()
+  table = text.split("| method | paper | fidelity |\n|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
+  rows = {}
+  for line in table.splitlines():
+    cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+    name = cells[0].strip("`")
+    rows[name] = re.sub(r"\[([^\]]+)\]\(\1\)", r"\1", cells[2])  # [path](path) -> path
+  assert sorted(rows) == sorted(METHODS)
+  for name, spec in METHODS.items():
+    assert rows[name] == spec.fidelity, name
 
 
 # the quick tier trains the baseline and the toy method end to end; the other methods' runs are slow
