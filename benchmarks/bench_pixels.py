@@ -13,7 +13,7 @@ items and 24 labels. Model: DCMH with CNN-F (VGG-F widths, or `--tiny` widths 6/
 forward and backward over every training image) then the text phase then B = sign(F + G).
 
 Measured, each after one untimed epoch (compilation):
-  streamed: `train.StreamedEpoch`, the trainer's path for image stacks on disk: each batch's
+  streamed: `trainer.StreamedEpoch`, the trainer's path for image stacks on disk: each batch's
     rows read on the host, copied to the device and trained on, `--prefetch` batches ahead on
     a background thread;
   resident: `epochs.compile_epoch`, the whole training image array already on the device and
@@ -41,8 +41,8 @@ from jxhash.training import runstate
 
 from jxhash.spec import Dims
 from jxhash import methods
-from jxhash import distributed as parallel
-from jxhash.training import trainer as train
+from jxhash import distributed
+from jxhash.training import trainer
 from jxhash.data import augment
 
 
@@ -81,7 +81,7 @@ def main(argv=None):
   config = dataclasses.replace(spec.Config(), bits=args.bits, batch_size=args.batch_size, epochs=100,
                                cnn_dtype=args.dtype, **cnn)
   stage = spec.stages(config, args.num_train)[0]
-  mesh = parallel.make_mesh()
+  mesh = distributed.make_mesh()
   stats = inputs.fit_normalizer(ds, "standardize")
   print(f"devices: {jax.devices()}; {args.num_train} × 224×224×3 train images, batch {args.batch_size}, "
         f"CNN-F {'tiny' if args.tiny else 'VGG-F'} {args.dtype}, {args.bits} bits")
@@ -95,15 +95,15 @@ def main(argv=None):
 
   def fresh_state():
     state = runstate.init_state(spec, config, Dims.of(ds), args.num_train)
-    return parallel.replicate(state, mesh)
+    return distributed.replicate(state, mesh)
 
   results = {}
-  arrays = parallel.replicate({k: jnp.asarray(v) for k, v in
+  arrays = distributed.replicate({k: jnp.asarray(v) for k, v in
                                inputs.training_arrays(ds, stats, supervised=spec.supervised, image=False).items()}, mesh)
-  streamed = train.StreamedEpoch(stage, mesh, augment.Augment(), images, lambda x: x, args.prefetch)
+  streamed = trainer.StreamedEpoch(stage, mesh, augment.Augment(), images, lambda x: x, args.prefetch)
   _, results["streamed"] = time_epochs(streamed, fresh_state(), arrays, args.epochs)
   if not args.skip_resident:
-    arrays = dict(arrays, image=parallel.replicate(jnp.asarray(images[np.arange(args.num_train)]), mesh))
+    arrays = dict(arrays, image=distributed.replicate(jnp.asarray(images[np.arange(args.num_train)]), mesh))
     _, results["resident"] = time_epochs(epochs.compile_epoch(stage, mesh), fresh_state(), arrays, args.epochs)
 
   for name, times in results.items():

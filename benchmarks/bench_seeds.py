@@ -19,7 +19,7 @@ without vmap, the trainer change TRAIN.md recommends). Compile time is printed s
 
 Model: DCMH with small networks (default image and text hidden width 512, 32 bits, batch
 128) on `data.load("synthetic", num_items=3000, num_train=2000)` (128-d image, 64-d text,
-10 labels), standardised as `train.fit` does.
+10 labels), standardised as `trainer.fit` does.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 
 from jxhash import data as jdata, methods
 from jxhash.training import inputs
-from jxhash import distributed as parallel
+from jxhash import distributed
 from jxhash.training import runstate
 from jxhash.spec import Dims
 
@@ -65,7 +65,7 @@ def parse_args(argv=None):
 
 def run_epochs(epoch_fn, state, arrays, count: int):
   """`count` epochs; returns (state, [seconds of each]). Each epoch ends with its losses read
-  back to the host, as `train.fit` does."""
+  back to the host, as `trainer.fit` does."""
   times = []
   for _ in range(count):
     start = time.perf_counter()
@@ -84,8 +84,8 @@ def main(argv=None):
   config = spec.Config(bits=args.bits, epochs=args.warmup + args.epochs, batch_size=args.batch_size,
                        image_hidden=(args.hidden,), text_hidden=(args.hidden,))
   num_train = int(ds.train.size)
-  mesh = parallel.make_mesh()
-  arrays = parallel.replicate({k: jnp.asarray(v) for k, v in inputs.training_arrays(ds, stats, supervised=spec.supervised).items()}, mesh)
+  mesh = distributed.make_mesh()
+  arrays = distributed.replicate({k: jnp.asarray(v) for k, v in inputs.training_arrays(ds, stats, supervised=spec.supervised).items()}, mesh)
   stage = spec.stages(config, num_train)[0]
 
   # Every state below is sliced from this one. A fresh init_state builds new optimizer
@@ -98,7 +98,7 @@ def main(argv=None):
     """Seeds lo..hi-1 of the master state as their own state on the mesh."""
     part = master.replace(model=jax.tree.map(lambda x: x[lo:hi], master.model), rng=master.rng[lo:hi],
                           epoch=jnp.zeros((), jnp.int32))
-    return parallel.replicate(part, mesh)
+    return distributed.replicate(part, mesh)
 
   def compiled_for(num_seeds, *, squeeze=False):
     start = time.perf_counter()

@@ -18,7 +18,7 @@ for the cores), run one after another on the same synthetic arrays:
   scan   jxhash's trainer: `epochs.compile_epoch` (the whole epoch, both phases and B = sign(F+G),
          one jitted program of `lax.scan`s; with one seed the trainer drops the seed axis
          instead of vmapping over it) on a RunState from `runstate.init_state`. The timed epoch
-         includes reading the epoch's losses back to the host, as `train.fit` does every epoch.
+         includes reading the epoch's losses back to the host, as `trainer.fit` does every epoch.
   vmap1  the same epoch vmapped over the seed axis of size 1, as the trainer ran it before it
          squeezed a single seed: XLA:CPU then computes the large weight gradients transposed
          and transposes them back in every SGD update. scan against vmap1 is what the squeeze
@@ -145,7 +145,7 @@ def _jax_setup(args, arrays):
   """DCMH spec, config, the single-seed RunState and the arrays, placed on the mesh."""
   import jax.numpy as jnp
   from jxhash import methods
-  from jxhash import distributed as parallel
+  from jxhash import distributed
   from jxhash.training import runstate
   from jxhash.spec import Dims
 
@@ -154,9 +154,9 @@ def _jax_setup(args, arrays):
   config = spec.Config(bits=args.bits, epochs=args.warmup + args.epochs, batch_size=args.batch_size,
                        image_hidden=(args.image_hidden,), text_hidden=(args.text_hidden,))
   dims = Dims(image_shape=(args.image_dim,), text_dim=args.text_dim, num_labels=args.num_labels)
-  mesh = parallel.make_mesh()
-  state = parallel.replicate(runstate.init_state(spec, config, dims, args.n, seed=0), mesh)
-  data = parallel.replicate({k: jnp.asarray(v) for k, v in arrays.items()}, mesh)
+  mesh = distributed.make_mesh()
+  state = distributed.replicate(runstate.init_state(spec, config, dims, args.n, seed=0), mesh)
+  data = distributed.replicate({k: jnp.asarray(v) for k, v in arrays.items()}, mesh)
   return spec, config, mesh, state, data
 
 

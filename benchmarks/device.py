@@ -287,7 +287,7 @@ def part_methods(args, sz) -> dict:
   import bench_seeds
   import bench_train
   from jxhash import methods
-  from jxhash import distributed as parallel
+  from jxhash import distributed
   from jxhash.training import runstate
   from jxhash.spec import Dims
 
@@ -296,14 +296,14 @@ def part_methods(args, sz) -> dict:
   host = bench_train.make_data(targs)
   t = sz["train"]
   dims = Dims(image_shape=(t["image_dim"],), text_dim=t["text_dim"], num_labels=t["num_labels"])
-  mesh = parallel.make_mesh()
+  mesh = distributed.make_mesh()
   rows = []
   for name in methods.METHODS:
     spec = methods.get_method(name)
-    # --tiny: the method's own smoke configuration (small widths), as JXHASH_SMOKE=1 runs use
+    # --tiny: the method's own smoke configuration (small widths), the `smoke` preset
     config = spec.Config(**{**(spec.smoke if args.tiny else {}), "bits": t["bits"]})
     keys = ("image", "text", "labels") if spec.supervised else ("image", "text")
-    data = parallel.replicate({k: jnp.asarray(host[k]) for k in keys}, mesh)
+    data = distributed.replicate({k: jnp.asarray(host[k]) for k in keys}, mesh)
     for seeds in sz["seeds"]:
       what = f"{name} x{seeds}"
       if time.monotonic() > deadline:
@@ -312,7 +312,7 @@ def part_methods(args, sz) -> dict:
 
       def one(spec=spec, config=config, data=data, seeds=seeds):
         stage = spec.stages(config, t["n"])[-1]
-        state = parallel.replicate(runstate.init_state(spec, config, dims, t["n"], seed=0, num_seeds=seeds), mesh)
+        state = distributed.replicate(runstate.init_state(spec, config, dims, t["n"], seed=0, num_seeds=seeds), mesh)
         start = time.perf_counter()
         epoch = bench_train.trainer_epoch(stage, mesh).lower(state, data).compile()
         compile_s = time.perf_counter() - start
@@ -346,12 +346,13 @@ def part_eval(args, sz) -> dict:
   import jax.numpy as jnp
   import numpy as np
   import eval_reference
-  from jxhash import _rank_kernels, metrics
+  from jxhash import metrics
+  from jxhash.metrics import ranking
 
   cuda = torch_cuda()
   rows = []
   warm = (np.ones((2, 64), np.int8), np.ones((5, 64), np.int8), np.ones((2, 3), np.uint8), np.ones((5, 3), np.uint8))
-  have_numba = _rank_kernels.have_numba()
+  have_numba = ranking.have_numba()
   if have_numba:
     for ties in ("index", "average"):  # load the compiled kernels
       metrics.mean_average_precision(*warm, ties=ties, backend="numba")
@@ -426,14 +427,15 @@ def part_eval(args, sz) -> dict:
 def work_memory(device, rows: int = 256) -> dict:
   """XLA's account of the jax scans' temporary memory for a chunk of `rows` queries, in bytes
   per (query, item), against the bound `jxhash.metrics` sizes its chunks with."""
-  from jxhash import _rank_kernels, metrics
+  from jxhash import metrics
+  from jxhash.metrics import ranking
   q = (device[0][:rows], device[2][:rows])
   db = (device[1], device[3])
   n_db, bits, classes = device[1].shape[0], device[1].shape[1], device[3].shape[1]
   programs = {
-      "index": _rank_kernels._jax_index_metrics.lower(*q, *db, rows, num_buckets=bits + 1, ks=(1000,), ns=(1000,)),
-      "buckets": _rank_kernels._jax_bucket_counts.lower(*q, *db, num_buckets=bits + 1, num_classes=classes,
-                                                        weighted=False),
+      "index": ranking._jax_index_metrics.lower(*q, *db, rows, num_buckets=bits + 1, ks=(1000,), ns=(1000,)),
+      "buckets": ranking._jax_bucket_counts.lower(*q, *db, num_buckets=bits + 1, num_classes=classes,
+                                                  weighted=False),
   }
   out = {name: p.compile().memory_analysis().temp_size_in_bytes / (q[0].shape[0] * n_db)
          for name, p in programs.items()}

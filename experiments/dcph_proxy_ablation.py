@@ -20,6 +20,7 @@ Two parts, both printed as markdown:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -30,10 +31,11 @@ from jxhash.errors import UserError
 
 RUN_SCRIPT = pathlib.Path(__file__).resolve().parent / "run.py"  # executed as a program, not imported
 
-# name -> (results file stem, config overrides as for --set); None = dcph.RECONSTRUCTED_PROXY_STAGE.
-# Every PSLDH variant names its beta, so the commands do not depend on the current default.
+# name -> (results file stem, config overrides as for --set); a str names a preset of dcph instead
+# (`--preset pairwise-proxy`: jxhash's earlier proxy stage). Every PSLDH variant names its beta, so the
+# commands do not depend on the current default.
 VARIANTS = {
-    "old (reconstruction)": ("old", None),
+    "old (reconstruction)": ("old", "pairwise-proxy"),
     "new default: PSLDH, β=0.01": ("default", {"proxy_beta": "0.01"}),
     "PSLDH, β=1": ("psldh-beta-1", {"proxy_beta": "1"}),
     "PSLDH + PSLDH's net (512, no BN), β=0.01": (
@@ -50,12 +52,16 @@ BITS = {32: list(VARIANTS), 16: [OLD, DEFAULT, BETA1], 64: [OLD, DEFAULT, BETA1]
 SHIPPED = "1.7–2.4 | 0.29–0.39 | −0.035 to −0.024 | —"
 
 
-def overrides(name: str) -> dict:
-  from jxhash.methods import dcph
+def preset(name: str) -> str | None:
+  """The dcph preset variant `name` runs at, or None (the defaults)."""
   values = VARIANTS[name][1]
-  if values is None:
-    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in dcph.RECONSTRUCTED_PROXY_STAGE.items()}
-  return values
+  return values if isinstance(values, str) else None
+
+
+def overrides(name: str) -> dict:
+  """The --set overrides of variant `name` (over its preset)."""
+  values = VARIANTS[name][1]
+  return {} if isinstance(values, str) else values
 
 
 def results_path(args, name: str, bits: int) -> pathlib.Path:
@@ -66,6 +72,7 @@ def command(args, name: str, bits: int) -> list[str]:
   out = results_path(args, name, bits)
   cmd = ["python", "experiments/run.py", "--method=dcph", "--dataset=wikipedia", f"--data-dir={args.data_dir}",
          f"--bits={bits}", f"--seeds={args.seeds}", "--no-checkpoint", "--no-progress", f"--out={out}"]
+  cmd += [f"--preset={preset(name)}"] if preset(name) else []
   return cmd + [f"--set={k}={v}" for k, v in overrides(name).items()]
 
 
@@ -125,7 +132,8 @@ def fingerprint_table(args) -> str:
   for c, bits in ((24, 16), (24, 32), (24, 64), (10, 32)):
       rows = []
       for name in names:
-        config = config_lib.apply_overrides(dcph.Config(bits=bits), [f"{k}={v}" for k, v in overrides(name).items()])
+        config = dataclasses.replace(config_lib.apply_preset(dcph.SPEC, preset(name)), bits=bits)
+        config = config_lib.apply_overrides(config, [f"{k}={v}" for k, v in overrides(name).items()])
         # the init key of model seed s, as jxhash.training.runstate.init_state derives it
         proxies = jax.vmap(lambda seed: dcph.train_proxies(jax.random.fold_in(jax.random.PRNGKey(seed), 0),
                                                            config, c))(seeds)

@@ -35,17 +35,18 @@ from __future__ import annotations
 import sys
 
 from jxhash.commands import ablation
-from jxhash.methods.hsidhn import LAB_PRESET
+from jxhash.methods import hsidhn
 
 LAB_OPTIMISER = ("lr", "lr_end", "lr_schedule", "clip_norm")
+LAB = hsidhn.SPEC.presets["lab"]  # `--preset lab`
 VARIANTS = {
     "default": {},
     "default-nobbi": {"bbi": False},
     "default-nosoft": {"soft_term": False},
-    "lab": dict(LAB_PRESET),
-    "lab-nobbi": {**LAB_PRESET, "bbi": False},
-    "lab-nosoft": {**LAB_PRESET, "soft_term": False},
-    "lab-clip": {k: v for k, v in LAB_PRESET.items() if k not in LAB_OPTIMISER},
+    "lab": dict(LAB),
+    "lab-nobbi": {**LAB, "bbi": False},
+    "lab-nosoft": {**LAB, "soft_term": False},
+    "lab-clip": {k: v for k, v in LAB.items() if k not in LAB_OPTIMISER},
     "lab-loss": {"objective": "scahn", "theta_divisor": "K/32"},
 }
 

@@ -76,7 +76,7 @@ def run(args) -> None:
   from jxhash import config as config_lib, data, metrics
   from jxhash.training import evaluation
   from jxhash.training import runstate
-  from jxhash.training import trainer as train
+  from jxhash.training import trainer
   from jxhash.methods import get_method
 
   spec = get_method("hsidhn")
@@ -96,7 +96,7 @@ def run(args) -> None:
   for name, change in variants:
     config = config_lib.apply_overrides(base, [f"{k}={v}" for k, v in change.items()])
     t0 = time.perf_counter()
-    fit = train.fit(spec, config, ds, train.TrainOptions(seed=args.seed, num_seeds=args.seeds, progress=False))
+    fit = trainer.fit(spec, config, ds, trainer.TrainOptions(seed=args.seed, num_seeds=args.seeds, progress=False))
     scores = {}
     for i in range(args.seeds):
       result = evaluation.evaluate(spec, runstate.seed_slice(fit.state.model, i), ds, fit.normalizer, nwmap=True)

@@ -51,19 +51,19 @@ def run(args) -> str:
     raise UserError(f"--variants: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(VARIANTS)}")
 
   from jxhash import config as config_lib, data as data_lib, metrics
-  from jxhash.training import trainer as train
+  from jxhash.training import trainer
   from jxhash.methods import get_method
 
   spec = get_method("mdch")
   ds = data_lib.load(args.dataset, args.data_dir, seed=args.split_seed)
   base = config_lib.apply_overrides(spec.Config(bits=args.bits, epochs=args.epochs), args.overrides)
   chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])
-  options = train.TrainOptions(seed=args.seed, num_seeds=args.seeds, eval_every=args.eval_every, progress=False)
+  options = trainer.TrainOptions(seed=args.seed, num_seeds=args.seeds, eval_every=args.eval_every, progress=False)
   rows = []
   for name in names:
     config = dataclasses.replace(base, **VARIANTS[name])
     t0 = time.perf_counter()
-    fit = train.fit(spec, config, ds, options)
+    fit = trainer.fit(spec, config, ds, options)
     cells = [f"{fit.final[d]['map']:.4f} ± {fit.final[d]['map_std']:.4f}" for d in ("i2t", "t2i")]
     rows.append(f"| {name} | {cells[0]} | {cells[1]} | {fit.selected} | {time.perf_counter() - t0:.0f} |")
   changed = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)

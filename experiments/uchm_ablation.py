@@ -48,19 +48,19 @@ def code_lengths(text: str) -> list[int]:
 def run(args) -> str:
   bits_list = code_lengths(args.bits)
   from jxhash import config as config_lib, data as data_lib, metrics
-  from jxhash.training import trainer as train
+  from jxhash.training import trainer
   from jxhash.methods import get_method
 
   spec = get_method("uchm")
   ds = data_lib.load(args.dataset, args.data_dir, seed=args.split_seed)
   chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])
-  options = train.TrainOptions(seed=args.seed, num_seeds=args.seeds, eval_every=0, progress=False)
+  options = trainer.TrainOptions(seed=args.seed, num_seeds=args.seeds, eval_every=0, progress=False)
   rows = []
   for bits in bits_list:
     for similarity in ("unimodal", "mie"):
       config = config_lib.apply_overrides(spec.Config(bits=bits), args.overrides + [f"similarity={similarity}"])
       t0 = time.perf_counter()
-      fit = train.fit(spec, config, ds, options)
+      fit = trainer.fit(spec, config, ds, options)
       cells = []
       for d in ("i2t", "t2i"):
         cell = f"{fit.final[d]['map']:.4f}"

@@ -7,7 +7,7 @@ Packages by role (each package's docstring says what it may import; arrows point
     training/      the generic trainer and its parts; `runs/` what a run keeps on disk
     inference      restore a checkpoint and encode (imports no trainer); `checkpoint` names both
     methods/       one module per method (networks from `nets/`, loss terms from `losses`)
-    metrics, index, data/, nets/, losses, codes    arrays in, arrays out
+    metrics/, index/, data/, nets/, losses, codes    arrays in, arrays out
     distributed/   device mesh and process group;  errors, fileio, cli, config   foundations
 
 Submodules are imported on first use (`jxhash.metrics`, ...), so importing one part does not

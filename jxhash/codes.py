@@ -10,7 +10,7 @@ FAISS's binary codes (faiss/utils/hamming.cpp, `fvec2bitvec`: element i sets bit
 byte i // 8), so for K a multiple of 8 the first K / 8 bytes of each row *are* FAISS's code.
 
 XOR and AND popcounts do not depend on the bit order as long as both operands are packed the
-same way, which is why the Hamming ranking (`jxhash._rank_kernels`) and the index could pack in
+same way, which is why the Hamming ranking (`jxhash.metrics.ranking`) and the index could pack in
 different orders before; they now share `pack`, so packed codes can move between them (and to
 FAISS) without conversion.
 

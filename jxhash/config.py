@@ -95,9 +95,12 @@ def apply_values(config, values: dict):
     raise UserError(f"--set: a value has the wrong type ({e})") from None
 
 
+SMOKE = "smoke"  # the preset every method has: tiny and fast (`spec.smoke`)
+
+
 def presets(spec) -> dict:
   """{name: {field: value}}: the method's presets, plus `smoke` (tiny and fast, for every method)."""
-  return {**spec.presets, "smoke": dict(spec.smoke)}
+  return {**spec.presets, SMOKE: dict(spec.smoke)}
 
 
 def apply_preset(spec, name: str | None):

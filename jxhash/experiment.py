@@ -84,9 +84,9 @@ def plan(s: Settings) -> Plan:
 
 
 def train_options(s: Settings, *, resume: bool):
-  from jxhash.training import trainer as train
+  from jxhash.training import trainer
   t = s.train
-  return train.TrainOptions(seed=t.seed, num_seeds=t.seeds, eval_every=s.eval.eval_every, normalize=t.normalize,
+  return trainer.TrainOptions(seed=t.seed, num_seeds=t.seeds, eval_every=s.eval.eval_every, normalize=t.normalize,
                             top_k=s.eval.top_k, pn=s.eval.pn, resume=resume, progress=s.output.progress,
                             stream=t.stream, prefetch=t.prefetch, augment=t.augment)
 
@@ -147,14 +147,14 @@ def run(s: Settings, *, processes: dict | None = None, init_timeout: int = 300, 
   from jxhash import checkpoint
   from jxhash.runs import identity
   from jxhash.training import metric_log
-  from jxhash import distributed as parallel
+  from jxhash import distributed
   from jxhash.runs import results
-  from jxhash.training import trainer as train
+  from jxhash.training import trainer
   from jxhash import data as data_lib
   p = plan(s)
-  group = parallel.start(**processes, timeout=init_timeout) if processes is not None else None
+  group = distributed.start(**processes, timeout=init_timeout) if processes is not None else None
   data = data_lib.load(s.data.name, p.data_dir, split=s.data.split, seed=s.data.split_seed, **p.data_options)
-  parallel.agree_on_data(data)
+  distributed.agree_on_data(data)
   resume = not (s.output.restart or s.output.overwrite)
   options = train_options(s, resume=resume)
   ident = identity.run_identity(p.spec, p.config, data, options)
@@ -185,9 +185,9 @@ def run(s: Settings, *, processes: dict | None = None, init_timeout: int = 300, 
     stages = p.spec.stages(p.config, int(data.train.size))
     epochs = " + ".join(f"{st.name} {st.epochs}" for st in stages) if len(stages) > 1 else str(stages[0].epochs)
     echo(f"{name}: {p.spec.name}{preset} on {data.name}, {p.config.bits} bits, epochs {epochs}, splits "
-         f"{data.sizes()}, {options.num_seeds} seed(s), {len(parallel.devices())} device(s)"
+         f"{data.sizes()}, {options.num_seeds} seed(s), {len(distributed.devices())} device(s)"
          + (f"; set {changed}" if changed else ""))
-    fit = train.fit(p.spec, p.config, data, options, store=store, metric_log=log)
+    fit = trainer.fit(p.spec, p.config, data, options, store=store, metric_log=log)
     res = results.build(p.spec, p.config, data, options, fit, identity=ident,
                         extra={"run_name": name, "preset": s.method.preset,
                                "checkpoint": str(store.directory) if store else None})
@@ -201,7 +201,7 @@ def run(s: Settings, *, processes: dict | None = None, init_timeout: int = 300, 
     log.close()
     if store is not None:
       store.close()
-  return Results(res, out if parallel.is_primary() else None, name, ck_dir, fit=fit, spec=p.spec, config=p.config)
+  return Results(res, out if distributed.is_primary() else None, name, ck_dir, fit=fit, spec=p.spec, config=p.config)
 
 
 def describe_changes(spec, s: Settings) -> str:
@@ -215,8 +215,8 @@ def describe_changes(spec, s: Settings) -> str:
 def _finished(out: pathlib.Path, ident: dict, top_k=()) -> dict | None:
   """The results at `out` if they are this run's (same identity), else None."""
   from jxhash.runs import identity
-  from jxhash import distributed as parallel
-  if not parallel.is_primary() or not out.is_file() or out.is_symlink():
+  from jxhash import distributed
+  if not distributed.is_primary() or not out.is_file() or out.is_symlink():
     return None
   try:
     old = json.loads(out.read_text())
@@ -234,8 +234,8 @@ def _finished(out: pathlib.Path, ident: dict, top_k=()) -> dict | None:
 
 def _finished_on_primary(out: pathlib.Path, mine: dict | None) -> dict | None:
   """In a multi-process run every process follows process 0's verdict on `_finished`."""
-  from jxhash import distributed as parallel
-  if parallel.broadcast_float(1.0 if mine is not None else 0.0) != 1.0:
+  from jxhash import distributed
+  if distributed.broadcast_float(1.0 if mine is not None else 0.0) != 1.0:
     return None
   return mine if mine is not None else {"map": None, "run_name": out.stem}
 
@@ -243,8 +243,8 @@ def _finished_on_primary(out: pathlib.Path, mine: dict | None) -> dict | None:
 def _check_same_run(ident: dict) -> None:
   """Every process of a multi-process run must be asked for the same run (same flags)."""
   from jxhash.runs import identity
-  from jxhash import distributed as parallel
-  differ = parallel.differing_processes(identity.identity_hash(ident, length=64))
+  from jxhash import distributed
+  differ = distributed.differing_processes(identity.identity_hash(ident, length=64))
   if differ:
     raise UserError(f"process(es) {', '.join(map(str, differ))} were started with other settings than process 0 "
                     "(method, config, seeds, data options or normalisation); give every process the same arguments")

@@ -302,8 +302,15 @@ def parse_flag(text: str, section, field: str, where: str):
 
 def method_config(spec, settings: Settings):
   """The method's Config: its defaults, then the preset, then train.bits/epochs/batch_size, then
-  method.set (string values parsed by the field's type; others checked by the Config itself)."""
+  method.set (string values parsed by the field's type; others checked by the Config itself).
+
+  The `smoke` preset is applied last instead, over train.epochs/batch_size and method.set: it
+  exists to make any run tiny (a config file's tuned epochs included), so that every command
+  can be checked quickly with `--preset smoke` appended."""
   config = config_lib.apply_preset(spec, settings.method.preset)
   t = settings.train
   sized = {k: v for k, v in (("bits", t.bits), ("epochs", t.epochs), ("batch_size", t.batch_size)) if v is not None}
-  return config_lib.apply_values(config, {**sized, **settings.method.set})
+  config = config_lib.apply_values(config, {**sized, **settings.method.set})
+  if settings.method.preset == config_lib.SMOKE:
+    config = config_lib.apply_values(config, config_lib.presets(spec)[config_lib.SMOKE])
+  return config

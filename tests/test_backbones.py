@@ -19,7 +19,7 @@ from jxhash import checkpoint, config as config_lib, data
 from jxhash.training import evaluation
 from jxhash.training import inputs
 from jxhash.training import runstate
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.errors import UserError
 from jxhash.methods import get_method, toolkit
 from jxhash.nets import backbones
@@ -65,9 +65,9 @@ def test_pixel_smoke_run_stays_finite_and_restores_identical_codes(name, backbon
   spec, config = _config(name, backbone)
   ds = _pixels(SIZE[backbone if backbone != "auto" else _source(name)])
   # HSIDHN declares it needs the image matrix (objective='scahn'), so it cannot stream
-  options = train.TrainOptions(progress=False, eval_every=1, stream=not spec.needs_image_matrix)
+  options = trainer.TrainOptions(progress=False, eval_every=1, stream=not spec.needs_image_matrix)
   store = checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options))
-  result = train.fit(spec, config, ds, options, store=store)
+  result = trainer.fit(spec, config, ds, options, store=store)
   logged = [v for h in result.history for k, v in h.items() if k not in ("epoch", "stage")]
   assert logged and np.all(np.isfinite(logged))
   model = runstate.seed_slice(result.state.model, 0)
@@ -99,7 +99,7 @@ def test_hsidhn_hashes_each_resnet34_stage():
 @pytest.mark.slow
 def test_bfloat16_backbone_trains_finite():
   spec, config = _config("dcph", "resnet18", backbone_dtype="bfloat16")
-  result = train.fit(spec, config, _pixels(32), train.TrainOptions(progress=False, eval_every=0))
+  result = trainer.fit(spec, config, _pixels(32), trainer.TrainOptions(progress=False, eval_every=0))
   logged = [v for h in result.history for k, v in h.items() if k not in ("epoch", "stage")]
   assert logged and np.all(np.isfinite(logged))
 
@@ -282,7 +282,7 @@ def test_dcmh_learns_on_pixels_with_a_resnet18_shaped_backbone():
   config = dataclasses.replace(spec.Config(), bits=16, epochs=15, batch_size=32, text_hidden=(32,), lr=0.1,
                                init="fan_in", lr_scaling="none", clip_norm=0.0, eta=1.0, backbone="resnet18",
                                backbone_widths=(8, 16, 16, 32))
-  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
+  result = trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=0))
   # measured (2-core CPU, the last epoch): i2t 0.358, t2i 0.342 against chance 0.253
   for d in ("i2t", "t2i"):
     assert result.final[d]["map"] > chance + 0.06, (d, result.final[d]["map"], chance)

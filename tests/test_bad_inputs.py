@@ -19,13 +19,13 @@ import pytest
 
 from conftest import TINY_SPLIT, TINY_SPLIT_FLAGS
 from jxhash import checkpoint, data
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.errors import CheckpointError, UserError
 from jxhash.methods import dcmh, get_method
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-from jxhash.commands import train as run_cli  # noqa: E402
+from jxhash.commands import train  # noqa: E402
 
 TINY_DATA = [*TINY_SPLIT_FLAGS]
 TINY_TRAIN = ["--epochs", "1", "--batch-size", "32", "--set", "image_hidden=8", "--set", "text_hidden=8", "--no-progress"]
@@ -143,7 +143,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(case, argv, message
   watched = (tmp_path, ROOT / "results", ROOT / "checkpoints")
   before = _snapshot(*watched)
   own_data = "--data-option" in argv or "--dataset" in argv
-  code = run_cli.main([*(TINY_TRAIN if own_data else TINY), *argv])
+  code = train.main([*(TINY_TRAIN if own_data else TINY), *argv])
   err = capsys.readouterr().err.strip()
   assert code == 2, err
   assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
@@ -164,7 +164,7 @@ def test_a_run_directory_in_use_by_another_process_is_refused(tmp_path, capsys):
       stdout=subprocess.PIPE, text=True)
   try:
     assert holder.stdout.readline().strip() == "held"
-    code = run_cli.main(["--checkpoint-dir", str(tmp_path / "ck"), "--name", "busy", "--out",
+    code = train.main(["--checkpoint-dir", str(tmp_path / "ck"), "--name", "busy", "--out",
                          str(tmp_path / "r.json"), *TINY])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
@@ -175,7 +175,7 @@ def test_a_run_directory_in_use_by_another_process_is_refused(tmp_path, capsys):
     holder.wait()
     holder.stdout.close()
   # the holder died: its lock is taken over
-  assert run_cli.main(["--checkpoint-dir", str(tmp_path / "ck"), "--name", "busy", "--out",
+  assert train.main(["--checkpoint-dir", str(tmp_path / "ck"), "--name", "busy", "--out",
                        str(tmp_path / "r.json"), *TINY]) == 0
 
 
@@ -189,9 +189,9 @@ def trained(tmp_path_factory):
   ds = data.load("synthetic", **TINY_SPLIT)
   spec = get_method("dcmh")
   config = spec.Config(bits=16, epochs=2, batch_size=32, image_hidden=(8,), text_hidden=(8,))
-  options = train.TrainOptions(progress=False, eval_every=1)
+  options = trainer.TrainOptions(progress=False, eval_every=1)
   with checkpoint.CheckpointStore.open(run_dir, checkpoint.run_metadata(spec, config, ds, options)) as store:
-    train.fit(spec, config, ds, options, store=store)
+    trainer.fit(spec, config, ds, options, store=store)
   return run_dir, ds
 
 
@@ -283,7 +283,7 @@ def test_a_checkpoint_of_an_older_layout_names_the_version(trained, tmp_path):
 @pytest.mark.slow  # a whole CLI run
 def test_resume_with_nothing_to_resume_trains_from_the_start(tmp_path, capsys):
   # --resume is the default now (kept for older scripts): with no checkpoint it is a fresh run
-  assert run_cli.main(["--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "r.json"), "--resume",
+  assert train.main(["--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / "r.json"), "--resume",
                        *TINY]) == 0
   out = capsys.readouterr().out
   assert "resumed" not in out and json.loads((tmp_path / "r.json").read_text())["history"][0]["epoch"] == 1
@@ -293,7 +293,7 @@ def test_resume_with_nothing_to_resume_trains_from_the_start(tmp_path, capsys):
 def test_relative_and_home_paths_for_outputs(tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
   monkeypatch.setenv("HOME", str(tmp_path))
-  assert run_cli.main(["--checkpoint-dir", "rel-ck", "--out", "~/out/r.json", *TINY]) == 0
+  assert train.main(["--checkpoint-dir", "rel-ck", "--out", "~/out/r.json", *TINY]) == 0
   res = json.loads((tmp_path / "out" / "r.json").read_text())
   assert pathlib.Path(res["checkpoint"]).parent == tmp_path / "rel-ck"
   assert checkpoint.restore(pathlib.Path("rel-ck") / res["run_name"]).bits == 32

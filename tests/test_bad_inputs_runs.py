@@ -14,9 +14,9 @@ import pytest
 
 from conftest import TINY_SPLIT, TINY_SPLIT_FLAGS
 from jxhash import checkpoint, data, methods
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.commands import reproduce, sweep
-from jxhash.commands import train as run_cli
+from jxhash.commands import train
 from jxhash.errors import CheckpointError
 
 TINY = [*TINY_SPLIT_FLAGS, "--epochs", "1", "--batch-size", "32", "--set", "image_hidden=8",
@@ -81,7 +81,7 @@ def test_a_hostile_run_folder_is_refused_and_nothing_outside_is_touched(case, pr
   folder = _run_folder(tmp_path)
   prepare(folder, v)
   before = _checksums(folder)
-  code = run_cli.main([*TINY, "--checkpoint-dir", str(tmp_path / "ck"), "--name", "r", "--out",
+  code = train.main([*TINY, "--checkpoint-dir", str(tmp_path / "ck"), "--name", "r", "--out",
                        str(tmp_path / "out.json"), *extra])
   _one_line(capsys, code, 2, message)
   unchanged()
@@ -94,7 +94,7 @@ def test_results_are_never_written_through_a_link(tmp_path, victims, capsys):
   v, unchanged = victims
   out = tmp_path / "out.json"
   out.symlink_to(v / "precious.txt")
-  code = run_cli.main([*TINY, "--no-checkpoint", "--out", str(out), "--overwrite"])
+  code = train.main([*TINY, "--no-checkpoint", "--out", str(out), "--overwrite"])
   _one_line(capsys, code, 2, "is a symbolic link")
   unchanged()
 
@@ -110,7 +110,7 @@ NAME_CASES = [
 @pytest.mark.parametrize("case, argv, message", NAME_CASES[:3], ids=[c[0] for c in NAME_CASES[:3]])
 def test_names_that_would_become_paths_are_refused(case, argv, message, tmp_path, victims, capsys):
   _, unchanged = victims
-  code = run_cli.main([*TINY, "--workdir", str(tmp_path / "wd"), *argv])
+  code = train.main([*TINY, "--workdir", str(tmp_path / "wd"), *argv])
   _one_line(capsys, code, 2, message)
   unchanged()
   assert not (tmp_path / "wd" / "results").exists() or not any((tmp_path / "wd" / "results").iterdir())
@@ -124,7 +124,7 @@ def test_a_dataset_name_that_would_become_a_path_is_refused(name, tmp_path, vict
   np.save(tmp_path / "txt.npy", rng.normal(size=(120, 6)).astype(np.float32))
   np.save(tmp_path / "lab.npy", (rng.random((120, 3)) < 0.5).astype(np.uint8) | np.eye(3, dtype=np.uint8)[
       rng.integers(0, 3, 120)])
-  code = run_cli.main(["--dataset", "features", "--data-dir", str(tmp_path), "--data-option", "image=img.npy",
+  code = train.main(["--dataset", "features", "--data-dir", str(tmp_path), "--data-option", "image=img.npy",
                        "--data-option", "text=txt.npy", "--data-option", "labels=lab.npy",
                        "--data-option", "num_query=20", "--data-option", "num_train=60", "--data-option", f"name={name}",
                        "--epochs", "1", "--batch-size", "16", "--no-progress", "--workdir", str(tmp_path / "wd")])
@@ -154,14 +154,14 @@ def test_a_config_file_value_is_checked_like_a_flag(case, values, message, tmp_p
   _, unchanged = victims
   path = tmp_path / "c.py"
   path.write_text(f"def get_config():\n  return {values}\n")
-  code = run_cli.main(["--config", str(path), "--workdir", str(tmp_path / "wd"), "--no-progress"])
+  code = train.main(["--config", str(path), "--workdir", str(tmp_path / "wd"), "--no-progress"])
   _one_line(capsys, code, 2, message)
   unchanged()
   assert not (tmp_path / "wd").exists() or not list((tmp_path / "wd").rglob("*.json"))
 
 
 def test_a_diverging_run_is_one_line_with_its_own_exit_code(tmp_path, capsys):
-  code = run_cli.main([*TINY, "--set", "lr=1e30", "--set", "clip_norm=0", "--epochs", "3", "--no-checkpoint",
+  code = train.main([*TINY, "--set", "lr=1e30", "--set", "clip_norm=0", "--epochs", "3", "--no-checkpoint",
                        "--out", str(tmp_path / "r.json")])
   err = _one_line(capsys, code, 4, "diverged: non-finite")
   assert "epoch" in err and "smaller learning rate" in err
@@ -172,19 +172,19 @@ def test_a_forged_trainer_record_in_a_checkpoint_is_refused(tmp_path):
   ds = data.load("synthetic", **TINY_SPLIT)
   spec = methods.get_method("dcmh")
   config = spec.Config(bits=8, epochs=2, batch_size=32, image_hidden=(8,), text_hidden=(8,))
-  options = train.TrainOptions(progress=False, eval_every=1)
+  options = trainer.TrainOptions(progress=False, eval_every=1)
   with checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options)) as store:
-    train.fit(spec, config, ds, options, store=store)
+    trainer.fit(spec, config, ds, options, store=store)
   metas = sorted((tmp_path / "latest").glob("*/meta/metadata"))
   assert metas, list((tmp_path / "latest").rglob("*"))
   meta = json.loads(metas[-1].read_text())
   meta["trainer"]["history"][0]["val_map"] = 0.999  # a better-looking history
   metas[-1].write_text(json.dumps(meta))
-  resumed = train.TrainOptions(progress=False, eval_every=1, resume=True)
+  resumed = trainer.TrainOptions(progress=False, eval_every=1, resume=True)
   with checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, resumed),
                                        resume=True) as store:
     with pytest.raises(CheckpointError, match="trainer record does not match the checksum"):
-      train.fit(spec, config, ds, resumed, store=store)
+      trainer.fit(spec, config, ds, resumed, store=store)
 
 
 SWEEP = ["--method", "dcmh", "--preset", "smoke", "--no-test", "--seeds", "1", "--data-option", "num_items=300",

@@ -11,7 +11,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 from conftest import TINY_SPLIT_FLAGS
-from jxhash.commands import train as run_cli  # noqa: E402
+from jxhash.commands import train  # noqa: E402
 
 TINY = [*TINY_SPLIT_FLAGS, "--epochs", "2", "--batch-size", "32", "--set", "image_hidden=32",
         "--set", "text_hidden=32", "--no-progress", "--eval-every", "1"]
@@ -20,7 +20,7 @@ TINY = [*TINY_SPLIT_FLAGS, "--epochs", "2", "--batch-size", "32", "--set", "imag
 @pytest.mark.slow
 def test_run_writes_results_and_checkpoint(tmp_path, capsys):
   out = tmp_path / "r.json"
-  code = run_cli.main(["--method", "dcmh", "--bits", "16", "--out", str(out), "--checkpoint-dir",
+  code = train.main(["--method", "dcmh", "--bits", "16", "--out", str(out), "--checkpoint-dir",
                        str(tmp_path / "ck"), *TINY])
   assert code == 0
   res = json.loads(out.read_text())
@@ -41,7 +41,7 @@ def test_run_writes_results_and_checkpoint(tmp_path, capsys):
 @pytest.mark.slow
 def test_seeds_give_mean_std_min_max_of_every_scalar_metric(tmp_path):
   out = tmp_path / "r.json"
-  assert run_cli.main(["--bits", "16", "--seeds", "3", "--out", str(out), "--no-checkpoint", *TINY]) == 0
+  assert train.main(["--bits", "16", "--seeds", "3", "--out", str(out), "--no-checkpoint", *TINY]) == 0
   res = json.loads(out.read_text())
   assert [r["seed"] for r in res["per_seed"]] == [0, 1, 2]
   for d in ("i2t", "t2i"):
@@ -61,7 +61,7 @@ def test_dcmh_on_streamed_pixels_with_augmentation(tmp_path, capsys):
   argv = ["--bits", "16", "--out", str(out), "--checkpoint-dir", str(ck), "--data-option", "image_size=224",
           "--data-option", "num_labels=4", "--augment", "flip+shift:8", "--prefetch", "3",
           "--set", "cnn_channels=6,8,8,8,8", "--set", "cnn_fc_width=16", *TINY]
-  assert run_cli.main(argv) == 0
+  assert train.main(argv) == 0
   res = json.loads(out.read_text())
   assert res["augment"] == "flip+shift:8" and res["split"]["image_size"] == 224
   run_json = json.loads((pathlib.Path(res["checkpoint"]) / "run.json").read_text())
@@ -71,7 +71,7 @@ def test_dcmh_on_streamed_pixels_with_augmentation(tmp_path, capsys):
   assert argv[10:12] == ["--augment", "flip+shift:8"]
   plain = [*argv[:10], *argv[12:]]
   plain[3] = str(tmp_path / "plain.json")
-  assert run_cli.main([*plain, "--resume", "--epochs", "1"]) == 0
+  assert train.main([*plain, "--resume", "--epochs", "1"]) == 0
   assert "resumed" not in capsys.readouterr().out
   assert json.loads((tmp_path / "plain.json").read_text())["checkpoint"] != res["checkpoint"]
   assert len([d for d in ck.iterdir() if d.is_dir()]) == 2
@@ -81,12 +81,12 @@ def test_dcmh_on_streamed_pixels_with_augmentation(tmp_path, capsys):
 def test_results_of_another_run_are_not_overwritten(tmp_path, capsys):
   out = tmp_path / "r.json"
   args = ["--out", str(out), "--no-checkpoint", *TINY]
-  assert run_cli.main(["--bits", "16", *args]) == 0
+  assert train.main(["--bits", "16", *args]) == 0
   before = out.read_text()
-  assert run_cli.main(["--bits", "16", "--set", "gamma=0.5", *args]) == 2
+  assert train.main(["--bits", "16", "--set", "gamma=0.5", *args]) == 2
   assert "different run" in capsys.readouterr().err
   assert out.read_text() == before
-  assert run_cli.main(["--bits", "16", "--set", "gamma=0.5", "--overwrite", *args]) == 0
+  assert train.main(["--bits", "16", "--set", "gamma=0.5", "--overwrite", *args]) == 0
 
 
 @pytest.mark.slow

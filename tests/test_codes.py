@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jxhash import _rank_kernels, codes, losses
+from jxhash import codes, losses
+from jxhash.metrics import ranking
 
 
 def test_bit_order_by_hand():
@@ -40,7 +41,7 @@ def test_popcounts_on_packed_words_are_hamming_distances():
   rng = np.random.default_rng(0)
   a = (rng.integers(0, 2, size=(5, 100)) * 2 - 1).astype(np.int8)
   b = (rng.integers(0, 2, size=(9, 100)) * 2 - 1).astype(np.int8)
-  dist = _rank_kernels.pair_popcount(codes.pack(a), codes.pack(b), np.bitwise_xor, 100)
+  dist = ranking.pair_popcount(codes.pack(a), codes.pack(b), np.bitwise_xor, 100)
   np.testing.assert_array_equal(dist, (100 - a.astype(int) @ b.T.astype(int)) // 2)
 
 

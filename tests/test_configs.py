@@ -1,6 +1,8 @@
 """Config files (configs/<dataset>/<name>.py): each builds valid settings, flags override it, they hold
 config only, and the README table has the rows of each one's settings (results live in results files)."""
 
+import argparse
+import dataclasses
 import pathlib
 
 import pytest
@@ -8,7 +10,7 @@ import pytest
 from jxhash import data, settings
 from jxhash.commands import flags
 from jxhash.commands import reproduce
-from jxhash.commands import train as run_cli
+from jxhash.commands import train
 from jxhash.methods import get_method
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -44,15 +46,15 @@ def test_flags_override_a_config_file(tmp_path):
   path = tmp_path / "c.py"
   path.write_text("def get_config():\n  return {'method': 'dcmh', 'dataset': 'synthetic', 'bits': 16, "
                   "'set': {'lr': 5.0, 'eta': 0.5}, 'data_options': {'num_items': 400, 'noise': 0.1}}\n")
-  args = run_cli.parse_args(["--config", str(path), "--set", "lr=7", "--data-option", "noise=0.2"])
-  config = run_cli.build_config(get_method("dcmh"), args)
+  args = train.parse_args(["--config", str(path), "--set", "lr=7", "--data-option", "noise=0.2"])
+  config = train.build_config(get_method("dcmh"), args)
   assert (config.bits, config.lr, config.eta) == (16, 7.0, 0.5)
-  s = run_cli.settings_of(args)
+  s = train.settings_of(args)
   assert s.data.options == {"num_items": 400, "noise": "0.2"}
-  assert run_cli.build_config(get_method("dcmh"), run_cli.parse_args(["--config", str(path), "--bits", "64"])).bits == 64
-  dotted = run_cli.parse_args(["--config", str(path), "--config.method.lr=30", "--config.train.seeds", "2"])
-  assert run_cli.build_config(get_method("dcmh"), dotted).lr == 30.0
-  assert run_cli.settings_of(dotted).train.seeds == 2
+  assert train.build_config(get_method("dcmh"), train.parse_args(["--config", str(path), "--bits", "64"])).bits == 64
+  dotted = train.parse_args(["--config", str(path), "--config.method.lr=30", "--config.train.seeds", "2"])
+  assert train.build_config(get_method("dcmh"), dotted).lr == 30.0
+  assert train.settings_of(dotted).train.seeds == 2
 
 
 @pytest.mark.parametrize("values, message", [
@@ -102,11 +104,44 @@ def _not_yet_run(section: str) -> str:
   return text.split(f"<!-- results:{section}:end -->", 1)[1].split("\n\n", 2)[1]
 
 
-def test_smoke_mode_shrinks_only_splits_that_are_options(monkeypatch):
-  monkeypatch.delenv("JXHASH_SMOKE", raising=False)
-  assert reproduce.smoke_options("mirflickr25k") == []
-  monkeypatch.setenv("JXHASH_SMOKE", "1")
-  flags = reproduce.smoke_options("mirflickr25k")
+def test_smoke_preset_shrinks_only_splits_that_are_options():
+  assert reproduce.smoke_options("mirflickr25k", None) == [] and reproduce.smoke_options("mirflickr25k", "paper") == []
+  flags = reproduce.smoke_options("mirflickr25k", "smoke")
   assert flags[::2] == ["--data-option"] * 4 and "num_train=300" in flags
   assert data.parse_options("mirflickr25k", flags[1::2])["num_retrieval"] == 1000
-  assert reproduce.smoke_options("wikipedia") == []  # the official split is not an option to shrink
+  assert reproduce.smoke_options("wikipedia", "smoke") == []  # the official split is not an option to shrink
+
+
+def test_the_smoke_preset_wins_over_epochs_and_set_other_presets_do_not():
+  spec = get_method("mmach")
+  tuned = ROOT / "configs" / "wikipedia" / "mmach-tuned.py"
+  assert flags.config_file_settings(tuned).method.set["epochs"] == 200  # what the smoke preset must override
+  smoke = train.build_config(spec, train.parse_args(["--config", str(tuned), "--epochs", "50", "--preset", "smoke"]))
+  assert smoke == dataclasses.replace(spec.Config(), **spec.smoke)
+  dcmh = get_method("dcmh")
+  paper = train.build_config(dcmh, train.parse_args(["--method", "dcmh", "--preset", "paper", "--epochs", "50"]))
+  assert paper == dataclasses.replace(dcmh.Config(), **{**dcmh.presets["paper"], "epochs": 50})
+
+
+def test_reproduce_runs_every_config_at_the_preset(tmp_path):
+  folder = ROOT / "configs" / "mirflickr25k"
+  configs = {path: flags.config_file_settings(path) for path in reproduce.config_files(folder)}
+  args = argparse.Namespace(bits=[16], seeds=2, force=False, data_dir=None, only={"dcmh", "lsh"}, preset="smoke")
+  todo = reproduce.jobs(args, folder, tmp_path, configs)
+  assert [name for name, *_ in todo] == [p.stem for p in configs] + ["lsh"]
+  shrink = reproduce.smoke_options("mirflickr25k", "smoke")
+  for name, _, cmd, _ in todo:
+    joined = " ".join(cmd)
+    assert joined.endswith(" ".join(shrink)), name  # every run, baselines too, on the small split
+    assert ("--preset smoke" in joined) == (name != "lsh"), name  # baselines have no method config
+  args.preset = None
+  assert all("--preset" not in cmd and "num_train=300" not in " ".join(cmd)
+             for _, _, cmd, _ in reproduce.jobs(args, folder, tmp_path, configs))
+
+
+def test_reproduce_refuses_a_preset_some_method_lacks_before_any_run(tmp_path, capsys):
+  code = reproduce.main([str(ROOT / "configs" / "wikipedia"), "--preset", "lab", "--workdir", str(tmp_path / "wd")])
+  err = capsys.readouterr().err
+  assert code == 2 and err.count("\n") == 1, err
+  assert "dcmh.py: --preset 'lab': dcmh has the presets default, paper, smoke" in err
+  assert not (tmp_path / "wd").exists()

@@ -161,8 +161,8 @@ def test_data_modules_use_no_private_names_of_other_modules_nor_signatures():
     ("name=x", "unknown option 'name'; valid options: data_seed, feature_scale, image_dim, image_size"),
 ])
 def test_run_cli_data_option_errors(tmp_path, capsys, pair, message):
-  from jxhash.commands import train as run
-  code = run.main(["--data-option", pair, "--no-progress", "--no-checkpoint", "--out", str(tmp_path / "r.json")])
+  from jxhash.commands import train
+  code = train.main(["--data-option", pair, "--no-progress", "--no-checkpoint", "--out", str(tmp_path / "r.json")])
   err = capsys.readouterr().err
   assert code == 2 and err.startswith(f"error: dataset 'synthetic': {message}") and err.count("\n") == 1, err
   assert not (tmp_path / "r.json").exists()

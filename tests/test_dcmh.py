@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jxhash import config as config_lib, data, losses, metrics
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.methods import dcmh, get_method
 
 
@@ -62,7 +62,7 @@ def test_epoch_compiles_for_a_code_length(bits):
   ds = data.load("synthetic", num_items=300, num_query=50, num_train=100, num_val=20)
   spec = get_method("dcmh")
   config = spec.Config(bits=bits, epochs=1, batch_size=32, image_hidden=(32,), text_hidden=(32,))
-  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
+  result = trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=0))
   state = result.state.model
   assert state.codes.shape == (1, 100, bits)
   assert set(np.unique(np.asarray(state.codes))) <= {-1.0, 1.0}
@@ -77,7 +77,7 @@ def test_short_run_beats_chance_in_both_directions():
   # every default (widths, fan-in init and lr scaling, clipping, eta 0.1) but a short schedule;
   # the lr was chosen for the default widths: 512-wide nets need a lower one (lr=20 works)
   config = spec.Config(bits=16, epochs=20, batch_size=32)
-  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=10))
+  result = trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=10))
   for direction in ("i2t", "t2i"):  # measured: chance + 0.34 and + 0.33
     assert result.final[direction]["map"] > chance + 0.15, (direction, result.final[direction]["map"], chance)
 

@@ -9,7 +9,7 @@ import pytest
 
 from jxhash import checkpoint, data, losses, metrics
 from jxhash.training import runstate
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 
 from jxhash.spec import Dims
 from jxhash.errors import UserError
@@ -210,7 +210,7 @@ def test_proxy_stage_gives_distant_binary_proxies(variant):
   c, k = 10, 32
   config = SMALL_CONFIG
   if variant == "reconstruction":
-    config = dataclasses.replace(config, **{**dcph.RECONSTRUCTED_PROXY_STAGE, "proxy_hidden": 512})
+    config = dataclasses.replace(config, **{**dcph.SPEC.presets["pairwise-proxy"], "proxy_hidden": 512})
   state = dcph.init(jax.random.PRNGKey(0), config, SMALL_DIMS, 20)
   before = dcph.proxy_distances(state.proxies)
   step = jax.jit(dcph._proxy_step(config))
@@ -286,9 +286,9 @@ def test_short_run_beats_chance_and_checkpoint_keeps_the_proxies(tmp_path):
   # published lrs are for AlexNet fine-tuning; a feature MLP this small needs a larger image lr
   config = spec.Config(bits=16, epochs=6, image_lr=5e-3, image_hidden=(256,), text_hidden=(256,),
                        proxy_hidden=256, proxy_epochs=4)
-  options = train.TrainOptions(progress=False, eval_every=0)
+  options = trainer.TrainOptions(progress=False, eval_every=0)
   store = checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options))
-  result = train.fit(spec, config, ds, options, store=store)
+  result = trainer.fit(spec, config, ds, options, store=store)
   for direction in ("i2t", "t2i"):
     assert result.final[direction]["map"] > chance + 0.2, (direction, result.final[direction]["map"], chance)
 
@@ -322,8 +322,8 @@ def test_proxy_stage_defaults_are_psldhs_on_the_ports_label_net():
   assert (c.proxy_lr, c.proxy_lr_decay_steps, c.proxy_lr_decay, c.proxy_weight_decay, c.proxy_momentum) == (
       1e-3, 100, 0.1, 1e-5, 0.0)
   assert c.proxy_epochs * c.proxy_steps == 200  # PSLDH's 200 full-batch updates
-  # the earlier default stays one set of overrides away, and every override is a Config field
-  old = dataclasses.replace(c, **dcph.RECONSTRUCTED_PROXY_STAGE)
+  # the earlier default stays one preset away, and every field it sets is a Config field
+  old = dataclasses.replace(c, **dcph.SPEC.presets["pairwise-proxy"])
   assert (old.proxy_loss, old.proxy_balance, old.proxy_lr, old.proxy_lr_decay_steps) == ("pairwise", 1.0, 0.01, 0)
   with pytest.raises(UserError, match="proxy_loss"):
     dcph.stages(dataclasses.replace(c, proxy_loss="gram"), 10)

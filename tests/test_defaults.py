@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jxhash import data, metrics
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.methods import METHODS
 
 pytestmark = pytest.mark.slow  # every method trains twice
@@ -44,7 +44,7 @@ def test_default_run_beats_chance_without_loss_spikes(name, variant):
   spec = METHODS[name]
   ds = data.load("synthetic", **SIZES, **VARIANTS[variant])
   config = dataclasses.replace(spec.Config(), epochs=EPOCHS)
-  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
+  result = trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=0))
   chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])
   for direction in ("i2t", "t2i"):
     assert result.final[direction]["map"] > chance + MARGIN, (direction, result.final[direction]["map"], chance)

@@ -84,13 +84,13 @@ import sys
 from jxhash import checkpoint, data
 from jxhash.training import inputs
 from jxhash.training import runstate
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.methods import get_method
 from jxhash.spec import Dims
 ds = data.load("synthetic", num_items=300, num_query=40, num_train=96, num_val=24)
 spec = get_method("dcmh")
 config = spec.Config(bits=16, epochs=2, image_hidden=(2048,), text_hidden=(2048,))
-options = train.TrainOptions()
+options = trainer.TrainOptions()
 state = runstate.init_state(spec, config, Dims.of(ds), 96)
 stats = inputs.fit_normalizer(ds, "standardize")
 store = checkpoint.CheckpointStore.open(sys.argv[1], checkpoint.run_metadata(spec, config, ds, options))

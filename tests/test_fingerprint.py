@@ -25,7 +25,7 @@ from jxhash import data
 from jxhash.training import evaluation
 from jxhash.training import inputs
 from jxhash.training import runstate
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.methods import METHODS, get_method
 
 PATH = pathlib.Path(__file__).parent / "data" / "codes_fingerprint.json"
@@ -55,7 +55,7 @@ def _run(method: str, config: dict, data_options: dict, options: dict) -> dict:
   spec = get_method(method)
   ds = data.load("synthetic", **data_options)
   cfg = spec.Config(**{k: _tuples(v) for k, v in config.items()})
-  result = train.fit(spec, cfg, ds, train.TrainOptions(progress=False, eval_every=0, **options))
+  result = trainer.fit(spec, cfg, ds, trainer.TrainOptions(progress=False, eval_every=0, **options))
   out = {}
   for m in ("image", "text"):
     per_seed = []

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from jxhash import data, metrics
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.errors import UserError
 from jxhash.spec import Dims
 from jxhash.methods import get_method, hsidhn, toolkit
 from jxhash.nets import layerwise, multiscale
 
 PREVIOUS = {}  # the default is the first reconstruction
-LAB = dict(hsidhn.LAB_PRESET)  # the SCAHN/SAALDH template with the lab's optimiser
+LAB = dict(hsidhn.SPEC.presets["lab"])  # the SCAHN/SAALDH template with the lab's optimiser
 
 # rows: a = {0}, b = {0}, c = {0, 1}, d = {2}, e = {0, 1}, f = {} (unlabelled)
 LABELS = np.array([[1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 0, 1], [1, 1, 0], [0, 0, 0]], np.float32)
@@ -262,7 +262,7 @@ def test_short_run_beats_chance_in_both_directions(settings, margin):
   ds = data.load("synthetic")
   chance = metrics.chance_map(ds.labels[ds.query], ds.labels[ds.retrieval])  # 0.363
   spec = get_method("hsidhn")
-  result = train.fit(spec, spec.Config(bits=32, **settings), ds, train.TrainOptions(progress=False, eval_every=0))
+  result = trainer.fit(spec, spec.Config(bits=32, **settings), ds, trainer.TrainOptions(progress=False, eval_every=0))
   for direction in ("i2t", "t2i"):
     assert result.final[direction]["map"] > chance + margin, (direction, result.final[direction]["map"], chance)
 

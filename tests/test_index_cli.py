@@ -14,7 +14,7 @@ from jxhash import data
 from jxhash.index import HashIndex
 
 from jxhash.commands import index as index_cli
-from jxhash.commands import train as run_cli
+from jxhash.commands import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ TINY = [*TINY_SPLIT_FLAGS, "--epochs", "2", "--batch-size", "32", "--set", "imag
 @pytest.mark.slow
 def test_build_and_search_wikipedia(wikipedia_dir, tmp_path, capsys):
   ck = tmp_path / "ck"
-  assert run_cli.main(["--method", "dcmh", "--dataset", "wikipedia", "--data-dir", str(wikipedia_dir), "--bits", "32",
+  assert train.main(["--method", "dcmh", "--dataset", "wikipedia", "--data-dir", str(wikipedia_dir), "--bits", "32",
                        "--epochs", "40", "--batch-size", "32", "--no-progress", "--eval-every", "0", "--name", "idx",
                        "--checkpoint-dir", str(ck), "--out", str(tmp_path / "r.json")]) == 0
   run_dir = ck / "idx"
@@ -52,7 +52,7 @@ def test_build_and_search_wikipedia(wikipedia_dir, tmp_path, capsys):
 def tiny_checkpoint(tmp_path_factory):
   """A 16-bit DCMH run on the synthetic data (128-d image, 64-d text features)."""
   root = tmp_path_factory.mktemp("ck")
-  assert run_cli.main(["--method", "dcmh", "--bits", "16", "--checkpoint-dir", str(root), "--name", "tiny", "--out",
+  assert train.main(["--method", "dcmh", "--bits", "16", "--checkpoint-dir", str(root), "--name", "tiny", "--out",
                        str(root / "r.json"), *TINY]) == 0
   return root / "tiny"
 

@@ -11,7 +11,7 @@ import pytest
 
 from jxhash import config as config_lib, data, losses, metrics
 from jxhash.training import runstate
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.spec import Dims
 from jxhash.methods import dcmh, get_method, mdch
 from jxhash.nets.mask import MaskedMLPEncoder, SemanticMask
@@ -246,7 +246,7 @@ def test_without_the_mask_the_image_loss_is_dcmhs():
 
 
 def _two_epochs(spec, config, ds):
-  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
+  result = trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=0))
   return runstate.seed_slice(result.state.model, 0)
 
 
@@ -274,7 +274,7 @@ def test_short_run_beats_chance_in_both_directions():
   spec = get_method("mdch")
   # the defaults (fan-in init and lr scaling, clipping, eta 0.1) on 512-wide nets, 60 epochs
   config = spec.Config(bits=16, epochs=60, image_hidden=(512,), text_hidden=(512,))
-  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=20))
+  result = trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=20))
   for direction in ("i2t", "t2i"):
     assert result.final[direction]["map"] > chance + 0.2, (direction, result.final[direction]["map"], chance)
 

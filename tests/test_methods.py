@@ -5,6 +5,7 @@ seeds that equal separate runs, and the same result on 4 simulated devices as on
 import dataclasses
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ from jxhash import checkpoint, data
 from jxhash.training import evaluation
 from jxhash.training import inputs
 from jxhash.training import runstate
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.methods import METHODS, get_method
 from jxhash.errors import UserError
 
@@ -54,6 +55,20 @@ def test_spec_is_complete(name, registered):
   assert set(spec.smoke) <= {f.name for f in dataclasses.fields(config)}
 
 
+def test_the_readme_fidelity_column_quotes_each_spec():
+  """The README's methods table says what `spec.fidelity` says, word for word (its docs path a link)."""
+  text = (ROOT / "README.md").read_text()
+  table = text.split("| method | paper | fidelity |\n|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
+  rows = {}
+  for line in table.splitlines():
+    cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+    name = cells[0].strip("`")
+    rows[name] = re.sub(r"\[([^\]]+)\]\(\1\)", r"\1", cells[2])  # [path](path) -> path
+  assert sorted(rows) == sorted(METHODS)
+  for name, spec in METHODS.items():
+    assert rows[name] == spec.fidelity, name
+
+
 # the quick tier trains the baseline and the toy method end to end; the other methods' runs are slow
 SMOKE = [name if name in ("dcmh", "toy") else pytest.param(name, marks=pytest.mark.slow) for name in REGISTRY]
 
@@ -62,9 +77,9 @@ SMOKE = [name if name in ("dcmh", "toy") else pytest.param(name, marks=pytest.ma
 def test_smoke_run_stays_finite_and_restores_identical_codes(name, registered, tmp_path):
   ds = data.load("synthetic", **SMALL)
   spec, config = _smoke(name, bits=16)
-  options = train.TrainOptions(progress=False, eval_every=1)
+  options = trainer.TrainOptions(progress=False, eval_every=1)
   store = checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options))
-  result = train.fit(spec, config, ds, options, store=store)
+  result = trainer.fit(spec, config, ds, options, store=store)
   epochs = sum(stage.epochs for stage in spec.stages(config, ds.train.size))
   assert [h["epoch"] for h in result.history] == list(range(1, epochs + 1))
   logged = [v for h in result.history for k, v in h.items() if k not in ("epoch", "stage")]
@@ -96,17 +111,17 @@ from jxhash import data
 from jxhash.training import evaluation
 from jxhash.training import inputs
 from jxhash.training import runstate
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.methods import METHODS
 ds = data.load("synthetic", num_items=300, num_query=40, num_train=96, num_val=24)
 out = {}
 for name, spec in sorted(METHODS.items()):
   config = dataclasses.replace(spec.Config(), **{**spec.smoke, "bits": 16, "batch_size": 32})
-  r = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
+  r = trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=0))
   model = runstate.seed_slice(r.state.model, 0)
   out[name] = np.asarray(spec.encode(model, "image", inputs.normalize(r.normalizer, "image", ds.image[ds.query])))
   if name == "dcmh":  # the streamed path shards host batches over the devices itself
-    r = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0, stream=True))
+    r = trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=0, stream=True))
     model = runstate.seed_slice(r.state.model, 0)
     out["dcmh-streamed"] = np.asarray(spec.encode(model, "image", inputs.normalize(r.normalizer, "image", ds.image[ds.query])))
 np.savez(sys.argv[1], **out)
@@ -137,10 +152,10 @@ def test_four_simulated_devices_match_one(tmp_path):
 def test_seed_i_of_a_vmapped_run_equals_a_separate_run(name, tmp_path):
   ds = data.load("synthetic", **SMALL)
   spec, config = _smoke(name, bits=16)
-  options = train.TrainOptions(progress=False, eval_every=0, num_seeds=3, seed=5)
+  options = trainer.TrainOptions(progress=False, eval_every=0, num_seeds=3, seed=5)
   store = checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options))
-  multi = train.fit(spec, config, ds, options, store=store)
-  single = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0, seed=7))
+  multi = trainer.fit(spec, config, ds, options, store=store)
+  single = trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=0, seed=7))
   enc = checkpoint.restore(tmp_path, seed=2)  # model seed 5 + 2
   for m in ("image", "text"):
     x = getattr(ds, m)

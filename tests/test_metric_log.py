@@ -10,7 +10,7 @@ import pytest
 
 from jxhash import data
 from jxhash.training import metric_log
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.methods import get_method
 
 SMALL = dict(num_items=300, num_query=50, num_train=120, num_val=30)
@@ -69,9 +69,9 @@ def test_training_run_logs_every_epoch_equal_to_the_history(tmp_path):
   ds = data.load("synthetic", **SMALL)
   spec = get_method("dcmh")
   config = spec.Config(bits=8, epochs=3, batch_size=30, image_hidden=(16,), text_hidden=(16,))
-  options = train.TrainOptions(progress=False, eval_every=2, num_seeds=2, seed=3)
+  options = trainer.TrainOptions(progress=False, eval_every=2, num_seeds=2, seed=3)
   with metric_log.open(tmp_path / "tb", config={"method": "dcmh", "bits": 8}) as log:
-    result = train.fit(spec, config, ds, options, metric_log=log)
+    result = trainer.fit(spec, config, ds, options, metric_log=log)
   scalars, _ = _read(tmp_path / "tb")
   history = result.history
   assert [h["epoch"] for h in history] == [1, 2, 3]
@@ -99,9 +99,9 @@ def test_training_run_logs_every_epoch_equal_to_the_history(tmp_path):
 @pytest.mark.slow
 def test_every_run_logs_under_its_workdir_and_run_name(tmp_path, capsys):
   import json
-  from jxhash.commands import train as run_cli
+  from jxhash.commands import train
   out = tmp_path / "r.json"
-  code = run_cli.main(["--method=dcmh", "--epochs", "2", "--eval-every", "1", "--bits", "8", "--batch-size", "60",
+  code = train.main(["--method=dcmh", "--epochs", "2", "--eval-every", "1", "--bits", "8", "--batch-size", "60",
                        "--set", "image_hidden=16",
                        "--data-option", "num_items=300", "--data-option", "num_query=50", "--data-option", "num_train=120",
                        "--data-option", "num_val=30", "--no-checkpoint", "--no-progress", "--out", str(out),
@@ -116,7 +116,7 @@ def test_every_run_logs_under_its_workdir_and_run_name(tmp_path, capsys):
   text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
   assert res["data_fingerprint"] in text
   # --no-tensorboard writes none
-  assert run_cli.main(["--method=dcmh", "--epochs", "1", "--bits", "8", "--batch-size", "60", "--no-checkpoint", "--no-progress",
+  assert train.main(["--method=dcmh", "--epochs", "1", "--bits", "8", "--batch-size", "60", "--no-checkpoint", "--no-progress",
                        "--workdir", str(tmp_path / "quiet"), "--no-tensorboard", "--data-option", "num_items=300",
                        "--data-option", "num_query=50", "--data-option", "num_train=120"]) == 0
   assert not (tmp_path / "quiet" / "logs").exists()

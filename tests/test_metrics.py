@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import scipy.io
 
-from jxhash import _rank_kernels, metrics
+from jxhash import metrics
+from jxhash.metrics import ranking
 from jxhash.errors import UserError
 from conftest import shared_path
 
 pytestmark = pytest.mark.usefixtures("strict_promotion")
 
-BACKENDS = ["numpy", "jax"] + (["numba"] if _rank_kernels.have_numba() else [])
+BACKENDS = ["numpy", "jax"] + (["numba"] if ranking.have_numba() else [])
 # The jax backend sums in float32; the others in float64.
 TOL = {"numpy": 1e-12, "numba": 1e-12, "jax": 1e-6}
 
@@ -338,7 +339,7 @@ def test_backends_agree(ties):
 
 
 def test_default_backend_on_cpu():
-  assert metrics.default_backend() == ("numba" if _rank_kernels.have_numba() else "numpy")
+  assert metrics.default_backend() == ("numba" if ranking.have_numba() else "numpy")
 
 
 # -------------------------------------------------------------------------- evaluate dict

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jxhash import _metric_inputs, _rank_kernels, metrics
+from jxhash import metrics
+from jxhash.metrics import inputs, ranking
 from jxhash.training import evaluation
 from jxhash.errors import UserError
 from test_evaluation import FAKE, IDENTITY, _dataset, _Table
@@ -30,21 +31,21 @@ DL = np.array([[0, 1], [1, 0], [0, 1], [1, 1], [1, 0]], np.uint8)
 def no_host_codes(monkeypatch):
   """Fail if a device array reaches the host input checks, or the jax backend reduces on the host."""
   seen = []
-  as_array = _metric_inputs.as_array
+  as_array = inputs.as_array
 
   def spy(x, name):
     if isinstance(x, jax.Array):
       seen.append(name)
     return as_array(x, name)
 
-  host_scan = _rank_kernels.scan
+  host_scan = ranking.scan
 
   def scan(backend, *args, **kwargs):
     assert backend != "jax", "the jax backend's host-reduced scan ran"
     return host_scan(backend, *args, **kwargs)
 
-  monkeypatch.setattr(_metric_inputs, "as_array", spy)
-  monkeypatch.setattr(_rank_kernels, "scan", scan)
+  monkeypatch.setattr(inputs, "as_array", spy)
+  monkeypatch.setattr(ranking, "scan", scan)
   yield seen
   assert not seen, f"read on the host: {seen}"
 
@@ -137,11 +138,11 @@ def test_device_memory_per_pair_is_bounded(rows):
   q = (jnp.ones((rows, bits), jnp.int8), jnp.ones((rows, classes), jnp.uint8))
   db = (jnp.ones((n_db, bits), jnp.int8), jnp.ones((n_db, classes), jnp.uint8))
   programs = {
-      "index": _rank_kernels._jax_index_metrics.lower(*q, *db, rows, num_buckets=bits + 1, ks=(100, 1000),
-                                                      ns=(10, 1000)),
-      "buckets": _rank_kernels._jax_bucket_counts.lower(*q, *db, num_buckets=bits + 1, num_classes=classes,
-                                                        weighted=True),
-      "scan": _rank_kernels._jax_scan_jit.lower(*q, *db, num_buckets=bits + 1, num_classes=classes, top_len=1024),
+      "index": ranking._jax_index_metrics.lower(*q, *db, rows, num_buckets=bits + 1, ks=(100, 1000),
+                                                ns=(10, 1000)),
+      "buckets": ranking._jax_bucket_counts.lower(*q, *db, num_buckets=bits + 1, num_classes=classes,
+                                                  weighted=True),
+      "scan": ranking._jax_scan_jit.lower(*q, *db, num_buckets=bits + 1, num_classes=classes, top_len=1024),
   }
   for name, lowered in programs.items():
     temp = lowered.compile().memory_analysis().temp_size_in_bytes
@@ -150,13 +151,13 @@ def test_device_memory_per_pair_is_bounded(rows):
 
 def test_chunk_size_follows_the_budget(monkeypatch):
   seen = []
-  real = _rank_kernels.device_index_metrics
+  real = ranking.device_index_metrics
 
   def spy(chunk, database, **kw):
     seen.append(chunk[0].shape[0])
     return real(chunk, database, **kw)
 
-  monkeypatch.setattr(_rank_kernels, "device_index_metrics", spy)
+  monkeypatch.setattr(ranking, "device_index_metrics", spy)
   qc, dc, ql, dl = _random_case(4, 8)
   per_query = 64 * (9 + 5 + 2) + metrics._JAX_BYTES_PER_PAIR * dc.shape[0]  # _compute's estimate
   monkeypatch.setitem(metrics._CHUNK_BYTES, "jax", 6 * per_query + 1)

@@ -9,7 +9,7 @@ import pytest
 
 from jxhash import data, metrics
 from jxhash.training import runstate
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.spec import Dims
 from jxhash.errors import UserError
 from jxhash.methods import get_method, mmach
@@ -345,7 +345,7 @@ def test_short_run_beats_chance_in_both_directions():
   spec = get_method("mmach")
   config = spec.Config(bits=16, epochs=10, image_hidden=(256,), text_hidden=(256,), label_hidden=(128,),
                        lr_schedule="constant")
-  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
+  result = trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=0))
   for direction in ("i2t", "t2i"):  # about chance + 0.3 measured; chance is about 0.36
     assert result.final[direction]["map"] > chance + 0.2, (direction, result.final[direction]["map"], chance)
   facts = spec.report(runstate.seed_slice(result.state.model, 0))

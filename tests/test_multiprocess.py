@@ -31,13 +31,13 @@ import numpy as np
 import pytest
 
 from jxhash import checkpoint, data
-from jxhash import distributed as parallel
+from jxhash import distributed
 from jxhash.runs import results
 from jxhash.errors import UserError
 
 from conftest import load_script
-from jxhash.commands import launch as launch_local
-from jxhash.commands import train as run_cli
+from jxhash.commands import launch
+from jxhash.commands import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # the processes' working directory (their default --workdir): outside the checkout
@@ -251,7 +251,7 @@ def test_sigkill_of_one_process_stops_the_other_with_one_line(victim, tmp_path):
     assert any("Terminating process because the JAX distributed service detected fatal errors" in line
                for line in err), err[-5:]
   else:
-    assert code == parallel.PEER_EXIT, (code, err[-5:])
+    assert code == distributed.PEER_EXIT, (code, err[-5:])
     dead = "process 1 stopped unexpectedly" if victim == 1 else "process 0 (the coordinator) stopped unexpectedly"
     line = next(line for line in err if line.startswith("error: "))
     assert line.startswith(f"error: process {1 - victim} stops: {dead}"), err[-5:]
@@ -316,11 +316,11 @@ _SHARDS = """
 import json, sys, types
 import numpy as np
 from jax.experimental import multihost_utils
-from jxhash import distributed as parallel
+from jxhash import distributed
 from jxhash.training.streaming import StreamedEpoch
 port, pid, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-group = parallel.start(f"localhost:{port}", n, pid, timeout=120)
-mesh = parallel.make_mesh()
+group = distributed.start(f"localhost:{port}", n, pid, timeout=120)
+mesh = distributed.make_mesh()
 pixels = np.random.default_rng(0).integers(0, 255, (40, 4, 4, 3), dtype=np.uint8)
 
 class Rows:  # a row source that records what it reads
@@ -423,7 +423,7 @@ BAD_GRACE = [("nan", "expected a finite number of seconds >= 0, got 'nan'"),
 @pytest.mark.parametrize("value, message", BAD_GRACE, ids=[c[0] for c in BAD_GRACE])
 def test_launcher_refuses_a_bad_grace_in_one_line(value, message, capsys):
   with pytest.raises(SystemExit) as stop:
-    launch_local.launch(["-n", "2", f"--grace={value}", "--", "--method", "dcmh"])
+    launch.launch(["-n", "2", f"--grace={value}", "--", "--method", "dcmh"])
   assert stop.value.code == 2
   lines = capsys.readouterr().err.strip().splitlines()
   assert lines == [f"error: argument --grace: {message} (see --help)"], lines
@@ -529,35 +529,35 @@ def test_slurm_style_discovery_with_a_faked_environment(tmp_path):
 
 
 def _args(*argv):
-  return run_cli.parse_args(list(argv))
+  return train.parse_args(list(argv))
 
 
 def test_process_flags_are_checked_before_any_work():
-  assert run_cli.check_processes(_args()) is None
-  assert run_cli.check_processes(_args("--coordinator", "h:1", "--num-processes", "2", "--process-id", "1")) == dict(
+  assert train.check_processes(_args()) is None
+  assert train.check_processes(_args("--coordinator", "h:1", "--num-processes", "2", "--process-id", "1")) == dict(
       coordinator="h:1", num_processes=2, process_id=1, detect=False, heartbeat_timeout=100)
-  assert run_cli.check_processes(_args("--distributed")) == dict(coordinator=None, num_processes=None,
+  assert train.check_processes(_args("--distributed")) == dict(coordinator=None, num_processes=None,
                                                                    process_id=None, detect=True, heartbeat_timeout=100)
-  assert run_cli.check_processes(_args("--distributed", "--coordinator", "h:9"))["coordinator"] == "h:9"
+  assert train.check_processes(_args("--distributed", "--coordinator", "h:9"))["coordinator"] == "h:9"
   with pytest.raises(UserError, match="need --coordinator host:port, --num-processes N and --process-id i together"):
-    run_cli.check_processes(_args("--num-processes", "2"))
+    train.check_processes(_args("--num-processes", "2"))
   with pytest.raises(UserError, match="expected host:port"):
-    run_cli.check_processes(_args("--distributed", "--coordinator", "h"))
+    train.check_processes(_args("--distributed", "--coordinator", "h"))
 
 
 def test_launcher_commands_and_environment():
-  cmds = launch_local.commands("py", ["--method", "mmach"], 3, 1234)
+  cmds = launch.commands("py", ["--method", "mmach"], 3, 1234)
   assert cmds[0][-6:] == ["--coordinator", "localhost:1234", "--num-processes", "3", "--process-id", "0"]
   assert cmds[2][:7] == ["py", "-u", "-m", "jxhash", "train", "--method", "mmach"] and cmds[2][-1] == "2"
   assert "--no-progress" not in cmds[0] and "--no-progress" in cmds[1]  # one progress bar
-  env = launch_local.process_env({"XLA_FLAGS": "--xla_foo=1 --xla_force_host_platform_device_count=8"}, 2)
+  env = launch.process_env({"XLA_FLAGS": "--xla_foo=1 --xla_force_host_platform_device_count=8"}, 2)
   assert env["XLA_FLAGS"] == "--xla_foo=1 --xla_force_host_platform_device_count=2"
   assert env["JAX_PLATFORMS"] == "cpu" and env["PYTHONUNBUFFERED"] == "1"
-  assert "JAX_PLATFORMS" not in launch_local.process_env({}, None)
+  assert "JAX_PLATFORMS" not in launch.process_env({}, None)
 
 
 def test_launcher_refuses_flags_it_sets(capsys):
-  assert launch_local.launch(["-n", "2", "--", "--process-id", "1"]) == 2
+  assert launch.launch(["-n", "2", "--", "--process-id", "1"]) == 2
   assert "the launcher sets --coordinator, --num-processes, --process-id itself; remove --process-id" in \
       capsys.readouterr().err
 
@@ -567,7 +567,7 @@ def test_launcher_prefixes_every_line_and_progress_update(tmp_path):
   import threading
   source = io.BytesIO(b"first\nbar 1%\rbar 50%\rlast without newline")
   out = io.BytesIO()
-  launch_local._pump(source, out, b"[3] ", threading.Lock())
+  launch._pump(source, out, b"[3] ", threading.Lock())
   assert out.getvalue() == b"[3] first\n[3] bar 1%\r[3] bar 50%\r[3] last without newline\n"
 
 
@@ -575,21 +575,21 @@ def test_launcher_prefixes_every_line_and_progress_update(tmp_path):
 def test_launcher_sees_a_stopped_process():
   child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
   try:
-    assert not launch_local.is_stopped(child.pid)
+    assert not launch.is_stopped(child.pid)
     child.send_signal(signal.SIGSTOP)
     deadline = time.monotonic() + 10
-    while not launch_local.is_stopped(child.pid) and time.monotonic() < deadline:
+    while not launch.is_stopped(child.pid) and time.monotonic() < deadline:
       time.sleep(0.01)
-    assert launch_local.is_stopped(child.pid)
+    assert launch.is_stopped(child.pid)
     child.send_signal(signal.SIGCONT)
     deadline = time.monotonic() + 10
-    while launch_local.is_stopped(child.pid) and time.monotonic() < deadline:
+    while launch.is_stopped(child.pid) and time.monotonic() < deadline:
       time.sleep(0.01)
-    assert not launch_local.is_stopped(child.pid)
+    assert not launch.is_stopped(child.pid)
   finally:
     child.kill()
     child.wait()
-  assert not launch_local.is_stopped(child.pid)  # gone: not stopped
+  assert not launch.is_stopped(child.pid)  # gone: not stopped
 
 
 def test_only_process_0_writes_results(tmp_path, monkeypatch):
@@ -615,10 +615,10 @@ def test_only_process_0_locks_and_writes_run_metadata(tmp_path, monkeypatch):
 
 def test_local_copy_and_replicate_keep_single_process_values():
   tree = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.int32(4)}
-  mesh = parallel.make_mesh()
-  placed = parallel.replicate(tree, mesh)
-  back = parallel.local_copy(placed)
+  mesh = distributed.make_mesh()
+  placed = distributed.replicate(tree, mesh)
+  back = distributed.local_copy(placed)
   np.testing.assert_array_equal(back["a"], tree["a"])
   assert int(back["b"]) == 4
-  assert parallel.broadcast_float(0.1) == 0.1 and parallel.differing_processes("ab" * 16) == []
-  parallel.agree_on_data(data.load("synthetic", **SMALL))  # one process agrees with itself
+  assert distributed.broadcast_float(0.1) == 0.1 and distributed.differing_processes("ab" * 16) == []
+  distributed.agree_on_data(data.load("synthetic", **SMALL))  # one process agrees with itself

@@ -11,8 +11,9 @@ order), the results file against the protocol's split sizes and metrics.
 
 The guide test runs the bash blocks of docs/reproduce.md that concern MIRFlickr-25K, as written,
 on the generated tree: $RAW and $WEIGHTS point at it and at random weights (CNN-F and a small
-CLIP), METHOD=dcmh and BITS=16 pick one run per protocol, JXHASH_SMOKE=1 the smoke preset, and
-the prepare lines get split rules that fit the 44 items.
+CLIP), METHOD=dcmh and BITS=16 pick one run per protocol, the `jxhash train` lines get
+`--preset smoke` appended (`test_readme.with_smoke`), and the prepare lines get split rules
+that fit the 44 items.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from jxhash.commands import train
 from jxhash.data.prepare import cli as prepare_cli
 from prepare_trees import (COCO_KEPT, IAPR_KEPT, MIR_LABELLED_TAGGED, NUS_LABELLED, NUS_LABELLED_TAGGED, make_coco,
                            make_iapr, make_mirflickr, make_nuswide)
-from test_readme import blocks, commands
+from test_readme import blocks, commands, with_smoke
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Split rules scaled to trees of 32-60 items: 5 queries, 12 drawn training items of which 3 are val.
@@ -286,8 +287,8 @@ def test_the_reproduce_guide_runs_on_the_generated_mirflickr_tree(encoders, tmp_
   checkout = tmp_path / "checkout"  # where the guide's commands run: configs/ and nothing else
   checkout.mkdir()
   (checkout / "configs").symlink_to(ROOT / "configs")
-  env = dict(os.environ, RAW=str(raw.parent), WEIGHTS=str(weights), METHOD="dcmh", BITS="16", JXHASH_SMOKE="1",
-             JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+  env = dict(os.environ, RAW=str(raw.parent), WEIGHTS=str(weights), METHOD="dcmh", BITS="16", JAX_PLATFORMS="cpu",
+             PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
   env["PATH"] = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
   import importlib.util
   has_report = importlib.util.find_spec("jxhash.commands.report") is not None
@@ -297,6 +298,7 @@ def test_the_reproduce_guide_runs_on_the_generated_mirflickr_tree(encoders, tmp_
       line += GUIDE_RULES
     if line.startswith("jxhash report") and not has_report:
       continue
+    line = with_smoke(line)
     proc = subprocess.run(["bash", "-c", "set -euo pipefail; " + line], cwd=checkout, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, f"{line}\n--- stdout\n{proc.stdout[-2000:]}\n--- stderr\n{proc.stderr[-3000:]}"

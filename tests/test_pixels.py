@@ -10,9 +10,9 @@ import pytest
 from jxhash import checkpoint, data
 from jxhash.training import evaluation
 from jxhash.training import inputs
-from jxhash import distributed as parallel
+from jxhash import distributed
 from jxhash.training import runstate
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 
 from jxhash.spec import Dims
 from jxhash.data import augment as augment_lib
@@ -73,8 +73,8 @@ def test_streamed_training_equals_resident_training(name):
   config = dataclasses.replace(spec.Config(), **{**spec.smoke, "bits": 16})
   runs = {}
   for stream in (False, True):
-    options = train.TrainOptions(progress=False, eval_every=1, num_seeds=2, stream=stream, prefetch=3)
-    runs[stream] = train.fit(spec, config, ds, options)
+    options = trainer.TrainOptions(progress=False, eval_every=1, num_seeds=2, stream=stream, prefetch=3)
+    runs[stream] = trainer.fit(spec, config, ds, options)
   for i in range(2):
     for m in ("image", "text"):
       x = inputs.normalize(runs[False].normalizer, m, getattr(ds, m))
@@ -88,14 +88,14 @@ def test_methods_that_need_the_image_matrix_refuse_to_stream():
   spec = get_method("uchm")
   config = dataclasses.replace(spec.Config(), **spec.smoke)
   with pytest.raises(UserError, match="uchm cannot stream images.*unimodal similarity"):
-    train.fit(spec, config, ds, train.TrainOptions(progress=False, stream=True))
+    trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, stream=True))
 
 
 def test_augmenting_features_is_refused():
   ds = data.load("synthetic", **SMALL)
   spec = get_method("dcmh")
   with pytest.raises(UserError, match="applies to pixel images"):
-    train.fit(spec, spec.Config(**spec.smoke), ds, train.TrainOptions(progress=False, augment="flip"))
+    trainer.fit(spec, spec.Config(**spec.smoke), ds, trainer.TrainOptions(progress=False, augment="flip"))
 
 
 # --------------------------------------------------------------------------- DCMH + CNN-F on pixels
@@ -119,9 +119,9 @@ def test_dcmh_learns_from_streamed_pixels_and_restores_exactly(tmp_path):
   spec = get_method("dcmh")
   config = dataclasses.replace(spec.Config(), bits=16, epochs=15, batch_size=32, text_hidden=(32,), lr=0.03,
                                init="fan_in", lr_scaling="none", clip_norm=0.0, eta=1.0, **TINY_CNN)
-  options = train.TrainOptions(progress=False, eval_every=5)
+  options = trainer.TrainOptions(progress=False, eval_every=5)
   store = checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options))
-  result = train.fit(spec, config, ds, options, store=store)
+  result = trainer.fit(spec, config, ds, options, store=store)
   # measured 0.333 / 0.354 on a 2-core CPU
   for d in ("i2t", "t2i"):
     assert result.final[d]["map"] > chance + 0.05, (d, result.final[d]["map"])
@@ -149,10 +149,10 @@ def test_vgg_f_weights_start_every_seed_and_the_mean_image_never_trains(vgg_file
 
   state = state.replace(model=spec.warm_start(state.model, config))
   arrays = inputs.training_arrays(ds, inputs.fit_normalizer(ds, "standardize"), supervised=spec.supervised, image=False)
-  mesh = parallel.make_mesh()
-  epoch = train.StreamedEpoch(spec.stages(config, ds.train.size)[0], mesh, augment_lib.Augment(),
+  mesh = distributed.make_mesh()
+  epoch = trainer.StreamedEpoch(spec.stages(config, ds.train.size)[0], mesh, augment_lib.Augment(),
                               ds.image, lambda x: x)
-  trained = epoch(parallel.replicate(state, mesh), arrays)[0].model.nets["image"].params
+  trained = epoch(distributed.replicate(state, mesh), arrays)[0].model.nets["image"].params
   np.testing.assert_array_equal(trained["mean_image"], started["mean_image"])  # not even weight decay
   assert not np.allclose(trained["conv1"]["kernel"], started["conv1"]["kernel"])
 
@@ -162,7 +162,7 @@ def test_vgg_f_on_image_features_is_refused(vgg_file):
   spec = get_method("dcmh")
   config = dataclasses.replace(spec.Config(), **spec.smoke, vgg_f=str(vgg_file[0]))
   with pytest.raises(UserError, match="vgg_f=.*image features"):
-    train.fit(spec, config, ds, train.TrainOptions(progress=False))
+    trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False))
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -237,4 +237,4 @@ def test_feature_only_methods_refuse_pixels_with_a_way_out(name):
   ds = data.load("synthetic", image_size=32, **SMALL)
   spec = get_method(name)
   with pytest.raises(UserError, match=r"trains on image features .* 32x32x3 pixels: extract features first"):
-    train.fit(spec, dataclasses.replace(spec.Config(), **spec.smoke), ds, train.TrainOptions(progress=False))
+    trainer.fit(spec, dataclasses.replace(spec.Config(), **spec.smoke), ds, trainer.TrainOptions(progress=False))

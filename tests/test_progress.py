@@ -77,12 +77,12 @@ def test_factory_picks_lines_for_a_file_and_tqdm_for_a_terminal():
 @pytest.mark.slow
 def test_training_into_a_log_file_writes_few_lines(tmp_path, capfd):
   from jxhash import data
-  from jxhash.training import trainer as train
+  from jxhash.training import trainer
   from jxhash.methods import get_method
   ds = data.load("synthetic", num_items=300, num_query=50, num_train=120, num_val=30)
   spec = get_method("dcmh")
   config = spec.Config(bits=8, epochs=25, batch_size=60, image_hidden=(16,), text_hidden=(16,))
-  train.fit(spec, config, ds, train.TrainOptions(eval_every=0))
+  trainer.fit(spec, config, ds, trainer.TrainOptions(eval_every=0))
   err = capfd.readouterr().err
   lines = [line for line in err.splitlines() if line.startswith("dcmh: epoch")]
   assert "\r" not in err and 1 <= len(lines) <= 21 and lines[-1].startswith("dcmh: epoch 25/25 (100%)")

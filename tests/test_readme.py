@@ -1,10 +1,11 @@
 """Every code block of the README runs as written.
 
 The blocks run in order, in a copy of the repository (so nothing here is touched) next to a
-link to ../shared, with JXHASH_SMOKE=1, which shrinks every run to its method's smoke
-configuration (experiments/run.py, experiments/reproduce.py). Bash blocks run line by line
-(a trailing backslash continues a line); the steps of a line that create a virtual
-environment or install packages are left out, since the test already runs inside one. Python
+link to ../shared. Bash blocks run line by line (a trailing backslash continues a line); the
+steps of a line that create a virtual environment or install packages are left out, since the
+test already runs inside one, and every training command (experiments/run.py, sweep.py,
+reproduce.py or `jxhash train|sweep|reproduce`) gets `--preset smoke` appended
+(`with_smoke`), which shrinks each of its runs to its method's smoke configuration. Python
 blocks run as scripts. A block preceded by `<!-- readme-test: skip (reason) -->` is skipped;
 the reason must say why it cannot run here.
 """
@@ -21,6 +22,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- readme-test: skip \(([^)]*)\) -->\n)?```(bash|python)\n(.*?)```", re.S)
 INSTALL = re.compile(r"^(python3? -m venv|\. \.venv/bin/activate|pip install)")
+# a training command and its arguments, up to a comment, `;`, `&&` or a pipe
+TRAINING = re.compile(r"((?:python3? experiments/(?:run|sweep|reproduce)\.py|jxhash (?:train|sweep|reproduce))\b[^#;&|]*?)"
+                      r"(\s*(?:[#;&|]|$))")
 
 
 def blocks(text: str):
@@ -45,12 +49,32 @@ def commands(code: str) -> list[str]:
   return lines
 
 
+def with_smoke(line: str) -> str:
+  """`line` with `--preset smoke` after the arguments of each training command in it (the last
+  --preset given wins, and the smoke preset also wins over --epochs and --set)."""
+  return TRAINING.sub(lambda m: f"{m.group(1)} --preset smoke{m.group(2)}", line)
+
+
 def test_blocks_are_found_and_every_skip_says_why():
   found = blocks((ROOT / "README.md").read_text())
   assert len(found) >= 6
   assert all(reason.strip() for _, _, reason in found if reason is not None)
   assert commands("python3 -m venv .venv && . .venv/bin/activate && pip install -e . && python a.py \\\n  --x 1") \
       == ["python a.py    --x 1"]
+
+
+def test_every_training_command_gets_the_smoke_preset():
+  assert with_smoke("python experiments/run.py --method=dcmh   # synthetic") == \
+      "python experiments/run.py --method=dcmh --preset smoke   # synthetic"
+  assert with_smoke("python experiments/reproduce.py configs/wikipedia") == \
+      "python experiments/reproduce.py configs/wikipedia --preset smoke"
+  assert with_smoke('for c in a b; do jxhash train --config "$c" --bits 16; done') == \
+      'for c in a b; do jxhash train --config "$c" --bits 16 --preset smoke; done'
+  assert with_smoke("python experiments/report.py results/*.json") == "python experiments/report.py results/*.json"
+  ran = [with_smoke(line) for language, code, skip in blocks((ROOT / "README.md").read_text())
+         if skip is None and language == "bash" for line in commands(code)]
+  training = [line for line in ran if TRAINING.search(line)]
+  assert len(training) >= 8 and all("--preset smoke" in line for line in training)
 
 
 def test_ci_runs_exactly_the_readme_test_command():
@@ -67,7 +91,7 @@ def test_every_readme_block_runs(tmp_path):
                                   ".hypothesis", ".pytest_cache", "*.egg-info")
   shutil.copytree(ROOT, copy, ignore=ignore)
   (tmp_path / "shared").symlink_to((ROOT.parent / "shared").resolve())
-  env = dict(os.environ, JXHASH_SMOKE="1", JAX_PLATFORMS="cpu", PYTHONPATH=str(copy))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(copy))
   env["PATH"] = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
   ran = 0
   for language, code, skip in blocks((copy / "README.md").read_text()):
@@ -76,7 +100,7 @@ def test_every_readme_block_runs(tmp_path):
     if language == "python":
       steps = [[sys.executable, "-c", code]]
     else:
-      steps = [["bash", "-c", "set -euo pipefail; " + line] for line in commands(code)]
+      steps = [["bash", "-c", "set -euo pipefail; " + with_smoke(line)] for line in commands(code)]
     for step in steps:
       proc = subprocess.run(step, cwd=copy, env=env, capture_output=True, text=True, timeout=1200)
       assert proc.returncode == 0, f"{step[-1][:300]}\n--- stdout\n{proc.stdout[-2000:]}\n--- stderr\n{proc.stderr[-3000:]}"

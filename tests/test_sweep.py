@@ -16,7 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 from jxhash.commands import baselines  # noqa: E402
 from jxhash.commands import flags  # noqa: E402
-from jxhash.commands import train as run_cli  # noqa: E402
+from jxhash.commands import train  # noqa: E402
 from jxhash.commands import sweep  # noqa: E402
 
 SMALL = TINY_SPLIT_FLAGS
@@ -24,18 +24,17 @@ SMALL = TINY_SPLIT_FLAGS
 
 @pytest.mark.slow
 def test_sweep_scores_on_val_resumes_and_tests_the_best_once(tmp_path, monkeypatch, capsys):
-  monkeypatch.setenv("JXHASH_SMOKE", "1")
-  argv = ["--method", "dcmh", "--bits", "16", "--seeds", "2", "--eval-every", "1", "--grid", "lr=0.1,30",
+  argv = ["--method", "dcmh", "--preset", "smoke", "--bits", "16", "--seeds", "2", "--eval-every", "1", "--grid", "lr=0.1,30",
           "--grid", "eta=0.1,1", *SMALL, "--out-dir", str(tmp_path / "sw")]
   calls = []
-  from jxhash.training import trainer as train
-  original = train.fit
+  from jxhash.training import trainer
+  original = trainer.fit
 
   def counting_fit(spec, config, ds, options, **kw):
     calls.append((config.lr, config.eta, ds.val.size, options.num_seeds))
     return original(spec, config, ds, options, **kw)
 
-  monkeypatch.setattr(train, "fit", counting_fit)
+  monkeypatch.setattr(trainer, "fit", counting_fit)
   assert sweep.main([*argv, "--write-config", str(tmp_path / "dcmh-tuned.py")]) == 0
   summary = json.loads((tmp_path / "sw" / "summary.json").read_text())
   assert len(summary) == 4 and len(calls) == 5  # 4 settings on val, then the best once on the test protocol
@@ -47,8 +46,8 @@ def test_sweep_scores_on_val_resumes_and_tests_the_best_once(tmp_path, monkeypat
   assert test["sweep"]["chosen"] == best and test["config"]["lr"] == float(best["lr"])
   assert test["num_seeds"] == 2 and "map_std" in test
   # the written config file runs the chosen setting
-  config = run_cli.build_config(get_method("dcmh"),
-                                run_cli.parse_args(["--config", str(tmp_path / "dcmh-tuned.py")]))
+  config = train.build_config(get_method("dcmh"),
+                                train.parse_args(["--config", str(tmp_path / "dcmh-tuned.py")]))
   assert (config.lr, config.eta) == (float(best["lr"]), float(best["eta"]))
   # resumable: the finished settings are read back, only the test run trains again
   calls.clear()
@@ -68,7 +67,7 @@ def _written(tmp_path, *flags, setting, name="tuned.py"):
   if text is None:
     return None, None
   path.write_text(text)
-  return text, run_cli.build_config(get_method("dcmh"), run_cli.parse_args(["--config", str(path)]))
+  return text, train.build_config(get_method("dcmh"), train.parse_args(["--config", str(path)]))
 
 
 def test_write_config_states_only_what_the_sweep_changed(tmp_path):
@@ -127,12 +126,11 @@ def test_baselines_span_chance_to_supervised(tmp_path):
 
 @pytest.mark.slow
 def test_a_seed_loop_then_several_seeds_writes_six_results_and_overwrites_nothing(tmp_path, monkeypatch):
-  monkeypatch.setenv("JXHASH_SMOKE", "1")
-  base = ["--method", "dcmh", "--workdir", str(tmp_path), "--no-progress", *SMALL]  # results/, checkpoints/ there
+  base = ["--method", "dcmh", "--preset", "smoke", "--workdir", str(tmp_path), "--no-progress", *SMALL]  # results/, checkpoints/ there
   for s in range(5):
-    assert run_cli.main([*base, "--seed", str(s)]) == 0
+    assert train.main([*base, "--seed", str(s)]) == 0
   first = {p.name: p.read_bytes() for p in (tmp_path / "results").glob("*.json")}
-  assert run_cli.main([*base, "--seeds", "3"]) == 0
+  assert train.main([*base, "--seeds", "3"]) == 0
   files = sorted((tmp_path / "results").glob("*.json"))
   assert len(files) == 6 and len({p.name for p in files}) == 6
   assert all((tmp_path / "results" / name).read_bytes() == blob for name, blob in first.items())

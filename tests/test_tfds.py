@@ -141,7 +141,7 @@ def test_dcmh_streams_its_training_batches_from_a_pixel_build(tmp_path):
 
   from jxhash.training import evaluation
   from jxhash.training import runstate
-  from jxhash.training import trainer as train
+  from jxhash.training import trainer
   from jxhash.methods import get_method
 
   write_mirflickr(tmp_path / "raw", n=40, h=224, w=224)
@@ -150,7 +150,7 @@ def test_dcmh_streams_its_training_batches_from_a_pixel_build(tmp_path):
   spec = get_method("dcmh")
   config = dataclasses.replace(spec.Config(), bits=16, epochs=2, batch_size=8, text_hidden=(16,),
                                cnn_channels=(6, 8, 8, 8, 8), cnn_fc_width=16)
-  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=1))
+  result = trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=1))
   assert all(np.isfinite(h["image/loss"]) and "val_map" in h for h in result.history)
   codes = evaluation.encode(spec, runstate.seed_slice(result.state.model, 0), "image", ds.image, transform=lambda x: x)
   assert codes.shape == (39, 16) and set(np.unique(codes)) <= {-1, 1}

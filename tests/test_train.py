@@ -11,7 +11,7 @@ from jxhash import checkpoint, data
 from jxhash.training import evaluation
 from jxhash.training import inputs
 from jxhash.training import runstate
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.errors import CheckpointError, TrainingInterrupted
 from jxhash.methods import get_method
 
@@ -27,13 +27,13 @@ def _small_config(**kw):
 def _fit(tmp_path=None, *, resume=False, num_seeds=1, seed=0, epochs=6, eval_every=2):
   ds = data.load("synthetic", **SMALL)
   spec, config = _small_config(epochs=epochs)
-  options = train.TrainOptions(progress=False, eval_every=eval_every, num_seeds=num_seeds, seed=seed,
+  options = trainer.TrainOptions(progress=False, eval_every=eval_every, num_seeds=num_seeds, seed=seed,
                                resume=resume)
   store = None
   if tmp_path is not None:
     store = checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options),
                                             resume=resume)
-  return ds, spec, train.fit(spec, config, ds, options, store=store)
+  return ds, spec, trainer.fit(spec, config, ds, options, store=store)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_resume_continues_exactly(tmp_path, six_epochs):
   ds, _, full = six_epochs
   store_dir = tmp_path / "partial"
   spec2, config = _small_config(epochs=6)
-  options = train.TrainOptions(progress=False, eval_every=2)
+  options = trainer.TrainOptions(progress=False, eval_every=2)
   meta = checkpoint.run_metadata(spec2, config, ds, options)
 
   class StopAt4(checkpoint.CheckpointStore):  # an interruption right after the epoch-4 save
@@ -83,8 +83,8 @@ def test_resume_continues_exactly(tmp_path, six_epochs):
         raise KeyboardInterrupt
 
   with pytest.raises(TrainingInterrupted, match=r"after 4 of 6 epochs; the last checkpoint \(epoch 4\).*run the same command again to continue"):
-    train.fit(spec2, config, ds, options, store=StopAt4(store_dir, meta))
-  resumed = train.fit(spec2, config, ds, train.TrainOptions(progress=False, eval_every=2, resume=True),
+    trainer.fit(spec2, config, ds, options, store=StopAt4(store_dir, meta))
+  resumed = trainer.fit(spec2, config, ds, trainer.TrainOptions(progress=False, eval_every=2, resume=True),
                       store=checkpoint.CheckpointStore.open(store_dir, meta, resume=True))
   assert resumed.history[-1]["epoch"] == 6 and len(resumed.history) == 6
   for m in ("image", "text"):
@@ -102,7 +102,7 @@ def test_resume_after_a_kill_between_the_best_and_the_latest_save(tmp_path):
   # checkpoint newer than its latest one, and resuming trains that epoch (and saves it) again
   ds, _, full = _fit(epochs=6, eval_every=1)
   spec, config = _small_config(epochs=6)
-  options = train.TrainOptions(progress=False, eval_every=1)
+  options = trainer.TrainOptions(progress=False, eval_every=1)
   meta = checkpoint.run_metadata(spec, config, ds, options)
   store_dir = tmp_path / "killed"
 
@@ -119,10 +119,10 @@ def test_resume_after_a_kill_between_the_best_and_the_latest_save(tmp_path):
       super().save_latest(state, stats, epoch, extra)
 
   with pytest.raises(_Killed) as killed:
-    train.fit(spec, config, ds, options, store=KilledAfterBest(store_dir, meta))
+    trainer.fit(spec, config, ds, options, store=KilledAfterBest(store_dir, meta))
   epoch = killed.value.args[0]
   assert checkpoint.CheckpointStore.open(store_dir, meta, resume=True).latest_epoch() == epoch - 1
-  resumed = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=1, resume=True),
+  resumed = trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=1, resume=True),
                       store=checkpoint.CheckpointStore.open(store_dir, meta, resume=True))
   assert resumed.selected == full.selected
   assert resumed.final == full.final
@@ -142,7 +142,7 @@ def test_checkpoint_of_another_run_is_refused(two_epoch_run, tmp_path):
   shutil.copytree(two_epoch_run, tmp_path, dirs_exist_ok=True)
   ds = data.load("synthetic", **SMALL)
   spec, config = _small_config(epochs=3)
-  meta = checkpoint.run_metadata(spec, config, ds, train.TrainOptions())
+  meta = checkpoint.run_metadata(spec, config, ds, trainer.TrainOptions())
   with pytest.raises(CheckpointError, match="different run"):
     checkpoint.CheckpointStore.open(tmp_path, meta, resume=True)
 
@@ -163,5 +163,5 @@ def test_corrupt_checkpoint_is_reported(two_epoch_run, tmp_path):
 def test_non_finite_loss_stops_with_a_message():
   ds = data.load("synthetic", **SMALL)
   spec, config = _small_config(epochs=3, lr=1e6, init="fan_in", lr_scaling="none", clip_norm=0.0)
-  with pytest.raises(train.TrainingDiverged, match=r"phase '(image|text)', epoch \d+, step \d+"):
-    train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
+  with pytest.raises(trainer.TrainingDiverged, match=r"phase '(image|text)', epoch \d+, step \d+"):
+    trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=0))

@@ -9,7 +9,7 @@ import pytest
 
 from jxhash import data, losses, metrics
 from jxhash.training import runstate
-from jxhash.training import trainer as train
+from jxhash.training import trainer
 from jxhash.spec import Dims
 from jxhash.methods import get_method, uchm
 
@@ -337,7 +337,7 @@ def trained():
   seen = []
   spec = _recording(get_method("uchm"), seen)
   config = spec.Config(bits=16, mie_epochs=15, epochs=40, image_hidden=(512,), text_hidden=(512,))
-  result = train.fit(spec, config, ds, train.TrainOptions(progress=False, eval_every=0))
+  result = trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=0))
   return ds, seen, result
 
 

@@ -74,15 +74,15 @@ def val_run(args, *, method: str, variants: Mapping[str, dict]) -> dict:
   from jxhash import config as config_lib, data as data_lib
   from jxhash.training import evaluation
   from jxhash.training import runstate
-  from jxhash.training import trainer as train
+  from jxhash.training import trainer
   from jxhash.methods import get_method
 
   spec = get_method(method)
   overrides = [f"{k}={v}" for k, v in variants[args.variant].items()] + list(args.overrides)
   config = config_lib.apply_overrides(spec.Config(bits=args.bits), overrides)
   carved = data_lib.load(args.dataset, args.data_dir, seed=args.split_seed, num_val=args.num_val)
-  fit = train.fit(spec, config, dataclasses.replace(carved, val=np.zeros(0, np.int64)),
-                  train.TrainOptions(seed=args.seed, num_seeds=args.seeds, eval_every=0, progress=False))
+  fit = trainer.fit(spec, config, dataclasses.replace(carved, val=np.zeros(0, np.int64)),
+                  trainer.TrainOptions(seed=args.seed, num_seeds=args.seeds, eval_every=0, progress=False))
   scores = [evaluation.evaluate(spec, runstate.seed_slice(fit.state.model, i), carved, fit.normalizer,
                                 queries="val", full=False) for i in range(args.seeds)]
   return {"kind": "val", "method": method, "variant": args.variant, "overrides": overrides,

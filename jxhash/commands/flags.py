@@ -41,6 +41,11 @@ def add_seeds(p, default=1, help="model seeds trained at once (vmapped); results
   p.add_argument("--seeds", type=int_at_least(1), default=default, help=help)
 
 
+def add_preset(p, help="a named setting: smoke (tiny, every method; its values win over --epochs, --batch-size "
+                             "and --set), paper, ... (docs/methods/)"):
+  p.add_argument("--preset", default=None, help=help)
+
+
 def add_workdir(p):
   p.add_argument("--workdir", default=".", help="root of every output: results/, checkpoints/, logs/ "
                                                 "(default: the current directory)")
@@ -58,8 +63,7 @@ def add_data_flags(p):
 def add_method_flags(p):
   p.add_argument("--config", default=None, help="a config file (configs/<dataset>/<name>.py); flags override it")
   p.add_argument("--method", default=None, help="registered method (default: dcmh)")
-  p.add_argument("--preset", default=None, help="a named setting: smoke (tiny, every method), paper, ... "
-                                                "(docs/methods/)")
+  add_preset(p)
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                  help="method config field, e.g. --set lr=0.01 or --set image_hidden=64,32 (repeatable)")
   add_bits(p)

@@ -10,9 +10,11 @@ results file already there for the same run (same identity: config, data, seeds)
 `jxhash train` itself; one for a different run (the config file changed) is refused, and
 --force trains it again. The table of every results file in that folder is printed and written
 to table.md beside them. No source file is written: `jxhash report ... --update-readme README.md`
-puts a table into the README, explicitly. With `JXHASH_SMOKE=1` in the environment (as the
-README test sets it) every run shrinks to its method's smoke configuration (and to a small split
-where the dataset's split sizes are options), and only the first code length runs, with 2 seeds.
+puts a table into the README, explicitly. `--preset NAME` runs every config file at that preset
+of its method (checked for every file before any run). `--preset smoke` (as the README test
+appends it) checks the plumbing, not the numbers: every run shrinks to its method's smoke
+configuration (and to a small split where the dataset's split sizes are options), and only the
+first code length runs, with at most 2 seeds.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import sys
 
 BASELINES = ("lsh", "cca-sign", "ridge-itq")
 EXAMPLES = ["jxhash reproduce configs/wikipedia",
-            "jxhash reproduce configs/wikipedia --only dcmh,lsh --bits 32 --seeds 3 --jobs 2"]
+            "jxhash reproduce configs/wikipedia --only dcmh,lsh --bits 32 --seeds 3 --jobs 2",
+            "jxhash reproduce configs/wikipedia --preset smoke     # every run tiny: checks the commands run"]
 
 
 def config_files(folder: pathlib.Path, only=None) -> list[pathlib.Path]:
@@ -35,16 +38,17 @@ def config_files(folder: pathlib.Path, only=None) -> list[pathlib.Path]:
   return files
 
 
-# Smoke mode (the README test) checks the plumbing, not the numbers: on datasets whose split
-# sizes are options, it also shrinks the split, since a smoke run's small batches over
-# MIRFlickr's 10000 training items would take a minute each.
+# `--preset smoke` checks the plumbing, not the numbers: on datasets whose split sizes are
+# options, it also shrinks the split, since a smoke run's small batches over MIRFlickr's 10000
+# training items would take a minute each.
 SMOKE_SPLIT = {"num_query": 100, "num_train": 300, "num_val": 50, "num_retrieval": 1000}
 
 
-def smoke_options(dataset: str) -> list[str]:
-  """--data-option flags that shrink `dataset`'s split in smoke mode (none if it is fixed)."""
-  from jxhash import data
-  if os.environ.get("JXHASH_SMOKE") != "1":
+def smoke_options(dataset: str, preset: str | None) -> list[str]:
+  """--data-option flags that shrink `dataset`'s split at the smoke preset (none at any other
+  preset, or if the split is fixed)."""
+  from jxhash import config as config_lib, data
+  if preset != config_lib.SMOKE:
     return []
   names = data.schema(dataset).names
   if "num_train" not in names:  # a fixed split (Wikipedia's official one) stays as it is
@@ -61,15 +65,16 @@ def jobs(args, folder: pathlib.Path, out_dir: pathlib.Path, configs: dict) -> li
   """(name, bits, command, results path) of every run, configs then baselines."""
   first = next(iter(configs.values()), None)
   dataset = first.data.name if first is not None else folder.name
-  smoke = smoke_options(dataset)
+  smoke = smoke_options(dataset, args.preset)
   force = ["--overwrite"] if args.force else []
+  preset = ["--preset", args.preset] if args.preset is not None else []
   out = []
   for path, s in configs.items():
     for bits in args.bits:
       result = out_dir / f"{path.stem}-{bits}bits.json"
       cmd = [sys.executable, "-m", "jxhash", "train", "--config", str(path), "--bits", str(bits),
              "--seeds", str(args.seeds), "--no-checkpoint", "--no-progress", "--no-tensorboard", "--out", str(result),
-             *force, *smoke]
+             *force, *preset, *smoke]
       if args.data_dir is not None:
         cmd += ["--data-dir", s.data.dir]
       out.append((path.stem, bits, cmd, result))
@@ -115,8 +120,16 @@ def run(args) -> None:
     if not data_dir.is_dir():
       raise UserError(f"--data-dir {data_dir} is not a directory")
     configs = {path: s.replace(data={"dir": str(data_dir)}) for path, s in configs.items()}
-  if os.environ.get("JXHASH_SMOKE") == "1":
-    args.bits, args.seeds = args.bits[:1], min(args.seeds, 2)
+  if args.preset is not None:
+    from jxhash import config as config_lib
+    from jxhash.methods import get_method
+    for path, s in configs.items():  # a preset some method lacks: one line, before any run
+      try:
+        config_lib.apply_preset(get_method(s.method.name), args.preset)
+      except UserError as e:
+        raise UserError(f"--config {path}: {e}") from None
+    if args.preset == config_lib.SMOKE:
+      args.bits, args.seeds = args.bits[:1], min(args.seeds, 2)
   workdir = fileio.require_writable_dir(args.workdir, what="--workdir")
   out_dir = fileio.require_writable_dir(workdir / "results" / "reproduce" / folder.name, what="results folder")
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +168,8 @@ def main(argv=None) -> int:
   p.add_argument("folder", help="configs/<dataset>")
   p.add_argument("--bits", type=_bits, default=[16, 32, 64], help="code lengths, comma-separated (default 16,32,64)")
   flags.add_seeds(p, default=5, help="model seeds per run (default 5)")
+  flags.add_preset(p, help="run every config file at this preset of its method; smoke: tiny runs, the first code "
+                           "length, at most 2 seeds, small splits (module docstring)")
   p.add_argument("--only", type=lambda t: set(t.split(",")), default=None,
                  help="config names / baselines to run, comma-separated")
   p.add_argument("--jobs", type=cli.int_at_least(1), default=1, help="runs at once (subprocesses)")

@@ -101,9 +101,6 @@ def _configured(args, setting: dict):
   s = args.settings
   spec = get_method(s.method.name)
   s = s.replace(method={"set": {**s.method.set, **setting}})
-  if os.environ.get("JXHASH_SMOKE") == "1":  # the README test's switch (as in `jxhash train`)
-    from jxhash import config as config_lib
-    s = s.replace(method={"set": {**s.method.set, **config_lib.presets(spec)["smoke"]}})
   return spec, settings_lib.method_config(spec, s)
 
 
@@ -125,9 +122,9 @@ def _val_options(args) -> list[str]:
 
 
 def _options(args, num_seeds: int):
-  from jxhash.training import trainer as train
+  from jxhash.training import trainer
   t = args.settings.train
-  return train.TrainOptions(seed=t.seed, num_seeds=num_seeds, eval_every=args.settings.eval.eval_every,
+  return trainer.TrainOptions(seed=t.seed, num_seeds=num_seeds, eval_every=args.settings.eval.eval_every,
                             normalize=t.normalize, progress=False)
 
 
@@ -147,7 +144,7 @@ def run_setting(args, setting: dict, out_dir: pathlib.Path) -> dict:
   """Train one setting with val selection; its results file, reused when it is already there."""
   from jxhash.runs import identity
   from jxhash.runs import results
-  from jxhash.training import trainer as train
+  from jxhash.training import trainer
   from jxhash.errors import TrainingDiverged, UserError
   spec, config = _configured(args, setting)
   data = _load(args, _val_options(args))
@@ -165,7 +162,7 @@ def run_setting(args, setting: dict, out_dir: pathlib.Path) -> dict:
       return old
     print(f"{path}: not a valid result of this setting; training it again")
   try:
-    fit = train.fit(spec, config, data, options)
+    fit = trainer.fit(spec, config, data, options)
   except TrainingDiverged as e:
     # a setting that diverges is a result of the search (its score is "failed"), not an error
     res = {**ident, "run_name": identity.run_name(ident), "setting": setting, "val_score": None,
@@ -260,7 +257,7 @@ def sweep(args) -> dict:
   from jxhash import fileio
   from jxhash.runs import identity
   from jxhash.runs import results
-  from jxhash.training import trainer as train
+  from jxhash.training import trainer
   from jxhash.errors import UserError
   workdir = fileio.require_writable_dir(args.workdir, what="--workdir")
   out_dir = fileio.require_writable_dir(workdir / args.out_dir, what="--out-dir")
@@ -309,7 +306,7 @@ def sweep(args) -> dict:
   spec, config = _configured(args, best["setting"])
   data = _load(args, [])
   options = _options(args, args.test_seeds or s.train.seeds)
-  fit = train.fit(spec, config, data, options)
+  fit = trainer.fit(spec, config, data, options)
   sweep_record = {"fields": fields, "chosen": best["setting"], "val_score": best["val_score"],
                   "val_option": _val_options(args), "settings": len(rows), "seeds_per_setting": s.train.seeds}
   res = results.build(spec, config, data, options, fit,

@@ -86,12 +86,6 @@ def build_config(spec, args):
 def settings_of(args):
   """The run's settings: config file, flags, dotted items, and the output flags."""
   s = flags.settings_from_args(args, args.dotted)
-  if os.environ.get("JXHASH_SMOKE") == "1":
-    # the README test's switch: every run at its method's smoke configuration
-    from jxhash import config as config_lib
-    from jxhash.methods import get_method
-    smoke = config_lib.presets(get_method(s.method.name))["smoke"]
-    s = s.replace(method={"set": {**s.method.set, **smoke}})
   return s.replace(output={"workdir": args.workdir, "out": args.out, "checkpoint_dir": args.checkpoint_dir,
                            "checkpoint": not args.no_checkpoint, "progress": not args.no_progress,
                            "tensorboard": not args.no_tensorboard,
@@ -122,7 +116,7 @@ def check_processes(args):
 def run(args) -> dict:
   """Run the experiment the flags describe and print its summary; the results dict."""
   from jxhash import experiment
-  from jxhash import distributed as parallel
+  from jxhash import distributed
   processes = check_processes(args)
   s = settings_of(args)
   result = experiment.run(s, processes=processes, init_timeout=args.init_timeout)
@@ -133,7 +127,7 @@ def run(args) -> dict:
   for d, label in (("i2t", "image->text"), ("t2i", "text->image")):
     spread = f" ± {std[d]:.4f}" if std[d] is not None else ""
     print(f"  mAP@all {label}: {res['map'][d]:.4f}{spread}")
-  written = "" if parallel.is_primary() else " (written by process 0)"
+  written = "" if distributed.is_primary() else " (written by process 0)"
   out = result.path or "results file"
   print(f"  model: {result.fit.selected}; train time {result.fit.train_time:.1f} s; results: {out}{written}"
         + (f"; checkpoint: {result.checkpoint_dir}" if result.checkpoint_dir else ""))
@@ -142,12 +136,12 @@ def run(args) -> dict:
 
 def _run_in_group(args):
   """`run`, telling the other processes of a multi-process run how this one ended."""
-  from jxhash import distributed as parallel
+  from jxhash import distributed
   from jxhash.errors import TrainingInterrupted, UserError
   try:
     res = run(args)
   except BaseException as e:
-    group = parallel.current_group()
+    group = distributed.current_group()
     if group is not None:
       if not isinstance(e, (UserError, TrainingInterrupted, KeyboardInterrupt, SystemExit)):
         # a failed collective is usually the echo of a process that died: let the watchdog
@@ -156,7 +150,7 @@ def _run_in_group(args):
       text = " ".join(str(e).split())
       group.fail(text if isinstance(e, UserError) else f"{type(e).__name__}: {text}".rstrip(": "))
     raise
-  group = parallel.current_group()
+  group = distributed.current_group()
   if group is not None:
     group.finish()
   return res
@@ -177,8 +171,8 @@ def main(argv=None) -> int:
   finally:
     logger.removeHandler(handler)
     logger.propagate = propagate
-  from jxhash import distributed as parallel
-  group = parallel.current_group()
+  from jxhash import distributed
+  group = distributed.current_group()
   if group is not None and code != 0:
     # the others have been told; JAX's exit handler would wait minutes for them at its
     # shutdown barrier (and then abort), so end here unless they all finished already

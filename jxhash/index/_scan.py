@@ -26,7 +26,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from jxhash._numba_kernels import _popcount
+from jxhash.metrics.numba_kernels import popcount
 
 
 @numba.njit(inline="always")
@@ -41,18 +41,18 @@ def _block_distances(packed, query, start, m, buf):
     row = packed[0, start:start + m]
     q = query[0]
     for j in range(m):
-      buf[j] = _popcount(row[j] ^ q)
+      buf[j] = popcount(row[j] ^ q)
   else:
     row, row2 = packed[0, start:start + m], packed[1, start:start + m]
     q, q2 = query[0], query[1]
     for j in range(m):
-      buf[j] = _popcount(row[j] ^ q) + _popcount(row2[j] ^ q2)
+      buf[j] = popcount(row[j] ^ q) + popcount(row2[j] ^ q2)
     w = 2
   while w < words:
     row, row2 = packed[w, start:start + m], packed[w + 1, start:start + m]
     q, q2 = query[w], query[w + 1]
     for j in range(m):
-      buf[j] += _popcount(row[j] ^ q) + _popcount(row2[j] ^ q2)
+      buf[j] += popcount(row[j] ^ q) + popcount(row2[j] ^ q2)
     w += 2
 
 

@@ -37,7 +37,7 @@ import math
 import numba
 import numpy as np
 
-from jxhash._numba_kernels import _popcount
+from jxhash.metrics.numba_kernels import popcount
 from jxhash.index._scan import _block_distances, _block_min
 
 MAX_SUB_BITS = 20
@@ -232,7 +232,7 @@ def _probe(codes, query, keys, r, i, lengths, masks, tables, offsets, xor, buf, 
           if other != i:
             sub = 0
             for w in range(words):
-              sub += _popcount(xor[w] & masks[other, w])
+              sub += popcount(xor[w] & masks[other, w])
             if sub < r or (sub == r and other < i):
               first = False
               break

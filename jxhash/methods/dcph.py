@@ -12,7 +12,8 @@ category to a relaxed code P~_k in (-1, 1)^K; `proxy_loss="psldh"` minimises
     J = ||ReLU(P~ P~^T - K I)||_F^2 / C^2 + alpha ||1^T P~||^2 / C + beta ||sign(P~) - P~||_F^2 / C,
 alpha = `proxy_balance`, beta = `proxy_beta`; as |P~| < 1 the first term counts only positive
 inner products between two categories' codes. "pairwise" / "softmax" swap in another first
-term and normalisation (`proxy_objective`). Then P = sign(P~) (BatchNorm in inference mode)
+term and normalisation (`proxy_objective`; `--preset pairwise-proxy` sets up jxhash's earlier
+"pairwise" stage). Then P = sign(P~) (BatchNorm in inference mode)
 is fixed and kept in the state; `report` gives its fingerprint.
 
 Stage 2, hashing. Per item i with multi-hot y_i, n_i = |y_i|, tanh code h_i and
@@ -56,13 +57,6 @@ from jxhash.spec import MODALITIES, Dims, MethodSpec, Phase, Stage
 
 
 PROXY_LOSSES = ("psldh", "pairwise", "softmax")
-
-# config overrides that select the "pairwise" proxy stage (docs/dcph_proxy.md)
-RECONSTRUCTED_PROXY_STAGE = {
-    "proxy_loss": "pairwise", "proxy_beta": 0.01, "proxy_balance": 1.0, "proxy_hidden": 4096,
-    "proxy_batchnorm": True, "proxy_lr": 0.01, "proxy_lr_decay_steps": 0, "proxy_epochs": 10,
-    "proxy_steps": 50,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -446,4 +440,8 @@ SPEC = MethodSpec(
     reference="R.-C. Tu et al., Deep Cross-Modal Proxy Hashing, IEEE TKDE 2023 (arXiv 2011.03451)",
     smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32,), "text_hidden": (32,), "proxy_hidden": 32,
            "proxy_epochs": 2, "proxy_steps": 5},
-    report=report, warm_start=functools.partial(toolkit.backbone_warm_start, source=SOURCE_BACKBONE))
+    report=report, warm_start=functools.partial(toolkit.backbone_warm_start, source=SOURCE_BACKBONE),
+    # pairwise-proxy: jxhash's earlier "pairwise" proxy stage (docs/dcph_proxy.md)
+    presets={"pairwise-proxy": {"proxy_loss": "pairwise", "proxy_beta": 0.01, "proxy_balance": 1.0,
+                                "proxy_hidden": 4096, "proxy_batchnorm": True, "proxy_lr": 0.01,
+                                "proxy_lr_decay_steps": 0, "proxy_epochs": 10, "proxy_steps": 50}})

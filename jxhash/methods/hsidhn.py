@@ -37,8 +37,8 @@ Loss, chosen by `objective`, theta = <h, o> / `theta_divisor`:
 
 Schedule: per epoch an image phase against G, a text phase against F (each writing its fused
 codes into its buffer), then B = sign(F + G). SGD, lr from `lr` to `lr_end` (linear or
-geometric), the gradient's global norm clipped at `clip_norm`; `--preset lab` (`LAB_PRESET`)
-and `--preset dcmh` switch network, loss and optimiser.
+geometric), the gradient's global norm clipped at `clip_norm`; `--preset lab` (the SCAHN/SAALDH
+lab template with the lab's optimiser) and `--preset dcmh` switch network, loss and optimiser.
 
 State (`toolkit.BufferedState`): image and text network states (with BatchNorm statistics
 for "scahn"), buffers F, G (n, K) of fused codes, codes B (n, K).
@@ -61,10 +61,6 @@ from jxhash.methods import toolkit
 from jxhash.nets.layerwise import SCAHN_LEVELS, LayerwiseEncoder
 from jxhash.nets.multiscale import HierarchicalEncoder
 from jxhash.spec import MODALITIES, Dims, MethodSpec, Phase, Stage
-
-# the SCAHN/SAALDH lab template with the lab's own optimiser (`--preset lab`)
-LAB_PRESET = {"network": "scahn", "objective": "scahn", "theta_divisor": "K/32", "lr": 10 ** -1.1,
-              "lr_end": 10 ** -5.6, "lr_schedule": "logspace", "clip_norm": 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -507,5 +503,8 @@ SPEC = MethodSpec(
            "interaction_features": 8, "text_channels": (8, 8, 8, 8), "text_head_width": 8,
            "image_stages": (8, 8, 8, 8)},
     report=report, warm_start=functools.partial(toolkit.backbone_warm_start, source=SOURCE_BACKBONE),
-    presets={"dcmh": {"lr": 10 ** -1.5, "clip_norm": 0.0, "eta": 1.0}, "lab": LAB_PRESET},
+    # dcmh: DCMH's optimiser; lab: the SCAHN/SAALDH lab template with the lab's own optimiser
+    presets={"dcmh": {"lr": 10 ** -1.5, "clip_norm": 0.0, "eta": 1.0},
+             "lab": {"network": "scahn", "objective": "scahn", "theta_divisor": "K/32", "lr": 10 ** -1.1,
+                     "lr_end": 10 ** -5.6, "lr_schedule": "logspace", "clip_norm": 0.0}},
     needs_image_matrix="objective='scahn' draws a second batch of each modality from the whole training set")

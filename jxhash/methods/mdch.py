@@ -242,13 +242,12 @@ def encode(state: State, modality: str, x: jax.Array) -> jax.Array:
   return _forward(net, net.params, x)[0]
 
 
-# DCMH's published settings for the parts MDCH shares with it (the paper gives none of its own)
-PAPER = {"init": "normal0.01", "lr_scaling": "none", "lr": 10 ** -1.5, "clip_norm": 0.0, "eta": 1.0}
-
 SPEC = MethodSpec(
     name="mdch", Config=Config, init=init, stages=stages, encode=encode,
     fidelity=("reconstruction from the abstract on top of DCMH: semantic mask, intra-modal loss and alternation "
               "designed by jxhash; docs/methods/mdch.md"),
     reference="Mask Cross-Modal Hashing Networks, IEEE Transactions on Multimedia 23:550-558, 2021",
     smoke={"epochs": 2, "batch_size": 32, "image_hidden": (32,), "text_hidden": (32,)},
-    presets={"paper": PAPER}, warm_start=functools.partial(toolkit.backbone_warm_start, source=SOURCE_BACKBONE))
+    warm_start=functools.partial(toolkit.backbone_warm_start, source=SOURCE_BACKBONE),
+    # paper: DCMH's published settings for the parts MDCH shares with it (the paper gives none of its own)
+    presets={"paper": {"init": "normal0.01", "lr_scaling": "none", "lr": 10 ** -1.5, "clip_norm": 0.0, "eta": 1.0}})

@@ -37,7 +37,7 @@ def environment() -> dict:
 
 def build(spec, config, data, options, fit_result, *, extra: dict | None = None,
           identity: dict | None = None) -> dict:
-  """The results dict of a finished `train.fit` run (see the README for its keys).
+  """The results dict of a finished `trainer.fit` run (see the README for its keys).
 
   `identity`: the run's `jxhash.runs.identity.run_identity`, when the caller computed it already.
   """

@@ -15,7 +15,7 @@ from typing import Callable
 
 import jax
 
-from jxhash import distributed as parallel
+from jxhash import distributed
 from jxhash.data import augment as augment_lib
 from jxhash.training.runstate import RunState
 from jxhash.spec import Stage, steps_per_epoch
@@ -40,10 +40,10 @@ def epoch_plan(rng, epoch, *, stage: Stage, num_train: int) -> list:
 
 def make_batch(data: dict, index, key, mesh, aug: augment_lib.Augment, image=None) -> dict:
   """A step's batch: rows `index` of the device arrays (plus streamed `image` rows), sharded."""
-  index = parallel.shard_rows(index, mesh)
-  batch = {name: parallel.shard_rows(x[index], mesh) for name, x in data.items()}
+  index = distributed.shard_rows(index, mesh)
+  batch = {name: distributed.shard_rows(x[index], mesh) for name, x in data.items()}
   if image is not None:
-    batch["image"] = parallel.shard_rows(image, mesh)
+    batch["image"] = distributed.shard_rows(image, mesh)
   if aug.active:
     batch["image"] = augment_lib.augment_images(jax.random.fold_in(key, _AUGMENT_SALT), batch["image"], aug)
   batch["index"] = index

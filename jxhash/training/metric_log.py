@@ -22,9 +22,9 @@ What is written, at step = epoch (1-based, the history's `epoch`):
 Synopsis:
 
     from jxhash.training import metric_log
-    from jxhash.training import trainer as train
+    from jxhash.training import trainer
     with metric_log.open("runs/my-run", config={"method": "dcmh", "bits": 16}) as log:
-      result = train.fit(spec, config, data, options, metric_log=log)
+      result = trainer.fit(spec, config, data, options, metric_log=log)
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jxhash import distributed as parallel
+from jxhash import distributed
 from jxhash.data import augment as augment_lib
 from jxhash.data.prefetch import prefetch
 from jxhash.training.epochs import epoch_plan, make_batch, over_seeds
@@ -67,8 +67,8 @@ class StreamedEpoch:
     Only the batch rows [lo, hi) that this process's devices hold are read from the images.
     """
     seeds, steps, bs = batches.shape
-    sharded = NamedSharding(self.mesh, P(None, parallel.DATA_AXIS))
-    if bs % self.mesh.shape[parallel.DATA_AXIS]:
+    sharded = NamedSharding(self.mesh, P(None, distributed.DATA_AXIS))
+    if bs % self.mesh.shape[distributed.DATA_AXIS]:
       sharded = NamedSharding(self.mesh, P())
     replicated = NamedSharding(self.mesh, P())
     image_shape = (seeds, bs) + tuple(self.images.shape[1:])
@@ -83,8 +83,8 @@ class StreamedEpoch:
         start, stop, _ = where[1].indices(bs)
         return rows[(where[0], slice(start - lo, stop - lo)) + tuple(where[2:])]
 
-      yield (parallel.global_array(index, sharded), jax.make_array_from_callback(image_shape, sharded, piece),
-             parallel.global_array(keys[:, t], replicated))
+      yield (distributed.global_array(index, sharded), jax.make_array_from_callback(image_shape, sharded, piece),
+             distributed.global_array(keys[:, t], replicated))
 
   def __call__(self, state: RunState, data: dict) -> tuple[RunState, dict]:
     plan = jax.device_get(self._plan(state.rng, state.epoch))

@@ -24,10 +24,10 @@ checkpoint; the returned state is this process's copy.
 Synopsis:
 
     from jxhash import data, methods
-    from jxhash.training import trainer as train
+    from jxhash.training import trainer
     ds = data.load("synthetic")
     spec = methods.get_method("dcmh")
-    result = train.fit(spec, spec.Config(bits=16, epochs=20), ds, train.TrainOptions())
+    result = trainer.fit(spec, spec.Config(bits=16, epochs=20), ds, trainer.TrainOptions())
     result.final["i2t"]["map"], result.final["t2i"]["map"]
 """
 
@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jxhash import distributed as parallel
+from jxhash import distributed
 from jxhash.training import progress
 from jxhash.data import CrossModalData
 from jxhash.data import augment as augment_lib
@@ -162,7 +162,7 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
   if config.batch_size > num_train:
     raise UserError(f"batch_size {config.batch_size} is larger than the {num_train} training items of "
                     f"{data.name!r}; use --batch-size {num_train} or less")
-  mesh = parallel.make_mesh(options.devices)
+  mesh = distributed.make_mesh(options.devices)
   stats = fit_normalizer(data, options.normalize)
   stages = spec.stages(config, num_train)
   bounds = stage_bounds(stages)
@@ -173,9 +173,9 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
     raise UserError(f"{spec.name} cannot stream images: it needs the whole training image matrix on the "
                     f"device ({spec.needs_image_matrix}); load the images into memory or train on features")
   state, selection = _start(spec, config, state, store, options, total)
-  state = parallel.replicate(state, mesh)
+  state = distributed.replicate(state, mesh)
   arrays = training_arrays(data, stats, supervised=spec.supervised, image=not streamed)
-  arrays = parallel.replicate({k: jnp.asarray(v) for k, v in arrays.items()}, mesh)
+  arrays = distributed.replicate({k: jnp.asarray(v) for k, v in arrays.items()}, mesh)
 
   def make_epoch(stage):
     if streamed:
@@ -237,7 +237,7 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
     if selection.epoch != int(state.epoch):
       # after a resume the best state may predate this process: read it back from the store
       state = selection.state if selection.state is not None else store.restore_best(state, selection.epoch)
-  state = parallel.local_copy(state)
+  state = distributed.local_copy(state)
   per_seed = [evaluate(spec, seed_slice(state.model, i), data, stats, top_k=options.top_k, pn=options.pn)
               for i in range(options.num_seeds)]
   return FitResult(state=state, final=average_over_seeds(per_seed), per_seed=per_seed,
@@ -273,13 +273,13 @@ def _select(spec, state: RunState, data, stats, options: TrainOptions, selection
 
   With several processes each scores its own copy and all follow process 0's score, so that
   they agree on every save (a checkpoint save needs all of them)."""
-  model = parallel.local_copy(state.model)
+  model = distributed.local_copy(state.model)
   scores = [mean_map(evaluate(spec, seed_slice(model, i), data, stats, queries="val", full=False))
             for i in range(options.num_seeds)]
-  score = parallel.broadcast_float(float(np.mean(scores)))
+  score = distributed.broadcast_float(float(np.mean(scores)))
   if score > selection.score:
     selection.score, selection.epoch = score, epoch
-    selection.state = jax.device_get(parallel.local_copy(state))
+    selection.state = jax.device_get(distributed.local_copy(state))
     if store is not None:
       store.save_best(state, stats, epoch)
   return score, scores

@@ -20,7 +20,7 @@ Three interchangeable implementations produce exactly these numbers (`Scan`):
            counts each distance group and notes, for every relevant item, its position and
            hit count inside its group; pass 2 adds the closer groups' totals to those notes.
            No (Q, N) array is ever formed: memory is O(N) per thread. The kernels live in
-           `jxhash._numba_kernels`, imported on first use. The CPU default when numba is
+           `jxhash.metrics.numba_kernels`, imported on first use. The CPU default when numba is
            installed.
   "numpy"  packed popcount distances for a chunk of queries, then `np.argsort(kind="stable")`
            (a radix sort on 8/16-bit keys). The CPU fallback without numba.
@@ -38,6 +38,7 @@ its gain is positive.
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import NamedTuple
 
 import jax
@@ -81,15 +82,14 @@ class Scan(NamedTuple):
 
 @functools.cache
 def numba_kernels():
-  """The compiled kernels (`jxhash._numba_kernels`), or None without a working numba.
+  """The compiled kernels (`jxhash.metrics.numba_kernels`), or None without a working numba.
 
   Imported on first use: numba alone takes ~0.4 s to import, which every `import jxhash` would
   otherwise pay."""
   try:
-    from jxhash import _numba_kernels
+    return importlib.import_module("jxhash.metrics.numba_kernels")
   except ImportError:  # numba is optional: the numpy scan computes the same numbers.
     return None
-  return _numba_kernels
 
 
 def have_numba() -> bool:
@@ -249,7 +249,7 @@ def _rank_order(dist, num_buckets):
 def _jax_index_metrics(q_codes, q_labels, db_codes, db_labels, valid, *, num_buckets, ks, ns):
   """Per-query metrics under the (distance, index) ranking, reduced on the device.
 
-  The device twin of `_jax_scan_jit` followed by `_tie_average.reduce_scan` for index ties
+  The device twin of `_jax_scan_jit` followed by `tie_average.reduce_scan` for index ties
   without gains: only per-query numbers and the pooled (K + 1) radius counts leave it.
   `valid` (traced) is the number of real rows; padding rows are left out of the pooled counts.
   ks, ns: cut-offs, already clamped to N.

@@ -1,4 +1,4 @@
-"""numba kernels of the "numba" scan in `jxhash._rank_kernels` (imported only when used).
+"""numba kernels of the "numba" scan in `jxhash.metrics.ranking` (imported only when used).
 
 Codes and labels arrive bit-packed into uint64 words (`jxhash.codes.pack`); rows of one
 word arrive as 1-D arrays. Each kernel fills per-query outputs for a chunk of queries, the
@@ -18,7 +18,7 @@ def num_threads() -> int:
 
 
 @_intrinsic
-def _popcount(typingctx, x):
+def popcount(typingctx, x):
   """LLVM ctpop on a uint64, typed int64 so sums stay integer (numba widens
   int64 + uint64 to float64)."""
   del typingctx
@@ -48,12 +48,12 @@ def _word_count(op):
   def typer(row, table, j):
     del j
     if isinstance(row, numba.types.Integer):
-      return lambda row, table, j: _popcount(op(row, table[j]))
+      return lambda row, table, j: popcount(op(row, table[j]))
 
     def words(row, table, j):
       total = 0
       for w in range(row.shape[0]):
-        total += _popcount(op(row[w], table[j, w]))
+        total += popcount(op(row[w], table[j, w]))
       return total
 
     return words

@@ -49,9 +49,18 @@ spinning worker threads.
 All functions accept numpy or jax arrays and return numpy values / Python floats. Bad inputs
 raise `jxhash.errors.UserError` (a `ValueError`) naming the argument and its shape.
 
+The public functions live here; their parts are submodules, one job each:
+  inputs         checks of the arrays given to the public functions (one `UserError` each)
+  ranking        the scans: per-query bucket counts and (distance, index) ranks, per backend
+  numba_kernels  the compiled CPU kernels of the "numba" scan (imported on first use); its
+                 `popcount` is also used by `jxhash.index`
+  tie_average    per-query metrics from a scan: index-tie reduction, tie-aware closed forms
+
+May import: numpy, scipy, jax, numba (optional, on first use), `jxhash.codes`,
+`jxhash.errors`; never the trainer, a method, the data loaders or a command.
+
 Length (over 400 lines): every metric's formula, tie rule and reference is written in its
-docstring; the input checks and the per-chunk reduction already live in _metric_inputs.py
-and _tie_average.py.
+docstring.
 """
 
 from __future__ import annotations
@@ -62,14 +71,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jxhash import _rank_kernels
-from jxhash import _metric_inputs as inputs_check
-from jxhash import _tie_average
 from jxhash import codes as codes_lib
 from jxhash.errors import UserError
+from jxhash.metrics import inputs, ranking, tie_average
 
 TIES = ("index", "average")
-BACKENDS = _rank_kernels.BACKENDS
+BACKENDS = ranking.BACKENDS
 
 # Below this many query×item pairs `backend=None` uses the numpy scan on CPU: waking the numba
 # thread pool costs more than the work there (up to milliseconds on a busy machine).
@@ -101,17 +108,17 @@ def hamming_distance(query_codes, db_codes) -> np.ndarray:
   Returns:
     (Q, N) int32 array, entry [i, j] = #{bits where query i and item j differ} = (K - q_i·r_j) / 2.
   """
-  q = inputs_check.check_codes(query_codes, "query_codes")
-  db = inputs_check.check_codes(db_codes, "db_codes")
-  inputs_check.check_same_width(q, db, "query_codes", "db_codes", "bits")
+  q = inputs.check_codes(query_codes, "query_codes")
+  db = inputs.check_codes(db_codes, "db_codes")
+  inputs.check_same_width(q, db, "query_codes", "db_codes", "bits")
   # XOR + popcount on packed words beat the float32 ±1 matmul here (2-core CPU, 64 bits) and
   # are exact for any K. Rows go in chunks so the uint64 XOR temporary stays small.
   q_words, db_words = codes_lib.pack(q), codes_lib.pack(db)
   out = np.empty((q.shape[0], db.shape[0]), np.int32)
   rows = max(1, _CHUNK_BYTES["numpy"] // (8 * db.shape[0]))
   for start in range(0, q.shape[0], rows):
-    out[start:start + rows] = _rank_kernels.pair_popcount(q_words[start:start + rows], db_words,
-                                                          np.bitwise_xor, q.shape[1])
+    out[start:start + rows] = ranking.pair_popcount(q_words[start:start + rows], db_words,
+                                                    np.bitwise_xor, q.shape[1])
   return out
 
 
@@ -154,7 +161,7 @@ def average_precision(query_codes, db_codes, query_labels, db_labels, *, top_k=N
   Returns:
     (Q,) float64 array of AP values in [0, 1].
   """
-  ks = None if top_k is None else (inputs_check.check_cutoff(top_k, "top_k"),)
+  ks = None if top_k is None else (inputs.check_cutoff(top_k, "top_k"),)
   stats = _compute(query_codes, db_codes, query_labels, db_labels, ks=ks or (), ns=(), ties=ties,
                    weighted=False, backend=backend, chunk_size=chunk_size)
   return stats["ap"] if ks is None else stats["ap_at"][:, 0]
@@ -193,7 +200,7 @@ def precision_at_n(query_codes, db_codes, query_labels, db_labels, *, n=(1, 10, 
   Returns:
     (len(n),) float64 array (shape (1,) for an int n).
   """
-  ns = inputs_check.check_cutoffs(n, "n")
+  ns = inputs.check_cutoffs(n, "n")
   stats = _compute(query_codes, db_codes, query_labels, db_labels, ks=(), ns=ns, ties=ties,
                    weighted=False, backend=backend, chunk_size=chunk_size)
   return stats["precision_at"].mean(axis=0)
@@ -287,7 +294,7 @@ def normalized_weighted_map(query_codes, db_codes, query_labels, db_labels, *, t
   Returns:
     float in [0, 1].
   """
-  ks = None if top_k is None else (inputs_check.check_cutoff(top_k, "top_k"),)
+  ks = None if top_k is None else (inputs.check_cutoff(top_k, "top_k"),)
   stats = _compute(query_codes, db_codes, query_labels, db_labels, ks=ks or (), ns=(), ties=ties,
                    weighted=True, backend=backend, chunk_size=chunk_size)
   return float(np.mean(stats["nwap"] if ks is None else stats["nwap_at"][:, 0]))
@@ -295,9 +302,9 @@ def normalized_weighted_map(query_codes, db_codes, query_labels, db_labels, *, t
 
 def count_no_relevant(query_labels, db_labels) -> int:
   """Number of queries that share no label with any database item (their AP is 0)."""
-  ql = inputs_check.check_labels(query_labels, "query_labels")
-  dl = inputs_check.check_labels(db_labels, "db_labels")
-  inputs_check.check_same_width(ql, dl, "query_labels", "db_labels", "classes")
+  ql = inputs.check_labels(query_labels, "query_labels")
+  dl = inputs.check_labels(db_labels, "db_labels")
+  inputs.check_same_width(ql, dl, "query_labels", "db_labels", "classes")
   # A query has a relevant item iff one of its labels occurs anywhere in the database.
   present = dl.any(axis=0)
   return int((~(ql.astype(bool) & present).any(axis=1)).sum())
@@ -317,9 +324,9 @@ def chance_map(query_labels, db_labels) -> float:
   Returns:
     the mean over the Q queries.
   """
-  ql = inputs_check.check_labels(query_labels, "query_labels").astype(np.float64)
-  dl = inputs_check.check_labels(db_labels, "db_labels").astype(np.float64)
-  inputs_check.check_same_width(ql, dl, "query_labels", "db_labels", "classes")
+  ql = inputs.check_labels(query_labels, "query_labels").astype(np.float64)
+  dl = inputs.check_labels(db_labels, "db_labels").astype(np.float64)
+  inputs.check_same_width(ql, dl, "query_labels", "db_labels", "classes")
   n = dl.shape[0]
   relevant = ((ql @ dl.T) > 0).sum(axis=1).astype(np.float64)
   if n == 1:
@@ -360,8 +367,8 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, *, top_k=(1000,),
     Every leaf is a Python int or float (so the dict averages leaf-wise with `jax.tree.map`);
     the k keys are ints, which `json.dump` writes as strings.
   """
-  ks = inputs_check.check_cutoffs(top_k, "top_k", allow_empty=True)
-  ns = inputs_check.check_cutoffs(pn, "pn", allow_empty=True)
+  ks = inputs.check_cutoffs(top_k, "top_k", allow_empty=True)
+  ns = inputs.check_cutoffs(pn, "pn", allow_empty=True)
   stats = _compute(query_codes, db_codes, query_labels, db_labels, ks=ks, ns=ns, ties=ties,
                    weighted=bool(nwmap), backend=backend, chunk_size=chunk_size)
   num_q = stats["ap"].shape[0]
@@ -386,7 +393,7 @@ def default_backend() -> str:
   "jax" off-CPU, else "numba" if importable, else "numpy"."""
   if jax.default_backend() != "cpu":
     return "jax"
-  return "numba" if _rank_kernels.have_numba() else "numpy"
+  return "numba" if ranking.have_numba() else "numpy"
 
 
 # -------------------------------------------------------------------------------- driver
@@ -404,26 +411,26 @@ def _compute(query_codes, db_codes, query_labels, db_labels, *, ks, ns, ties, we
     raise UserError(f"ties must be one of {TIES}, got {ties!r}")
   if backend is None:
     backend = default_backend()
-    if backend == "numba" and inputs_check.size(query_codes, 0) * inputs_check.size(db_codes, 0) < _SMALL_PROBLEM:
+    if backend == "numba" and inputs.size(query_codes, 0) * inputs.size(db_codes, 0) < _SMALL_PROBLEM:
       backend = "numpy"
   if backend not in BACKENDS:
     raise UserError(f"backend must be None or one of {BACKENDS}, got {backend!r}")
-  if backend == "numba" and not _rank_kernels.have_numba():
+  if backend == "numba" and not ranking.have_numba():
     raise UserError("backend 'numba' needs the numba package (pip install numba)")
   # With the jax backend, device arrays are checked where they are (a scalar comes back);
   # the other backends read them on the host.
   on_device = backend == "jax"
-  q_codes = inputs_check.check_codes(query_codes, "query_codes", on_device_ok=on_device)
-  db_codes = inputs_check.check_codes(db_codes, "db_codes", on_device_ok=on_device)
-  q_labels = inputs_check.check_labels(query_labels, "query_labels", on_device_ok=on_device)
-  db_labels = inputs_check.check_labels(db_labels, "db_labels", on_device_ok=on_device)
-  inputs_check.check_same_width(q_codes, db_codes, "query_codes", "db_codes", "bits")
-  inputs_check.check_same_width(q_labels, db_labels, "query_labels", "db_labels", "classes")
-  inputs_check.check_rows(q_codes, q_labels, "query_codes", "query_labels")
-  inputs_check.check_rows(db_codes, db_labels, "db_codes", "db_labels")
+  q_codes = inputs.check_codes(query_codes, "query_codes", on_device_ok=on_device)
+  db_codes = inputs.check_codes(db_codes, "db_codes", on_device_ok=on_device)
+  q_labels = inputs.check_labels(query_labels, "query_labels", on_device_ok=on_device)
+  db_labels = inputs.check_labels(db_labels, "db_labels", on_device_ok=on_device)
+  inputs.check_same_width(q_codes, db_codes, "query_codes", "db_codes", "bits")
+  inputs.check_same_width(q_labels, db_labels, "query_labels", "db_labels", "classes")
+  inputs.check_rows(q_codes, q_labels, "query_codes", "query_labels")
+  inputs.check_rows(db_codes, db_labels, "db_codes", "db_labels")
   (num_q, bits), (n_db, num_classes) = q_codes.shape, db_labels.shape
-  if bits > _rank_kernels.MAX_VALUE or num_classes > _rank_kernels.MAX_VALUE:
-    raise UserError(f"at most {_rank_kernels.MAX_VALUE} bits and classes are supported, got "
+  if bits > ranking.MAX_VALUE or num_classes > ranking.MAX_VALUE:
+    raise UserError(f"at most {ranking.MAX_VALUE} bits and classes are supported, got "
                     f"{bits} bits and {num_classes} classes")
 
   ks_eff = np.minimum(np.asarray(ks, np.int64), n_db)
@@ -444,8 +451,8 @@ def _compute(query_codes, db_codes, query_labels, db_labels, *, ks, ns, ties, we
   elif not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
     raise UserError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
 
-  database = _rank_kernels.prepare(backend, db_codes, db_labels)
-  queries = _rank_kernels.prepare(backend, q_codes, q_labels)
+  database = ranking.prepare(backend, db_codes, db_labels)
+  queries = ranking.prepare(backend, q_codes, q_labels)
   if backend == "jax" and index_ties and not weighted:
     return _compute_on_device(queries, database, chunk_size=chunk_size, num_buckets=bits + 1,
                               ks=tuple(ks_eff.tolist()), ns=tuple(ns_eff.tolist()))
@@ -453,10 +460,10 @@ def _compute(query_codes, db_codes, query_labels, db_labels, *, ks, ns, ties, we
   for start in range(0, num_q, chunk_size):
     stop = min(start + chunk_size, num_q)
     chunk = tuple(x[start:stop] for x in queries)
-    result = _rank_kernels.scan(backend, chunk, database, num_buckets=bits + 1,
-                                num_classes=num_classes, top_len=top_len, index_ties=index_ties,
-                                weighted=weighted)
-    parts.append(_tie_average.reduce_scan(result, ks_eff, ns_eff, index_ties=index_ties, weighted=weighted))
+    result = ranking.scan(backend, chunk, database, num_buckets=bits + 1,
+                          num_classes=num_classes, top_len=top_len, index_ties=index_ties,
+                          weighted=weighted)
+    parts.append(tie_average.reduce_scan(result, ks_eff, ns_eff, index_ties=index_ties, weighted=weighted))
   out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
   for name in ("retrieved", "good"):  # pooled over queries
     out[name] = np.sum([p[name] for p in parts], axis=0)
@@ -469,7 +476,7 @@ def _compute_on_device(queries, database, *, chunk_size, num_buckets, ks, ns) ->
   parts = []
   for start in range(0, queries[0].shape[0], chunk_size):
     chunk = tuple(x[start:start + chunk_size] for x in queries)
-    parts.append(_rank_kernels.device_index_metrics(chunk, database, num_buckets=num_buckets, ks=ks, ns=ns))
+    parts.append(ranking.device_index_metrics(chunk, database, num_buckets=num_buckets, ks=ks, ns=ns))
   gathered = {name: jnp.concatenate([p[name] for p in parts]) for name in ("ap", "ap_at", "precision_at",
                                                                            "num_relevant")}
   for name in ("retrieved", "good"):

@@ -1,7 +1,7 @@
 """Per-query metrics from a ranking scan: the index-tie reduction and the tie-aware closed forms.
 
 Private to `jxhash.metrics`. A Hamming distance takes only K + 1 values, so a scan
-(`jxhash._rank_kernels`) returns per-query bucket counts, and every metric follows from them.
+(`jxhash.metrics.ranking`) returns per-query bucket counts, and every metric follows from them.
 With ties broken by index (`index_ties`) the scan also returns the first L gains in ranking
 order. With ties averaged, each metric is its expectation over all orders within each bucket,
 in closed form (McSherry & Najork, ECIR 2008), computed here.
@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from jxhash import _rank_kernels
+from jxhash.metrics import ranking
 
 
-def reduce_scan(scan: _rank_kernels.Scan, ks: np.ndarray, ns: np.ndarray, *, index_ties: bool,
+def reduce_scan(scan: ranking.Scan, ks: np.ndarray, ns: np.ndarray, *, index_ties: bool,
             weighted: bool) -> dict:
   """Per-query metrics of one chunk from its `Scan` (see `_compute` for the keys)."""
   num_q = scan.size.shape[0]
