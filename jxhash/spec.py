@@ -41,13 +41,15 @@ class Dims:
 
   Attributes:
     image_shape: (D,) for features, (H, W, 3) for pixels.
-    text_dim: T.
+    text_dim: T (with token ids, their length L).
     num_labels: C.
+    text_tokens: the text is CLIP token ids (int32), not features (`CrossModalData.text_kind`).
   """
 
   image_shape: tuple
   text_dim: int
   num_labels: int
+  text_tokens: bool = False
 
   @property
   def is_pixels(self) -> bool:
@@ -63,19 +65,21 @@ class Dims:
     return tuple(self.image_shape) if modality == "image" else (self.text_dim,)
 
   def to_json(self) -> dict:
-    return {"image_shape": list(self.image_shape), "text_dim": int(self.text_dim),
-            "num_labels": int(self.num_labels)}
+    out = {"image_shape": list(self.image_shape), "text_dim": int(self.text_dim), "num_labels": int(self.num_labels)}
+    if self.text_tokens:  # only then: the identities of runs on text features stay as they were
+      out["text_tokens"] = True
+    return out
 
   @classmethod
   def from_json(cls, values: dict) -> "Dims":
     return cls(image_shape=tuple(int(v) for v in values["image_shape"]), text_dim=int(values["text_dim"]),
-               num_labels=int(values["num_labels"]))
+               num_labels=int(values["num_labels"]), text_tokens=bool(values.get("text_tokens", False)))
 
   @classmethod
   def of(cls, data) -> "Dims":
     """The dims of a `jxhash.data.CrossModalData`."""
     return cls(image_shape=tuple(int(v) for v in data.image.shape[1:]), text_dim=int(data.text.shape[1]),
-               num_labels=int(data.labels.shape[1]))
+               num_labels=int(data.labels.shape[1]), text_tokens=bool(getattr(data, "text_tokens", False)))
 
 
 class InitFn(Protocol):
