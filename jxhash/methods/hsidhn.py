@@ -514,4 +514,5 @@ SPEC = MethodSpec(
            "image_stages": (8, 8, 8, 8)},
     report=report, warm_start=functools.partial(toolkit.backbone_warm_start, source=SOURCE_BACKBONE),
     presets={"dcmh": {"lr": 10 ** -1.5, "clip_norm": 0.0, "eta": 1.0}, "lab": LAB_PRESET},
-    needs_image_matrix="objective='scahn' draws a second batch of each modality from the whole training set")
+    needs_image_matrix=lambda config: ("objective='scahn' draws a second batch of each modality from the whole "
+                                       "training set") if config.objective == "scahn" else "")
