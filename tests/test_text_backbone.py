@@ -136,7 +136,7 @@ def test_the_text_tower_moves_at_the_backbone_scale():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dcmh", "dcph", "mmach", "hsidhn"])
+@pytest.mark.parametrize("name", ["dcmh", "dcph", "mdch", "mmach", "hsidhn"])
 def test_token_smoke_run_fine_tunes_the_tower_and_restores_identical_codes(name, tmp_path):
   spec, config = _config(name)
   ds = data.load("synthetic", **TOKENS)
@@ -191,7 +191,7 @@ def test_a_text_tower_on_bag_of_words_and_an_mlp_on_tokens_are_refused():
     spec.init(jax.random.PRNGKey(0), config, FEATURES, 4)
   assert str(bow.value).count("\n") == 0
   assert str(bow.value).startswith("text_backbone='clip-vit-b32' reads token ids, and this dataset's text is 8-d "
-                                   "features (bag-of-words): load its raw text as tokens (prepared: text=clip-tokens)")
+                                   "features (e.g. a bag-of-words): load its raw text as tokens (prepared: text=clip-tokens)")
   for name in ("dcph", "mdch", "mmach", "hsidhn"):  # every method that can take a text tower refuses alike
     other, cfg = _config(name, text_backbone="clip-vit-b32")
     with pytest.raises(UserError, match=r"^text_backbone='clip-vit-b32' reads token ids"):

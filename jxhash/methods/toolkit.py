@@ -345,7 +345,7 @@ def text_backbone_name(config, dims: Dims) -> str:
   if not dims.text_tokens:
     if name not in ("auto", "mlp"):
       raise UserError(f"text_backbone={name!r} reads token ids, and this dataset's text is {dims.text_dim}-d features "
-                      "(bag-of-words): load its raw text as tokens (prepared: text=clip-tokens) or leave "
+                      "(e.g. a bag-of-words): load its raw text as tokens (prepared: text=clip-tokens) or leave "
                       "text_backbone=auto (the text MLP)")
     return ""
   if name == "mlp":
