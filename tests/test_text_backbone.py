@@ -162,6 +162,19 @@ def test_token_smoke_run_fine_tunes_the_tower_and_restores_identical_codes(name,
 
 
 @pytest.mark.slow
+def test_bfloat16_text_tower_trains_finite_and_computes_in_bfloat16():
+  spec, config = _config("dcmh", backbone_dtype="bfloat16")
+  tower = toolkit.text_backbone(config, TOKEN_DIMS)
+  assert tower.dtype == jnp.bfloat16
+  result = train.fit(spec, config, data.load("synthetic", **TOKENS), train.TrainOptions(progress=False, eval_every=0))
+  logged = [v for h in result.history for k, v in h.items() if k not in ("epoch", "stage")]
+  assert logged and np.all(np.isfinite(logged))
+  # params stay float32
+  tower_params = result.state.model.nets["text"].params["backbone"]
+  assert {a.dtype for a in jax.tree.leaves(tower_params)} == {jnp.dtype(jnp.float32)}
+
+
+@pytest.mark.slow
 def test_prepared_folder_gives_clip_tokens_of_its_captions(tmp_path):
   pytest.importorskip("ftfy")
   import json
