@@ -24,7 +24,7 @@ from jxhash.runs.store import (KINDS, check_digest, check_format, check_run_json
                                restore_item, restore_stats)
 from jxhash.spec import Dims
 from jxhash.training.evaluation import encode as encode_codes
-from jxhash.training.inputs import normalize
+from jxhash.training.inputs import normalize, tokens
 from jxhash.training.runstate import abstract_state, seed_slice
 
 
@@ -88,7 +88,7 @@ class Encoder:
       if lazy:
         check_finite_rows(part, what, first_row=offset)
         offset += part.shape[0]
-      return normalize(self.stats, modality, part)
+      return normalize(self.stats, modality, part, tokens=tokens(Dims.from_json(self.meta["dims"]), modality))
 
     return encode_codes(get_method(self.method), self.model, modality, x, chunk=chunk, transform=transform)
 

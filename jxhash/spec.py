@@ -18,7 +18,7 @@ shuffled batches of the training set, and the generic trainer runs them:
 "text" (n, T) and, for supervised methods only, "labels" (n, C). `batch` holds the same keys
 for the batch rows plus "index" (bs,), their positions in the training split. When the
 trainer streams images (pixel stacks on disk), `data` has no "image": a method whose steps
-read it declares `needs_image_matrix`. Steps must be pure and free of Python control flow on
+read it declares `needs_image_matrix` (per config if need be). Steps must be pure and free of Python control flow on
 traced values: the trainer jit-compiles each epoch as one program (a `lax.scan` over batches)
 and may `vmap` it over seeds.
 """
@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import jax
 
@@ -41,13 +41,15 @@ class Dims:
 
   Attributes:
     image_shape: (D,) for features, (H, W, 3) for pixels.
-    text_dim: T.
+    text_dim: T (with token ids, their length L).
     num_labels: C.
+    text_tokens: the text is CLIP token ids (int32), not features (`CrossModalData.text_kind`).
   """
 
   image_shape: tuple
   text_dim: int
   num_labels: int
+  text_tokens: bool = False
 
   @property
   def is_pixels(self) -> bool:
@@ -63,19 +65,21 @@ class Dims:
     return tuple(self.image_shape) if modality == "image" else (self.text_dim,)
 
   def to_json(self) -> dict:
-    return {"image_shape": list(self.image_shape), "text_dim": int(self.text_dim),
-            "num_labels": int(self.num_labels)}
+    out = {"image_shape": list(self.image_shape), "text_dim": int(self.text_dim), "num_labels": int(self.num_labels)}
+    if self.text_tokens:  # only then: the identities of runs on text features stay as they were
+      out["text_tokens"] = True
+    return out
 
   @classmethod
   def from_json(cls, values: dict) -> "Dims":
     return cls(image_shape=tuple(int(v) for v in values["image_shape"]), text_dim=int(values["text_dim"]),
-               num_labels=int(values["num_labels"]))
+               num_labels=int(values["num_labels"]), text_tokens=bool(values.get("text_tokens", False)))
 
   @classmethod
   def of(cls, data) -> "Dims":
     """The dims of a `jxhash.data.CrossModalData`."""
     return cls(image_shape=tuple(int(v) for v in data.image.shape[1:]), text_dim=int(data.text.shape[1]),
-               num_labels=int(data.labels.shape[1]))
+               num_labels=int(data.labels.shape[1]), text_tokens=bool(getattr(data, "text_tokens", False)))
 
 
 class InitFn(Protocol):
@@ -201,7 +205,9 @@ class MethodSpec:
       imagenet-vgg-f.mat). Called by the trainer outside jit, on new runs only (a resumed
       run's checkpoint already holds them), so the weights never become program constants.
     needs_image_matrix: why the steps read the whole training image matrix (`data["image"]`)
-      rather than only the batch rows; non-empty means the images cannot be streamed.
+      rather than only the batch rows; non-empty means the images cannot be streamed. A
+      function of the config (config -> reason or "") when only some configs read it; the
+      trainer asks `image_matrix_need(config)`.
     presets: named config settings, {name: {field: value}}, applied over the defaults (e.g.
       "paper": the published settings where jxhash's defaults differ from them).
   """
@@ -217,8 +223,13 @@ class MethodSpec:
   smoke: dict = dataclasses.field(default_factory=dict)
   report: ReportFn | None = None
   warm_start: WarmStartFn | None = None
-  needs_image_matrix: str = ""
+  needs_image_matrix: str | Callable[[Any], str] = ""
   presets: dict = dataclasses.field(default_factory=dict)
+
+  def image_matrix_need(self, config) -> str:
+    """Why `config`'s steps read the whole training image matrix; "" when they stream."""
+    need = self.needs_image_matrix
+    return need(config) if callable(need) else need
 
 
 MODALITIES = ("image", "text")

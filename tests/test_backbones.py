@@ -64,8 +64,8 @@ def test_sources_backbones_are_the_documented_ones():
 def test_pixel_smoke_run_stays_finite_and_restores_identical_codes(name, backbone, tmp_path):
   spec, config = _config(name, backbone)
   ds = _pixels(SIZE[backbone if backbone != "auto" else _source(name)])
-  # HSIDHN declares it needs the image matrix (objective='scahn'), so it cannot stream
-  options = trainer.TrainOptions(progress=False, eval_every=1, stream=not spec.needs_image_matrix)
+  # streamed, as pixels are by default, unless the config reads the whole image matrix
+  options = trainer.TrainOptions(progress=False, eval_every=1, stream=not spec.image_matrix_need(config))
   store = checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options))
   result = trainer.fit(spec, config, ds, options, store=store)
   logged = [v for h in result.history for k, v in h.items() if k not in ("epoch", "stage")]
@@ -94,6 +94,27 @@ def test_hsidhn_hashes_each_resnet34_stage():
   assert final.shape == (5, 16) and np.all(np.abs(np.asarray(final)) < 1)
   # the text net follows `network` (the default's multi-scale MLP), not the image's template
   assert "backbone" not in state.nets["text"].params
+
+
+def test_whether_the_image_matrix_is_needed_depends_on_the_config():
+  hsidhn = get_method("hsidhn")
+  assert hsidhn.image_matrix_need(hsidhn.Config()) == ""  # objective='dcmh' reads only the batch rows
+  assert "second batch" in hsidhn.image_matrix_need(hsidhn.Config(objective="scahn"))
+  uchm = get_method("uchm")  # a fixed reason holds for every config
+  assert "every training image" in uchm.image_matrix_need(uchm.Config())
+  assert get_method("dcph").image_matrix_need(get_method("dcph").Config()) == ""
+
+
+@pytest.mark.slow
+def test_hsidhn_streams_pixels_unless_its_objective_reads_the_image_matrix():
+  spec, config = _config("hsidhn", "auto", epochs=1)
+  ds = _pixels(SIZE["resnet34"])
+  assert not ds.image_in_memory  # synthetic pixels are made on demand: the trainer streams them
+  result = trainer.fit(spec, config, ds, trainer.TrainOptions(progress=False, eval_every=0))
+  assert np.all(np.isfinite([v for h in result.history for k, v in h.items() if k not in ("epoch", "stage")]))
+  scahn = dataclasses.replace(config, objective="scahn")
+  with pytest.raises(UserError, match=r"hsidhn cannot stream images: .*objective='scahn' draws a second batch"):
+    trainer.fit(spec, scahn, ds, trainer.TrainOptions(progress=False, eval_every=0))
 
 
 @pytest.mark.slow

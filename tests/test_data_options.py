@@ -44,7 +44,7 @@ def test_library_values_are_type_and_range_checked():
            ({"image_size": 5000}, r"option image_size=5000 is out of range; image_size is int in \[0, 1024\]"),
            ({"num_item": 5}, r"unknown option 'num_item' \(did you mean num_items\?\); valid options: data_seed, "
                              r"feature_scale, image_dim, image_size, max_labels, noise, num_items, num_labels, num_query, num_train, "
-                             r"num_val, text_density, text_dim$"),
+                             r"num_val, text_density, text_dim, text_tokens$"),
            ({"max_labels": 11}, r"max_labels=11 exceeds num_labels=10"),
            ({"num_items": 100}, r"num_query=200 \+ num_train=1000 do not fit num_items=100"),
            ({"num_items": 10**9, "num_query": 1, "num_train": 1}, r"dataset 'synthetic': generating 1000000000 items .* "
@@ -206,7 +206,7 @@ def test_row_source_indexing_is_numpy_indexing():
 
 SYNTHETIC_CHANGES = {"num_items": 301, "image_dim": 17, "text_dim": 9, "num_labels": 6, "max_labels": 2, "noise": 0.25,
                      "num_query": 41, "num_train": 97, "num_val": 25, "data_seed": 1, "image_size": 8,
-                     "text_density": 0.5, "feature_scale": 2.0}
+                     "text_density": 0.5, "feature_scale": 2.0, "text_tokens": 5}
 
 
 def test_every_synthetic_option_changes_split_info_and_fingerprint():

@@ -110,6 +110,9 @@ def run(args) -> dict:
   dataset = args.dataset or "synthetic"
   data = data_lib.load(dataset, data_dir, split=args.split or "random", seed=args.split_seed or 0,
                        **data_lib.parse_options(dataset, args.data_option))
+  if data.text_tokens:
+    raise UserError(f"--baseline {args.baseline}: it reads text features, and {data.name!r} holds CLIP token ids; "
+                    "load the dataset with its text features")
   t0 = time.perf_counter()
   stats = inputs.fit_normalizer(data, "standardize")
   feats = {(m, s): inputs.normalize(stats, m, getattr(data, m)[getattr(data, s)]).astype(np.float64)

@@ -18,6 +18,10 @@ import numpy as np
 from jxhash.errors import DataError
 
 SPLITS = ("query", "retrieval", "train", "val")
+# what `CrossModalData.text` holds: text features (bag-of-words, topics, embeddings), or CLIP's
+# token ids (int32, [<start_of_text>, ids..., <end_of_text>, 0...], `jxhash.nets.clip_tokenizer`)
+TEXT_KINDS = ("features", "clip-tokens")
+CLIP_VOCAB_SIZE = 49408
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -30,7 +34,8 @@ class CrossModalData:
       rows are read on demand, for image stacks larger than memory. The trainer streams the
       training batches of a lazy source from the host (`jxhash.training`); its values are not
       checked for NaN up front (that would read it all).
-    text: (N, T) bag-of-words or dense text features.
+    text: (N, T) bag-of-words or dense text features, or with text_kind "clip-tokens" (N, L)
+      int32 CLIP token ids (a text tower reads them; they are never normalised).
     labels: (N, C) multi-hot {0, 1} uint8 labels (single-label data is one-hot).
     query, retrieval, train: 1-D int64 index arrays into the N items.
     val: items held out of training (disjoint from `train` and `query`), used for model
@@ -39,6 +44,7 @@ class CrossModalData:
     split_info: how the split was made, e.g. {"rule": "random", "seed": 0}; the loaders add
       the files read and "options", every loader option with its resolved value.
     disjoint_query: whether the protocol requires query ∩ retrieval = ∅ (checked if True).
+    text_kind: "features" or "clip-tokens" (`TEXT_KINDS`).
 
   Construction validates everything and raises `DataError` naming the problem.
   `fingerprint()` is a digest of the arrays and split indices, for the run identity.
@@ -54,9 +60,12 @@ class CrossModalData:
   name: str = "unnamed"
   split_info: dict = dataclasses.field(default_factory=dict)
   disjoint_query: bool = True
+  text_kind: str = "features"
 
   def __post_init__(self):
     where = f"dataset {self.name!r}"
+    if self.text_kind not in TEXT_KINDS:
+      raise DataError(f"{where}: text_kind={self.text_kind!r}; choose one of {', '.join(TEXT_KINDS)}")
     n = _rows(self.image, "image", where)
     for field in ("text", "labels"):
       m = _rows(getattr(self, field), field, where)
@@ -78,6 +87,12 @@ class CrossModalData:
         raise DataError(f"{where}: {field} has NaN or inf values (first at row {bad})")
       if x.dtype.kind not in "fiub":
         raise DataError(f"{where}: {field} must be numeric, got dtype {x.dtype}")
+    if self.text_kind == "clip-tokens":
+      if self.text.dtype != np.int32:
+        raise DataError(f"{where}: CLIP token ids must be int32 (N, L), got {self.text.dtype} {self.text.shape}")
+      if self.text.size and (self.text.min() < 0 or self.text.max() >= CLIP_VOCAB_SIZE):
+        raise DataError(f"{where}: CLIP token ids must lie in [0, {CLIP_VOCAB_SIZE}), found "
+                        f"{self.text.min() if self.text.min() < 0 else self.text.max()}")
     if not np.isin(self.labels, (0, 1)).all():
       bad = np.unique(self.labels[~np.isin(self.labels, (0, 1))])[:5]
       raise DataError(f"{where}: labels must be multi-hot 0/1, found values {bad.tolist()}")
@@ -113,6 +128,11 @@ class CrossModalData:
     return self.image.ndim == 4
 
   @property
+  def text_tokens(self) -> bool:
+    """Whether `text` holds CLIP token ids (text_kind "clip-tokens")."""
+    return self.text_kind == "clip-tokens"
+
+  @property
   def image_in_memory(self) -> bool:
     """False when `image` is a lazy row source (read batch by batch)."""
     return isinstance(self.image, np.ndarray)
@@ -133,8 +153,9 @@ class CrossModalData:
   def __repr__(self) -> str:
     """One line: name, shapes and split sizes (the dataclass default would print every array)."""
     image = "x".join(map(str, self.image.shape))
+    text = f"{self.text.shape[1]} CLIP tokens" if self.text_tokens else f"{self.text.shape[1]}-d"
     return (f"CrossModalData({self.name!r}: {self.labels.shape[0]} items, image {image} {self.image.dtype}, "
-            f"text {self.text.shape[1]}-d, {self.labels.shape[1]} labels, splits {self.sizes()})")
+            f"text {text}, {self.labels.shape[1]} labels, splits {self.sizes()})")
 
   def fingerprint(self) -> str:
     """Hex digest (blake2b, 256 bits) of the data training and evaluation see; computed once.
@@ -162,6 +183,8 @@ class CrossModalData:
       named = [("image rows", rows), ("image sample", read_rows(self.image, rows))]
       extra = {"image source": source_identity(self.image), "image shape": list(self.image.shape),
                "image dtype": str(np.dtype(self.image.dtype))}
+    if self.text_tokens:  # the same integers as a bag-of-words are other data
+      extra = dict(extra or {}, **{"text kind": self.text_kind})
     named += [("text", self.text), ("labels", self.labels)] + [(s, getattr(self, s)) for s in SPLITS]
     cached = hash_arrays(named, extra)
     object.__setattr__(self, "_fingerprint", cached)  # frozen: the one attribute set after construction

@@ -2,7 +2,9 @@
 
 The folder fixes the items, labels, text and split; the image side comes from the features the
 extract command writes (an .npz with `features` (N, D) float32 and `ids`, the image file names
-without extension), matched to the items by id. `image=tags` hands the text bag-of-words to the
+without extension), matched to the items by id. `text=clip-tokens` gives the text as CLIP token
+ids instead of the bag-of-words: each item's raw strings (captions.jsonl), joined by spaces and
+tokenized once by CLIP's tokenizer, (N, 77) int32, for a method's CLIP text tower. `image=tags` hands the text bag-of-words to the
 image network too: a stand-in for sanity runs when no features exist yet, not the benchmark.
 """
 
@@ -21,6 +23,8 @@ from jxhash.errors import DataError
 OPTIONS = Schema("prepared", [
     Option("image", "str", "auto", "image source: auto (= features), features (image_features required), or tags "
            "(the text bag-of-words as a test-only stand-in)", choices=("auto", "features", "tags")),
+    Option("text", "str", "bow", "text source: bow (the bag-of-words) or clip-tokens (each item's raw strings, "
+           "joined by spaces, as (N, 77) CLIP token ids for a CLIP text tower)", choices=("bow", "clip-tokens")),
     Option("image_features", "path", None, "an .npz from the extract command: features (N, D) and ids (image file "
            "names without extension), matched to the items by id", optional=True),
 ])
@@ -52,6 +56,27 @@ def _read_folder(directory: pathlib.Path) -> dict:
   rows = np.repeat(np.arange(n), np.diff(indptr))
   text[rows, indices] = 1
   return {"manifest": manifest, "ids": ids, "labels": labels, "text": text, "parts": parts}
+
+
+def _clip_tokens(directory: pathlib.Path, n: int) -> np.ndarray:
+  """(n, 77) int32 CLIP token ids of captions.jsonl (one JSON list of strings per item)."""
+  from jxhash.nets.clip_tokenizer import tokenize
+  path = directory / "captions.jsonl"
+  if not path.is_file():
+    raise DataError(f"{path}: no such file; text=clip-tokens reads the raw strings `jxhash prepare` writes there")
+  texts = []
+  try:
+    with open(path, encoding="utf-8") as f:
+      for number, line in enumerate(f, 1):
+        strings = json.loads(line)
+        if not isinstance(strings, list) or not all(isinstance(t, str) for t in strings):
+          raise DataError(f"{path}:{number}: expected a JSON list of strings")
+        texts.append(" ".join(strings))
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    raise DataError(f"{path}: unreadable ({type(e).__name__}: {e}); prepare it again") from None
+  if len(texts) != n:
+    raise DataError(f"{path}: {len(texts)} lines for the {n} items of ids.txt; prepare it again")
+  return tokenize(texts)
 
 
 def _features(spec, directory: pathlib.Path, ids: list[str]) -> tuple[np.ndarray, str]:
@@ -112,5 +137,8 @@ def load_prepared(data_dir, *, split: str = "random", seed: int = 0, **options) 
                       "image_features=<.npz from the extract command> (or image=tags for a sanity run)")
     image, where = _features(o["image_features"], directory, folder["ids"])
     info["files"] = {"image": where}
-  return CrossModalData(image=image, text=folder["text"], labels=folder["labels"], name=name, split_info=info,
-                        **folder["parts"])
+  text, text_kind = folder["text"], "features"
+  if o["text"] == "clip-tokens":
+    text, text_kind = _clip_tokens(directory, len(folder["ids"])), "clip-tokens"
+  return CrossModalData(image=image, text=text, labels=folder["labels"], name=name, split_info=info,
+                        text_kind=text_kind, **folder["parts"])

@@ -25,6 +25,9 @@ OPTIONS = Schema("synthetic", [
            low=0, high=1024),
     Option("text_density", "float", 0.0, "0: dense non-negative text features; in (0, 1): binary bag-of-words "
            "tags with this fraction set", low=0, high=1),
+    Option("text_tokens", "int", 0, "if > 0, the text view is CLIP token ids of this length (at least 3): "
+           "<start_of_text>, the item's strongest text dimensions as word ids, <end_of_text>, zero padding",
+           low=0, high=77),
     Option("feature_scale", "float", 1.0, "multiplies both modalities' features (raw feature scales differ)",
            low=1e-12),
 ])
@@ -95,13 +98,37 @@ def load_synthetic(data_dir=None, *, split: str = "random", seed: int = 0, **opt
   text = (o["feature_scale"] * text).astype(np.float32)
   if image_size > 0:
     image = SyntheticPixels(labels, image_size, seed=data_seed, noise=noise)
+  text_kind = "features"
+  if o["text_tokens"]:
+    text, text_kind = token_text(text, o["text_tokens"]), "clip-tokens"
   parts = make_split(num_items, num_query=o["num_query"], num_train=o["num_train"], num_val=o["num_val"],
                      rule=split, seed=seed)
   info = dict(parts.pop("info"), data_seed=data_seed)
   if image_size > 0:
     info["image_size"] = image_size
   info["options"] = OPTIONS.record(o)
-  return CrossModalData(image=image, text=text, labels=labels, name="synthetic", split_info=info, **parts)
+  return CrossModalData(image=image, text=text, labels=labels, name="synthetic", split_info=info,
+                        text_kind=text_kind, **parts)
+
+
+# CLIP's special ids (jxhash.nets.clip_tokenizer); word ids are drawn below them
+START_OF_TEXT_ID, END_OF_TEXT_ID = 49406, 49407
+_FIRST_WORD_ID = 320  # past the 256 byte characters, among ordinary "word</w>" entries
+
+
+def token_text(text: np.ndarray, length: int) -> np.ndarray:
+  """(N, length) int32 CLIP-style token ids from (N, T) text features: per item, <start_of_text>,
+  the ids of its length - 2 strongest dimensions (strongest first; dimension j is word id
+  320 + j), <end_of_text>, then zeros if T < length - 2. Items that share labels share strong dimensions,
+  so the ids carry the same cross-modal structure as the features, for a text tower to learn."""
+  if length < 3:
+    raise DataError(f"dataset 'synthetic': text_tokens={length} leaves no room for a word (at least 3)")
+  words = min(length - 2, text.shape[1])
+  out = np.zeros((text.shape[0], length), np.int32)
+  out[:, 0] = START_OF_TEXT_ID
+  out[:, 1:1 + words] = _FIRST_WORD_ID + np.argsort(-text, axis=1, kind="stable")[:, :words]
+  out[:, 1 + words] = END_OF_TEXT_ID
+  return out
 
 
 class SyntheticPixels(RowSource):

@@ -84,7 +84,7 @@ def _modules(config: Config, dims: Dims) -> dict:
       raise UserError(f"cnn_dtype must be 'float32' or 'bfloat16', got {config.cnn_dtype!r}")
     image = CNNF(bits=config.bits, dtype=jnp.dtype(config.cnn_dtype), channels=tuple(config.cnn_channels),
                  fc_width=config.cnn_fc_width, subtract_mean=True)
-    return {**toolkit.feature_mlps(config, tanh=False), "image": image}
+    return {**toolkit.feature_mlps(config, tanh=False, dims=dims, source=SOURCE_BACKBONE), "image": image}
   return toolkit.feature_mlps(config, tanh=False, dims=dims, source=SOURCE_BACKBONE)
 
 
@@ -93,13 +93,14 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   # the CNN's mean image is a constant kept in params (toolkit.freeze), not a weight
   tx = toolkit.freeze(toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay,
                                   lr_scaling=config.lr_scaling, clip_norm=config.clip_norm))
+  text_tx = toolkit.text_backbone_tx(tx, config, dims)  # tx itself on text features
   if _own_cnn_f(config, dims) or not dims.is_pixels:
-    nets = toolkit.network_states(keys, _modules(config, dims), dims, tx)
+    nets = toolkit.network_states(keys, _modules(config, dims), dims, txs={"image": tx, "text": text_tx})
   else:
     image_tx = toolkit.backbone_tx(toolkit.sgd(toolkit.config_schedule(config, num_train),
                                                weight_decay=config.weight_decay, lr_scaling=config.lr_scaling,
                                                clip_norm=config.clip_norm), config, dims, SOURCE_BACKBONE)
-    nets = toolkit.network_states(keys, _modules(config, dims), dims, txs={"image": image_tx, "text": tx})
+    nets = toolkit.network_states(keys, _modules(config, dims), dims, txs={"image": image_tx, "text": text_tx})
   outputs = toolkit.random_buffers(keys["buffers"], MODALITIES, num_train=num_train, bits=config.bits,
                                    kind=config.buffer_init)
   return State(nets=nets, outputs=outputs, codes=toolkit.sign_of_sum(*outputs.values()))

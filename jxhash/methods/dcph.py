@@ -307,6 +307,7 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   lrs = {"image": image_learning_rate(config), "text": text_learning_rate(config)}
   txs = {m: toolkit.sgd(lrs[m], weight_decay=config.weight_decay) for m in MODALITIES}
   txs["image"] = toolkit.backbone_tx(txs["image"], config, dims, SOURCE_BACKBONE)
+  txs["text"] = toolkit.text_backbone_tx(txs["text"], config, dims)
   nets = toolkit.network_states(keys, toolkit.feature_mlps(config, tanh=True, dims=dims, source=SOURCE_BACKBONE),
                                 dims, txs=txs)
   proxy_module = _proxy_module(config)

@@ -129,6 +129,11 @@ SOURCE_BACKBONE = "resnet34"
 
 
 def _module(config: Config, modality: str, dims: Dims):
+  if modality == "text" and dims.text_tokens:
+    # on token ids CLIP's text tower gives one feature vector: one layer, one (image-style) head
+    return LayerwiseEncoder(bits=config.bits, modality="image", widths=(1,), blocks=(1,), bbi=False,
+                            norm=config.norm, backbone=toolkit.text_backbone(config, dims, stages=True))
+  toolkit.text_backbone_name(config, dims)  # refuses a text tower on text features
   backbone = toolkit.image_backbone(config, dims, SOURCE_BACKBONE, stages=True) if modality == "image" else None
   if config.network == "scahn" or backbone is not None:
     # on pixels the image net is the lab template's whatever `network` is: one head per stage
@@ -170,7 +175,8 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   tx = toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay,
                    clip_norm=config.clip_norm)
   modules = {m: _module(config, m, dims) for m in MODALITIES}
-  txs = {"image": toolkit.backbone_tx(tx, config, dims, SOURCE_BACKBONE), "text": tx}
+  txs = {"image": toolkit.backbone_tx(tx, config, dims, SOURCE_BACKBONE),
+         "text": toolkit.text_backbone_tx(tx, config, dims)}
   nets = {}
   for m, module in modules.items():
     if isinstance(module, LayerwiseEncoder):
@@ -507,4 +513,5 @@ SPEC = MethodSpec(
     presets={"dcmh": {"lr": 10 ** -1.5, "clip_norm": 0.0, "eta": 1.0},
              "lab": {"network": "scahn", "objective": "scahn", "theta_divisor": "K/32", "lr": 10 ** -1.1,
                      "lr_end": 10 ** -5.6, "lr_schedule": "logspace", "clip_norm": 0.0}},
-    needs_image_matrix="objective='scahn' draws a second batch of each modality from the whole training set")
+    needs_image_matrix=lambda config: ("objective='scahn' draws a second batch of each modality from the whole "
+                                       "training set") if config.objective == "scahn" else "")

@@ -124,9 +124,10 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
                    momentum=config.momentum or None, lr_scaling=config.lr_scaling, clip_norm=config.clip_norm)
   keys = toolkit.split_keys(key, MODALITIES + ("buffers",))
   image_tx = toolkit.backbone_tx(tx, config, dims, SOURCE_BACKBONE)
+  text_tx = toolkit.text_backbone_tx(tx, config, dims)
   nets = toolkit.network_states(keys, _modules(config, dims), dims,
                                 txs={"image": {p: image_tx for p in phases(config)},
-                                     "text": {p: tx for p in phases(config)}},
+                                     "text": {p: text_tx for p in phases(config)}},
                                 create=lambda module, params, txs: PhasedNet.create(module.apply, params, txs))
   outputs = toolkit.random_buffers(keys["buffers"], MODALITIES, num_train=num_train, bits=config.bits,
                                    kind=config.buffer_init)

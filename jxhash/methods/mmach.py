@@ -168,12 +168,13 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   keys = toolkit.split_keys(key, NETS + ("buffers",))
   tx = toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay)
   nets = toolkit.network_states(keys, {m: modules[m] for m in MODALITIES}, dims,
-                                txs={"image": toolkit.backbone_tx(tx, config, dims, SOURCE_BACKBONE), "text": tx})
+                                txs={"image": toolkit.backbone_tx(tx, config, dims, SOURCE_BACKBONE),
+                                     "text": toolkit.text_backbone_tx(tx, config, dims)})
   # the label net reads the item's labels and both of its input features (on pixels, the image
   # net's latest outputs for the item stand in for its image features: `_label_phase`)
   image_key = jnp.zeros((1, config.bits)) if dims.is_pixels else toolkit.zero_batch(dims, "image")
-  label_params = modules["label"].init(keys["label"], jnp.zeros((1, label_width)), image_key,
-                                       toolkit.zero_batch(dims, "text"))["params"]
+  text_key = jnp.zeros((1, config.bits)) if dims.text_tokens else toolkit.zero_batch(dims, "text")
+  label_params = modules["label"].init(keys["label"], jnp.zeros((1, label_width)), image_key, text_key)["params"]
   nets = {"label": toolkit.make_state(modules["label"], label_params, tx), **nets}
   # MESDCH: F, G, L = randn(n, K); B = sign(F + G + L)
   outputs = toolkit.random_buffers(keys["buffers"], NETS, num_train=num_train, bits=config.bits)
@@ -315,11 +316,14 @@ def _label_phase(config: Config):
     # pixels (a static shape): the attention reads the image net's buffer rows (K-d) instead of
     # (H, W, 3) arrays, which no Dense key/value projection should take
     image = state.outputs["image"][batch["index"]] if batch["image"].ndim == 4 else batch["image"]
-    return losses.cosine_similarity(batch["labels"], data["labels"]), image
+    # token ids likewise: the text net's buffer rows stand in for text features
+    tokens = jnp.issubdtype(batch["text"].dtype, jnp.integer)
+    text = state.outputs["text"][batch["index"]] if tokens else batch["text"]
+    return losses.cosine_similarity(batch["labels"], data["labels"]), image, text
 
   def inputs(batch: dict, ctx):
     x = label_input(batch["labels"], None if embedding is None else jnp.asarray(embedding))
-    return x, ctx[1], batch["text"]
+    return x, ctx[1], ctx[2]
 
   def loss(out, extras, state: State, batch: dict, ctx):
     del extras

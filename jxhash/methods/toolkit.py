@@ -172,8 +172,10 @@ def split_keys(key: jax.Array, names) -> dict:
 
 
 def zero_batch(dims: Dims, modality: str) -> jax.Array:
-  """A (1, ...) float32 row of zeros of `modality`'s input shape: what networks initialise on."""
-  return jnp.zeros((1,) + dims.width(modality), jnp.float32)
+  """A (1, ...) row of zeros of `modality`'s input shape: what networks initialise on (float32;
+  int32 for token ids)."""
+  tokens = modality == "text" and dims.text_tokens
+  return jnp.zeros((1,) + dims.width(modality), jnp.int32 if tokens else jnp.float32)
 
 
 def make_state(module, params, tx: optax.GradientTransformation) -> train_state.TrainState:
@@ -230,13 +232,18 @@ def feature_mlps(config, *, tanh: bool, dims: Dims | None = None, source: str = 
   init `config.init`, K = `config.bits` outputs (tanh-squashed if `tanh`).
 
   With `dims` of pixels, the image net is `image_backbone(config, dims, source)` followed
-  directly by the hash layer (the sources' fc7 -> hash; `image_hidden` is not used).
+  directly by the hash layer (the sources' fc7 -> hash; `image_hidden` is not used). With text
+  token ids, the text net is `text_backbone(config, dims)` followed by the hash layer
+  (`text_hidden` is not used).
   """
   nets = {m: MLPEncoder(bits=config.bits, hidden=tuple(getattr(config, f"{m}_hidden")), init_scheme=config.init,
                         tanh=tanh) for m in MODALITIES}
   backbone = None if dims is None else image_backbone(config, dims, source)
   if backbone is not None:
     nets["image"] = MLPEncoder(bits=config.bits, hidden=(), init_scheme=config.init, tanh=tanh, backbone=backbone)
+  tower = None if dims is None else text_backbone(config, dims)
+  if tower is not None:
+    nets["text"] = MLPEncoder(bits=config.bits, hidden=(), init_scheme=config.init, tanh=tanh, backbone=tower)
   return nets
 
 
@@ -258,26 +265,37 @@ class BackboneConfig(BaseConfig):
   before these fields existed. On pixels "auto" is the network the method's sources fine-tune
   (each method's `SOURCE_BACKBONE`), and any of `jxhash.nets.backbones.BACKBONES` can be set:
   the backbone's features feed the method's hash layers and the whole net trains end to end.
+
+  The text side likewise: on text features ("auto" or "mlp") the text net is the method's MLP;
+  on CLIP token ids (`Dims.text_tokens`) "auto" is CLIP's text tower (`backbones.TEXT_BACKBONES`),
+  its projected embedding feeding the method's text hash layer, fine-tuned end to end with the
+  same `backbone_lr_scale`. Its weights come from the CLIP file `text_backbone_weights`, which
+  is `backbone_weights` unless set (one CLIP file for both towers).
   """
 
-  CHOICES = {"backbone": ("auto", "mlp") + backbones.BACKBONES, "backbone_dtype": ("auto", "float32", "bfloat16")}
+  CHOICES = {"backbone": ("auto", "mlp") + backbones.BACKBONES, "backbone_dtype": ("auto", "float32", "bfloat16"),
+             "text_backbone": ("auto", "mlp") + backbones.TEXT_BACKBONES}
 
   backbone: str = "auto"  # pixels: the sources' network; features: the MLP ("mlp")
   backbone_weights: str = ""  # pretrained weights for the backbone (.mat / .pth / .pt); "": random init
   backbone_widths: tuple = ()  # (): the published network; smaller widths for tests (jxhash.nets.backbones)
   backbone_dtype: str = "auto"  # backbone computation: bfloat16 on GPUs/TPUs, float32 on CPUs
-  backbone_lr_scale: float = 1.0  # the backbone's lr / the head's (1: one lr for the whole net)
+  backbone_lr_scale: float = 1.0  # the backbones' lr / the heads' (1: one lr for the whole net)
+  text_backbone: str = "auto"  # token ids: CLIP's text tower; text features: the MLP ("mlp")
+  text_backbone_widths: tuple = ()  # (): CLIP ViT-B/32's text tower; (width, layers, heads) for tests
+  text_backbone_weights: str = ""  # the text tower's CLIP file; "": backbone_weights
 
   def __post_init__(self):
-    widths = self.backbone_widths
-    # --set backbone_widths=4,8,8,8 arrives as strings (the default () has no item type)
-    if isinstance(widths, tuple) and widths and all(isinstance(w, str) for w in widths):
-      if not all(w.isdigit() for w in widths):
-        raise UserError(f"backbone_widths={widths!r}: expected positive integers, e.g. 4,8,8,8")
-      object.__setattr__(self, "backbone_widths", tuple(int(w) for w in widths))
-    if isinstance(self.backbone_widths, tuple) and any(
-        isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.backbone_widths):
-      raise UserError(f"backbone_widths={self.backbone_widths!r}: expected positive integers, e.g. 4,8,8,8")
+    for field in ("backbone_widths", "text_backbone_widths"):
+      widths = getattr(self, field)
+      # --set backbone_widths=4,8,8,8 arrives as strings (the default () has no item type)
+      if isinstance(widths, tuple) and widths and all(isinstance(w, str) for w in widths):
+        if not all(w.isdigit() for w in widths):
+          raise UserError(f"{field}={widths!r}: expected positive integers, e.g. 4,8,8,8")
+        object.__setattr__(self, field, tuple(int(w) for w in widths))
+      if isinstance(getattr(self, field), tuple) and any(
+          isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in getattr(self, field)):
+        raise UserError(f"{field}={getattr(self, field)!r}: expected positive integers, e.g. 4,8,8,8")
     super().__post_init__()
 
 
@@ -319,6 +337,62 @@ def image_backbone(config, dims: Dims, source: str, *, stages: bool = False):
   return backbones.BackboneFeatures(name, tuple(config.backbone_widths), backbone_dtype(config), stages=stages)
 
 
+def text_backbone_name(config, dims: Dims) -> str:
+  """The backbone the text net runs: "" on text features (the MLP), else a `backbones.TEXT_BACKBONES`
+  name (token ids). A UserError when a text tower is asked for and the text is features, or the
+  MLP for token ids."""
+  name = getattr(config, "text_backbone", "auto")
+  if not dims.text_tokens:
+    if name not in ("auto", "mlp"):
+      raise UserError(f"text_backbone={name!r} reads token ids, and this dataset's text is {dims.text_dim}-d features "
+                      "(e.g. a bag-of-words): load its raw text as tokens (prepared: text=clip-tokens) or leave "
+                      "text_backbone=auto (the text MLP)")
+    return ""
+  if name == "mlp":
+    raise UserError(f"text_backbone='mlp' takes text features, and this dataset's text is {dims.text_dim} CLIP token "
+                    f"ids: choose one of {', '.join(backbones.TEXT_BACKBONES)} or leave text_backbone=auto")
+  name = backbones.TEXT_BACKBONES[0] if name == "auto" else name
+  backbones.check_text_backbone(name, config.text_backbone_widths)
+  return name
+
+
+def text_backbone(config, dims: Dims, *, stages: bool = False):
+  """The `TextBackboneFeatures` a method's text net puts first on token ids, or None on features."""
+  name = text_backbone_name(config, dims)
+  if not name:
+    return None
+  return backbones.TextBackboneFeatures(name, tuple(config.text_backbone_widths), backbone_dtype(config),
+                                        stages=stages)
+
+
+def require_text_features(method: str, dims: Dims, what: str) -> None:
+  """A UserError if the text is token ids: `method` reads (N, T) text features (`what`)."""
+  if dims.text_tokens:
+    raise UserError(f"{method} reads text features ({what}), and this dataset's text is CLIP token ids: load its "
+                    "text features (prepared: text=bow) or use a method with a text tower (text_backbone=...)")
+
+
+def _grouped(tx: optax.GradientTransformation, config) -> optax.GradientTransformation:
+  """`tx` for the head, `tx` scaled by `config.backbone_lr_scale` inside "backbone" modules, and
+  nothing for the constants (`backbones.FIXED`)."""
+  scaled = tx if config.backbone_lr_scale == 1.0 else optax.chain(tx, optax.scale(config.backbone_lr_scale))
+
+  def labels(params):
+    def label(path, _):
+      if backbones.is_fixed(path):
+        return "frozen"
+      return "backbone" if backbones.in_backbone(path) else "head"
+    return jax.tree_util.tree_map_with_path(label, params)
+
+  return optax.multi_transform({"head": tx, "backbone": scaled, "frozen": optax.set_to_zero()}, labels)
+
+
+def text_backbone_tx(tx: optax.GradientTransformation, config, dims: Dims) -> optax.GradientTransformation:
+  """The text net's optimiser: `tx` unchanged on text features; with a text tower, grouped as
+  `backbone_tx` groups the image net's (the tower's steps scaled by `backbone_lr_scale`)."""
+  return _grouped(tx, config) if text_backbone_name(config, dims) else tx
+
+
 def backbone_tx(tx: optax.GradientTransformation, config, dims: Dims, source: str) -> optax.GradientTransformation:
   """The image net's optimiser: `tx` unchanged on features; on pixels `tx` for the head, `tx`
   with its steps scaled by `config.backbone_lr_scale` for the backbone (for SGD and Adam alike
@@ -330,16 +404,7 @@ def backbone_tx(tx: optax.GradientTransformation, config, dims: Dims, source: st
   """
   if not pixel_backbone(config, dims, source):
     return tx
-  scaled = tx if config.backbone_lr_scale == 1.0 else optax.chain(tx, optax.scale(config.backbone_lr_scale))
-
-  def labels(params):
-    def label(path, _):
-      if backbones.is_fixed(path):
-        return "frozen"
-      return "backbone" if backbones.in_backbone(path) else "head"
-    return jax.tree_util.tree_map_with_path(label, params)
-
-  return optax.multi_transform({"head": tx, "backbone": scaled, "frozen": optax.set_to_zero()}, labels)
+  return _grouped(tx, config)
 
 
 def _replace_backbone(tree, load: Callable):
@@ -367,27 +432,43 @@ def _image_size(name: str, net, widths) -> int:
   return 224
 
 
-def backbone_warm_start(state, config, *, source: str, net: str = "image"):
-  """`state` with the image backbone's weights read from `config.backbone_weights`.
+def backbone_warm_start(state, config, *, source: str, net: str = "image", text_net: str = "text"):
+  """`state` with the image backbone's weights read from `config.backbone_weights`, and the text
+  tower's (if the text net has one) from `config.text_backbone_weights`, else from the same file.
 
   A spec's `warm_start`: the state has a leading seed axis, and every seed starts from the same
-  pretrained weights; the hash head keeps its initialisation. A no-op without backbone_weights.
+  pretrained weights; the hash heads keep their initialisation. A no-op without weights files.
   """
   path = config.backbone_weights
-  if not path:
-    return state
+  text_path = getattr(config, "text_backbone_weights", "") or path
   name = source if config.backbone == "auto" else config.backbone
   widths = tuple(config.backbone_widths)
+  image, text = state.nets[net], state.nets.get(text_net)
+  on_pixels = _replace_backbone(image.params, lambda n: n)[1] > 0
+  tower = text is not None and _replace_backbone(text.params, lambda n: n)[1] > 0
+  if tower and text_path:
+    if text_path == path and on_pixels and name != "clip-vit-b32":
+      raise UserError(f"backbone_weights={path!r} initialises the {name} image backbone, and the CLIP text tower "
+                      "reads a CLIP file: give that as text_backbone_weights")
+    kind = backbones.TEXT_BACKBONES[0] if config.text_backbone in ("auto", "mlp") else config.text_backbone
+    text_widths = tuple(config.text_backbone_widths)
+
+    def load_text(current):
+      return backbones.place(current, backbones.load_text_backbone(kind, text_path, widths=text_widths), text_path)
+
+    params, _ = _replace_backbone(text.params, load_text)
+    state = state.replace(nets=dict(state.nets, **{text_net: text.replace(params=params)}))
+  if not path or (tower and text_path == path and not on_pixels):
+    return state  # no image weights, or the file was the text tower's (image features: the MLP)
+  if not on_pixels:
+    raise UserError(f"backbone_weights={path!r} initialises an image backbone on pixels, and this run's image net "
+                    "has none (the dataset has image features)")
 
   def load(current):
     loaded = backbones.load_backbone(name, path, widths=widths, image_size=_image_size(name, current, widths))
     return backbones.place(current, loaded, path)
 
-  image = state.nets[net]
-  params, count = _replace_backbone(image.params, load)
-  if not count:
-    raise UserError(f"backbone_weights={path!r} initialises an image backbone on pixels, and this run's image net "
-                    "has none (the dataset has image features)")
+  params, _ = _replace_backbone(image.params, load)
   return state.replace(nets=dict(state.nets, **{net: image.replace(params=params)}))
 
 

@@ -354,6 +354,7 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   # on pixels the generator and the target t would need every training image's features at each
   # step, which a fine-tuned backbone cannot give without running over the whole training set
   toolkit.require_features("UCHM", dims, "e.g. VGG-19 fc7, for its similarity generator")
+  toolkit.require_text_features("UCHM", dims, "for its similarity generator")
   toolkit.pixel_backbone(config, dims, "")  # refuses a pixel backbone on features
   nets = toolkit.network_states(keys, toolkit.feature_mlps(config, tanh=True), dims, tx)
   generator_net = MIEGenerator(dim=config.mie_dim or config.bits, hidden=config.mie_hidden, tokens=config.mie_tokens,

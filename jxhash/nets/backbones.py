@@ -29,6 +29,12 @@ Parameter layout: the backbone's own variables ({"params": ...} plus "batch_stat
 are one parameter named "net" of the `BackboneFeatures` module (conventionally named
 "backbone"), so `load_backbone` can hand a weights file's variables over whole.
 
+Text. `TextBackboneFeatures` is the same for token ids: CLIP's text tower (`TEXT_BACKBONES`)
+turns (N, L) int32 ids (`jxhash.nets.clip_tokenizer`, L <= 77) into its projected embedding
+(512), in front of a method's text hash layers; `load_text_backbone` reads it from the same CLIP
+file as the image tower. Its `text_widths` are (width, layers, heads) of the text transformer,
+which then projects to `width` features (vocabulary and context stay CLIP's, 49408 and 77).
+
 Widths. `widths=()` gives the published network. Tests and quick runs pass smaller ones:
   cnn-f, alexnet: (conv1, conv2, conv3, conv4, conv5, fc) channel widths;
   resnet18/34: the four stage widths (the stem has the first);
@@ -47,7 +53,7 @@ import numpy as np
 
 from jxhash.errors import UserError
 from jxhash.nets.alexnet import AlexNet, load_alexnet
-from jxhash.nets.clip import CLIP_MEAN, CLIP_STD, VIT_B_32, CLIPImageTower, ClipConfig
+from jxhash.nets.clip import CLIP_MEAN, CLIP_STD, VIT_B_32, CLIPImageTower, CLIPTextTower, ClipConfig
 from jxhash.nets.cnnf import CNNF
 from jxhash.nets.resnet import ResNet, load_resnet
 from jxhash.nets.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -60,6 +66,31 @@ ALEXNET_MIN_SIZE = 63
 _WIDTHS = {"cnn-f": (6, "conv1..conv5 and fc widths"), "alexnet": (6, "conv1..conv5 and fc widths"),
            "resnet18": (4, "the four stage widths"), "resnet34": (4, "the four stage widths"),
            "clip-vit-b32": (4, "ViT width, layers, heads and patch size")}
+
+
+TEXT_BACKBONES = ("clip-vit-b32",)
+_TEXT_WIDTHS = (3, "text transformer width, layers and heads")
+
+
+def check_text_backbone(name: str, widths: Sequence[int] = ()) -> None:
+  """A UserError (one line) for an unknown text backbone or widths of the wrong count."""
+  if name not in TEXT_BACKBONES:
+    raise UserError(f"text_backbone={name!r}: choose one of {', '.join(TEXT_BACKBONES)}")
+  count, what = _TEXT_WIDTHS
+  if widths and (len(widths) != count or any(int(w) < 1 for w in widths)):
+    raise UserError(f"text_backbone_widths={tuple(widths)!r}: {name} takes {count} positive widths ({what}), "
+                    "or none for the published network")
+  if widths and int(widths[0]) % int(widths[2]):
+    raise UserError(f"text_backbone_widths={tuple(widths)!r}: the width {widths[0]} is not a multiple of the "
+                    f"{widths[2]} heads")
+
+
+def clip_text_config(widths: Sequence[int]) -> ClipConfig:
+  """ViT-B/32's text tower, or a small one (width, layers, heads) projecting to `width` features."""
+  if not widths:
+    return VIT_B_32
+  width, layers, heads = (int(w) for w in widths)
+  return ClipConfig(embed_dim=width, text_width=width, text_layers=layers, text_heads=heads)
 
 
 def check_backbone(name: str, widths: Sequence[int] = ()) -> None:
@@ -145,6 +176,34 @@ class BackboneFeatures(nn.Module):
     return [out] if self.stages else out
 
 
+class TextBackboneFeatures(nn.Module):
+  """A pretrained text network on token ids: (N, L) int32 -> (N, F) features (CLIP's projected
+  text embedding; F = 512, or the width of `widths`).
+
+  Attributes:
+    kind: one of `TEXT_BACKBONES`.
+    widths: () for the published tower, else (width, layers, heads) (module docstring).
+    dtype: computation dtype; params, LayerNorms and outputs stay float32.
+    stages: return [features] (one "stage"), for layer-wise hash heads.
+  """
+
+  kind: str = "clip-vit-b32"
+  widths: Sequence[int] = ()
+  dtype: Any = jnp.float32
+  stages: bool = False
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array):
+    cfg = clip_text_config(tuple(self.widths))
+    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer) or tokens.shape[1] > cfg.context_length:
+      raise UserError(f"text backbone {self.kind}: expected (N, L) integer token ids, L <= {cfg.context_length}, "
+                      f"got {tokens.dtype} {tuple(tokens.shape)}")
+    net = CLIPTextTower(cfg, dtype=self.dtype)
+    variables = self.param("net", lambda key: net.init(key, jnp.zeros((1, tokens.shape[1]), jnp.int32)))
+    out = net.apply(variables, tokens.astype(jnp.int32)).astype(jnp.float32)
+    return [out] if self.stages else out
+
+
 def _initial(net: nn.Module, resnet: bool, key: jax.Array, shape: tuple) -> dict:
   """Random variables of `net`. A ResNet's blocks start as identities (the last BatchNorm scale of
   each residual branch zero: torchvision's `zero_init_residual`, Goyal et al., arXiv:1706.02677):
@@ -197,31 +256,46 @@ def load_backbone(name: str, path: str, *, widths: Sequence[int] = (), image_siz
     variables = load_resnet(path, int(name[len("resnet"):]))
     return {"params": {k: v for k, v in variables["params"].items() if k != "fc"},
             "batch_stats": variables["batch_stats"]}
-  return {"params": _clip_visual(path, clip_config(widths, image_size))}
+  return {"params": _clip_tower(path, clip_config(widths, image_size), "visual")}
 
 
-def _clip_visual(path: str, cfg: ClipConfig) -> dict:
-  """The image tower's params from a CLIP weights file (its text tower is not read: a small test
-  tower's file need not carry a full-size text tower). One-line errors as `load_clip`'s."""
+def load_text_backbone(name: str, path: str, *, widths: Sequence[int] = ()) -> dict:
+  """A CLIP weights file -> the "net" variables of `TextBackboneFeatures(name, widths)` (float32
+  numpy): {"params": the text tower's}. The image tower in the file is not read."""
+  check_text_backbone(name, widths)
+  return {"params": _clip_tower(path, clip_text_config(widths), "text")}
+
+
+# the state-dict keys of CLIP's text tower start with one of these (OpenAI's names, open_clip's too)
+_TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
+
+
+def _clip_tower(path: str, cfg: ClipConfig, tower: str) -> dict:
+  """One tower's params ("visual" or "text") from a CLIP weights file; the other tower is not
+  read (a small test tower's file need not carry a full-size other one). One-line errors as
+  `load_clip`'s."""
   from jxhash.nets.clip import read_clip_state_dict, weight_table
   state, where = read_clip_state_dict(path)
-  table = [row for row in weight_table(cfg) if row[1][0] == "visual"]
+  table = [row for row in weight_table(cfg) if row[1][0] == tower]
+  what = "image tower" if tower == "visual" else "text tower"
+  field = "backbone_widths" if tower == "visual" else "text_backbone_widths"
   params: dict = {}
   for key, at, shape, transform in table:
     if key not in state:
-      raise UserError(f"{where}: missing key {key!r} (expected for the image tower of {cfg})")
+      raise UserError(f"{where}: missing key {key!r} (expected for the {what} of {cfg})")
     value = np.asarray(state[key]).astype(np.float32)
     if tuple(value.shape) != shape:
       raise UserError(f"{where}: {key} has shape {tuple(value.shape)}, the backbone's is {shape} "
-                      "(backbone_widths must be the published network's to load its weights)")
+                      f"({field} must be the published network's to load its weights)")
     node = params
     for name in at[1:-1]:
       node = node.setdefault(name, {})
     node[at[-1]] = np.ascontiguousarray(transform(value) if transform else value)
   expected = {row[0] for row in table}
+  mine = (lambda k: k.startswith("visual.")) if tower == "visual" else (lambda k: k.startswith(_TEXT_KEYS))
   for key in state:
-    if key.startswith("visual.") and key not in expected:
-      raise UserError(f"{where}: unexpected key {key!r} (not a weight of the image tower of {cfg})")
+    if mine(key) and key not in expected:
+      raise UserError(f"{where}: unexpected key {key!r} (not a weight of the {what} of {cfg})")
   return params
 
 
@@ -250,5 +324,6 @@ def place(current, loaded, where: str):
   return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(current), leaves)
 
 
-__all__ = ["BACKBONES", "BackboneFeatures", "FIXED", "check_backbone", "clip_config", "in_backbone", "is_fixed",
-           "load_backbone", "network", "place"]
+__all__ = ["BACKBONES", "BackboneFeatures", "FIXED", "TEXT_BACKBONES", "TextBackboneFeatures", "check_backbone",
+           "check_text_backbone", "clip_config", "clip_text_config", "in_backbone", "is_fixed", "load_backbone",
+           "load_text_backbone", "network", "place"]

@@ -278,7 +278,8 @@ class LayerwiseEncoder(nn.Module):
     norm: "batch" (SCAHN) or "layer".
     backbone: image only: None (the residual Dense trunk on feature vectors), or a module on
       pixels that returns the layer features (`BackboneFeatures(..., stages=True)`: SCAHN's
-      ResNet-34 stages, each with its own hash head).
+      ResNet-34 stages, each with its own hash head), or on token ids (`TextBackboneFeatures(...,
+      stages=True)`, one feature vector: then `widths` has one entry).
   """
 
   bits: int
@@ -325,7 +326,8 @@ class LayerwiseEncoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
     """x: (batch, D) -> (final (batch, K), layer codes (L, batch, K)), all in (-1, 1)."""
-    x = jnp.asarray(x, jnp.float32)
+    if self.backbone is None:  # a backbone takes its own inputs (uint8 pixels, int32 token ids)
+      x = jnp.asarray(x, jnp.float32)
     if self.modality == "text":
       features, map_widths = self._text_features(x, train)
     elif self.modality == "image":

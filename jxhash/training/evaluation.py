@@ -19,7 +19,7 @@ from jxhash import metrics
 from jxhash.codes import binarize
 from jxhash.data import CrossModalData
 from jxhash.data.core import take_rows
-from jxhash.training.inputs import normalize
+from jxhash.training.inputs import normalize, tokens
 from jxhash.spec import MethodSpec
 
 DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image")}
@@ -87,7 +87,8 @@ def evaluate(spec: MethodSpec, model, data: CrossModalData, stats: dict, *, quer
     for split, idx in (("q", q_idx), ("db", db_idx)):
       # chunk by chunk: an image stack on disk is read (and normalised) a chunk at a time
       codes[m, split] = encode(spec, model, m, take_rows(getattr(data, m), idx),
-                               transform=functools.partial(normalize, stats, m), on_device=on_device)
+                               transform=functools.partial(normalize, stats, m, tokens=tokens(data, m)),
+                               on_device=on_device)
   out = {}
   for name, (qm, dbm) in DIRECTIONS.items():
     args = (codes[qm, "q"], codes[dbm, "db"], data.labels[q_idx], data.labels[db_idx])

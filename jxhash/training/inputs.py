@@ -15,7 +15,7 @@ NORMALIZE_MODES = ("standardize", "center", "none")
 
 
 def fit_normalizer(data: CrossModalData, mode: str) -> dict:
-  """Per-modality (mean, scale) from the training split; identity for pixels or mode "none".
+  """Per-modality (mean, scale) from the training split; identity for pixels, token ids or mode "none".
 
   Returns:
     {"image": {"mean": (D,), "scale": (D,)}, "text": {...}} float32 numpy arrays.
@@ -26,7 +26,7 @@ def fit_normalizer(data: CrossModalData, mode: str) -> dict:
   for m in ("image", "text"):
     source = getattr(data, m)
     width = tuple(source.shape[1:])
-    if mode == "none" or len(width) != 1:
+    if mode == "none" or len(width) != 1 or (m == "text" and data.text_tokens):
       mean, scale = np.zeros(width, np.float32), np.ones(width, np.float32)
     else:
       x = read_rows(source, data.train).astype(np.float64)
@@ -38,9 +38,16 @@ def fit_normalizer(data: CrossModalData, mode: str) -> dict:
   return stats
 
 
-def normalize(stats: dict, modality: str, x) -> np.ndarray:
-  """Apply `fit_normalizer` statistics to raw inputs (N, D) of one modality; pixels pass through."""
+def normalize(stats: dict, modality: str, x, *, tokens: bool = False) -> np.ndarray:
+  """Apply `fit_normalizer` statistics to raw inputs (N, D) of one modality; pixels pass through,
+  and so do token ids (`tokens`: int32, checked for their length), which are ids, not values."""
   x = np.asarray(x)
+  if tokens:
+    width = stats[modality]["mean"].shape
+    if x.ndim != 2 or x.dtype.kind not in "iu" or x.shape[1:] != width:
+      raise UserError(f"{modality} inputs must be integer token ids of shape (N, {width[0]}), got {x.dtype} "
+                      f"{x.shape}")
+    return x.astype(np.int32, copy=False)
   if x.ndim != 2:
     return x
   s = stats[modality]
@@ -52,7 +59,13 @@ def normalize(stats: dict, modality: str, x) -> np.ndarray:
 def training_arrays(data: CrossModalData, stats: dict, *, supervised: bool, image: bool = True) -> dict:
   """The training split as the dict handed to every step: "image", "text" and, for supervised
   methods only, "labels" (float32). image=False leaves the image out (streamed batch by batch)."""
-  arrays = {m: normalize(stats, m, getattr(data, m)[data.train]) for m in (("image", "text") if image else ("text",))}
+  arrays = {m: normalize(stats, m, getattr(data, m)[data.train], tokens=tokens(data, m))
+            for m in (("image", "text") if image else ("text",))}
   if supervised:
     arrays["labels"] = data.labels[data.train].astype(np.float32)
   return arrays
+
+
+def tokens(data, modality: str) -> bool:
+  """Whether `modality`'s inputs in `data` (a CrossModalData or `Dims`) are token ids."""
+  return modality == "text" and bool(getattr(data, "text_tokens", False))

@@ -169,9 +169,10 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
   total = bounds[-1][1] if bounds else 0
 
   state = init_state(spec, config, Dims.of(data), num_train, seed=options.seed, num_seeds=options.num_seeds)
-  if streamed and spec.needs_image_matrix:  # after init, which refuses pixels with a better message
+  need = spec.image_matrix_need(config)
+  if streamed and need:  # after init, which refuses pixels with a better message
     raise UserError(f"{spec.name} cannot stream images: it needs the whole training image matrix on the "
-                    f"device ({spec.needs_image_matrix}); load the images into memory or train on features")
+                    f"device ({need}); load the images into memory or train on features")
   state, selection = _start(spec, config, state, store, options, total)
   state = distributed.replicate(state, mesh)
   arrays = training_arrays(data, stats, supervised=spec.supervised, image=not streamed)
