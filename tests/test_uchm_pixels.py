@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jxhash import data
-from jxhash.errors import UserError
+from jxhash import checkpoint, data
+from jxhash.errors import TrainingInterrupted, UserError
 from jxhash.methods import get_method, uchm
 from jxhash.nets import backbones
 from jxhash.spec import Dims
@@ -149,3 +149,36 @@ def test_on_features_nothing_changes_and_pixel_choices_are_refused():
     spec.init(jax.random.PRNGKey(0), dataclasses.replace(config, backbone="mlp"), Dims((32, 32, 3), 6, 4), 4)
   with pytest.raises(UserError, match=r"UCHM reads text features .* CLIP token ids"):
     spec.init(jax.random.PRNGKey(0), _config()[1], Dims((32, 32, 3), 12, 4, text_tokens=True), 4)
+
+
+@pytest.mark.slow
+def test_a_resumed_pixel_run_reads_its_fixed_features_from_the_checkpoint(tmp_path):
+  ds = data.load("synthetic", image_size=32, **PIXELS)
+  spec, config = _config()
+  calls = []
+
+  def counted(model, *args):
+    calls.append(1)
+    return uchm.prepare_fixed_features(model, *args)
+
+  spec = dataclasses.replace(spec, prepare=counted)
+  options = trainer.TrainOptions(progress=False, eval_every=1)
+  full = trainer.fit(spec, config, ds, options)
+  assert len(calls) == 1
+  meta = checkpoint.run_metadata(spec, config, ds, options)
+
+  class StopAt3(checkpoint.CheckpointStore):  # interrupted after the first hashing epoch's save
+    def save_latest(self, state, stats, epoch, extra=None):
+      super().save_latest(state, stats, epoch, extra)
+      if epoch == 3:
+        raise KeyboardInterrupt
+
+  with pytest.raises(TrainingInterrupted):
+    trainer.fit(spec, config, ds, options, store=StopAt3(tmp_path, meta))
+  calls.clear()
+  resumed = trainer.fit(spec, config, ds, dataclasses.replace(options, resume=True),
+                        store=checkpoint.CheckpointStore.open(tmp_path, meta, resume=True))
+  assert not calls  # the checkpoint holds them: no second pass, and none from the fine-tuned backbone
+  np.testing.assert_array_equal(np.asarray(resumed.state.model.fixed_image), np.asarray(full.state.model.fixed_image))
+  for m in ("image", "text"):
+    np.testing.assert_array_equal(np.asarray(resumed.state.model.outputs[m]), np.asarray(full.state.model.outputs[m]))

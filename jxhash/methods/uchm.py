@@ -1,6 +1,6 @@
 """UCHM: Unsupervised Cross-Modal Hashing with Modality-Interaction (Tu et al., IEEE TCSVT 2023).
 
-Networks (features only; a pixel backbone is refused):
+Networks (on features; pixels below):
 - MIE generator (`jxhash.nets.interaction.MIEGenerator`): each modality -> Dense(`mie_hidden`)
   -> ReLU, split into `mie_tokens` tokens; image tokens attend to text tokens and text tokens
   to image tokens (one cross-attention block each way, residual + layer norm); the pooled
@@ -36,8 +36,15 @@ sign(F + G) wherever |f| != |g|); "bit" per bit the modality with the larger mea
 
 No labels in training (`SPEC.supervised = False`): the trainer never hands them to a step.
 
+Pixels (a reconstruction choice): the image hashing net is the shared backbone (`SOURCE_BACKBONE`,
+CNN-F, or `backbone=...`) -> K -> tanh, fine-tuned end to end; the generator and t read fixed
+features x_i of every training image instead, the same backbone and weights frozen, computed once
+before the first epoch (`prepare_fixed_features`, the spec's `prepare`) and kept in the state,
+standardised over the training set (`generator_images`). The sources' generator reads fc7
+features computed once; recomputing them from the fine-tuned backbone would move the targets.
+
 State: generator, hashing-net and gate TrainStates, MIE embeddings (n, d), buffers F, G
-(n, K), unified codes U (n, K).
+(n, K), unified codes U (n, K); on pixels the fixed image features (n, F).
 
 Provenance, fidelity and ablations: docs/methods/uchm.md
 """
