@@ -171,7 +171,7 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
   dims = Dims.of(data)
   state = init_state(spec, config, dims, num_train, seed=options.seed, num_seeds=options.num_seeds)
   need = spec.image_matrix_need(config, dims)
-  if streamed and need:  # after init, which refuses pixels with a better message
+  if streamed and need:  # after init, whose refusals name the input at fault
     raise UserError(f"{spec.name} cannot stream images: it needs the whole training image matrix on the "
                     f"device ({need}); load the images into memory or train on features")
   state, selection = _start(spec, config, state, store, options, total,
