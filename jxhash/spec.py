@@ -117,6 +117,15 @@ class WarmStartFn(Protocol):
     """Overwrite parts of a fresh state (leading seed axis) with pretrained weights."""
 
 
+class PrepareFn(Protocol):
+  def __call__(self, state: Any, config: Any, dims: "Dims", rows: Callable) -> Any:
+    """Fill in what the steps read of every training item and never train (leading seed axis).
+
+    `rows(modality, chunk)` iterates over the normalised training split of "image" or "text" in
+    order, as numpy arrays of at most `chunk` rows, whether or not the trainer streams images.
+    """
+
+
 @dataclasses.dataclass(frozen=True)
 class BaseConfig:
   """Fields every method's config has (the CLI's --bits, --epochs, --batch-size), and the checks
@@ -204,10 +213,16 @@ class MethodSpec:
       a freshly initialised state with pretrained weights read from disk (DCMH's
       imagenet-vgg-f.mat). Called by the trainer outside jit, on new runs only (a resumed
       run's checkpoint already holds them), so the weights never become program constants.
+    prepare: optional (state with a leading seed axis, config, dims, rows) -> state: a pass over
+      the training set before the first epoch, outside jit, on new runs only and after
+      `warm_start` (UCHM's fixed backbone features of every training image); `rows` reads the
+      training split chunk by chunk (`PrepareFn`), so it works on streamed pixels too. What it
+      computes lives in the state, so checkpoints carry it and a resumed run never redoes it.
     needs_image_matrix: why the steps read the whole training image matrix (`data["image"]`)
       rather than only the batch rows; non-empty means the images cannot be streamed. A
-      function of the config (config -> reason or "") when only some configs read it; the
-      trainer asks `image_matrix_need(config)`.
+      function (config, dims) -> reason or "" when only some configs or inputs read it (dims
+      may be None: then the reason for image features); the trainer asks
+      `image_matrix_need(config, dims)`.
     presets: named config settings, {name: {field: value}}, applied over the defaults (e.g.
       "paper": the published settings where jxhash's defaults differ from them).
   """
@@ -223,13 +238,15 @@ class MethodSpec:
   smoke: dict = dataclasses.field(default_factory=dict)
   report: ReportFn | None = None
   warm_start: WarmStartFn | None = None
-  needs_image_matrix: str | Callable[[Any], str] = ""
+  prepare: PrepareFn | None = None
+  needs_image_matrix: str | Callable[[Any, Any], str] = ""
   presets: dict = dataclasses.field(default_factory=dict)
 
-  def image_matrix_need(self, config) -> str:
-    """Why `config`'s steps read the whole training image matrix; "" when they stream."""
+  def image_matrix_need(self, config, dims: Dims | None = None) -> str:
+    """Why `config`'s steps read the whole training image matrix on inputs of `dims` (None:
+    image features); "" when they stream."""
     need = self.needs_image_matrix
-    return need(config) if callable(need) else need
+    return need(config, dims) if callable(need) else need
 
 
 MODALITIES = ("image", "text")

@@ -50,13 +50,13 @@ def _config(name, backbone, **overrides):
 
 
 # (method, backbone): each method's own ("auto": its sources'), DCMH through the shared path, and CLIP
-CASES = [("dcph", "auto"), ("mmach", "auto"), ("mdch", "auto"), ("hsidhn", "auto"), ("dcmh", "resnet18"),
-         ("dcph", "clip-vit-b32")]
+CASES = [("dcph", "auto"), ("mmach", "auto"), ("mdch", "auto"), ("hsidhn", "auto"), ("uchm", "auto"),
+         ("dcmh", "resnet18"), ("dcph", "clip-vit-b32")]
 
 
 def test_sources_backbones_are_the_documented_ones():
-  assert {m: _source(m) for m in ("dcmh", "dcph", "mmach", "mdch", "hsidhn")} == {
-      "dcmh": "cnn-f", "dcph": "alexnet", "mmach": "alexnet", "mdch": "cnn-f", "hsidhn": "resnet34"}
+  assert {m: _source(m) for m in ("dcmh", "dcph", "mmach", "mdch", "hsidhn", "uchm")} == {
+      "dcmh": "cnn-f", "dcph": "alexnet", "mmach": "alexnet", "mdch": "cnn-f", "hsidhn": "resnet34", "uchm": "cnn-f"}
 
 
 @pytest.mark.slow
@@ -65,7 +65,8 @@ def test_pixel_smoke_run_stays_finite_and_restores_identical_codes(name, backbon
   spec, config = _config(name, backbone)
   ds = _pixels(SIZE[backbone if backbone != "auto" else _source(name)])
   # streamed, as pixels are by default, unless the config reads the whole image matrix
-  options = trainer.TrainOptions(progress=False, eval_every=1, stream=not spec.image_matrix_need(config))
+  stream = not spec.image_matrix_need(config, Dims.of(ds))
+  options = trainer.TrainOptions(progress=False, eval_every=1, stream=stream)
   store = checkpoint.CheckpointStore.open(tmp_path, checkpoint.run_metadata(spec, config, ds, options))
   result = trainer.fit(spec, config, ds, options, store=store)
   logged = [v for h in result.history for k, v in h.items() if k not in ("epoch", "stage")]
@@ -100,8 +101,10 @@ def test_whether_the_image_matrix_is_needed_depends_on_the_config():
   hsidhn = get_method("hsidhn")
   assert hsidhn.image_matrix_need(hsidhn.Config()) == ""  # objective='dcmh' reads only the batch rows
   assert "second batch" in hsidhn.image_matrix_need(hsidhn.Config(objective="scahn"))
-  uchm = get_method("uchm")  # a fixed reason holds for every config
+  uchm = get_method("uchm")  # on features for every config; on pixels its generator reads fixed features
   assert "every training image" in uchm.image_matrix_need(uchm.Config())
+  assert "every training image" in uchm.image_matrix_need(uchm.Config(), Dims((10,), 8, 4))
+  assert uchm.image_matrix_need(uchm.Config(), Dims((32, 32, 3), 8, 4)) == ""
   assert get_method("dcph").image_matrix_need(get_method("dcph").Config()) == ""
 
 

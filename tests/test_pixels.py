@@ -230,11 +230,3 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops():
   assert threading.active_count() == before
   with pytest.raises(ValueError):
     next(prefetch([], 0))
-
-
-@pytest.mark.parametrize("name", ["uchm"])  # the others fine-tune a backbone (tests/test_backbones.py)
-def test_feature_only_methods_refuse_pixels_with_a_way_out(name):
-  ds = data.load("synthetic", image_size=32, **SMALL)
-  spec = get_method(name)
-  with pytest.raises(UserError, match=r"trains on image features .* 32x32x3 pixels: extract features first"):
-    trainer.fit(spec, dataclasses.replace(spec.Config(), **spec.smoke), ds, trainer.TrainOptions(progress=False))

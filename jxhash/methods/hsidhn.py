@@ -513,5 +513,5 @@ SPEC = MethodSpec(
     presets={"dcmh": {"lr": 10 ** -1.5, "clip_norm": 0.0, "eta": 1.0},
              "lab": {"network": "scahn", "objective": "scahn", "theta_divisor": "K/32", "lr": 10 ** -1.1,
                      "lr_end": 10 ** -5.6, "lr_schedule": "logspace", "clip_norm": 0.0}},
-    needs_image_matrix=lambda config: ("objective='scahn' draws a second batch of each modality from the whole "
-                                       "training set") if config.objective == "scahn" else "")
+    needs_image_matrix=lambda config, dims: ("objective='scahn' draws a second batch of each modality from the "
+                                             "whole training set") if config.objective == "scahn" else "")

@@ -1,6 +1,6 @@
 """UCHM: Unsupervised Cross-Modal Hashing with Modality-Interaction (Tu et al., IEEE TCSVT 2023).
 
-Networks (features only; a pixel backbone is refused):
+Networks (on features; pixels below):
 - MIE generator (`jxhash.nets.interaction.MIEGenerator`): each modality -> Dense(`mie_hidden`)
   -> ReLU, split into `mie_tokens` tokens; image tokens attend to text tokens and text tokens
   to image tokens (one cross-attention block each way, residual + layer norm); the pooled
@@ -36,8 +36,15 @@ sign(F + G) wherever |f| != |g|); "bit" per bit the modality with the larger mea
 
 No labels in training (`SPEC.supervised = False`): the trainer never hands them to a step.
 
+Pixels (a reconstruction choice): the image hashing net is the shared backbone (`SOURCE_BACKBONE`,
+CNN-F, or `backbone=...`) -> K -> tanh, fine-tuned end to end; the generator and t read fixed
+features x_i of every training image instead, the same backbone and weights frozen, computed once
+before the first epoch (`prepare_fixed_features`, the spec's `prepare`) and kept in the state,
+standardised over the training set (`generator_images`). The sources' generator reads fc7
+features computed once; recomputing them from the fine-tuned backbone would move the targets.
+
 State: generator, hashing-net and gate TrainStates, MIE embeddings (n, d), buffers F, G
-(n, K), unified codes U (n, K).
+(n, K), unified codes U (n, K); on pixels the fixed image features (n, F).
 
 Provenance, fidelity and ablations: docs/methods/uchm.md
 """
@@ -45,6 +52,7 @@ Provenance, fidelity and ablations: docs/methods/uchm.md
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.struct
 import jax
@@ -56,6 +64,7 @@ from jxhash import losses
 from jxhash.codes import binarize
 from jxhash.errors import UserError
 from jxhash.methods import toolkit
+from jxhash.nets import backbones
 from jxhash.nets.interaction import BitGate, MIEGenerator
 from jxhash.spec import MODALITIES, Dims, MethodSpec, Phase, Stage
 
@@ -128,6 +137,13 @@ class State:
   embedding: jax.Array  # (n, d) unit-norm MIE embeddings e_i / ||e_i|| (set when stage 1 ends)
   outputs: dict  # modality -> (n, K) buffer of the latest tanh outputs (F, G)
   codes: jax.Array  # (n, K) unified codes in {-1, +1} from bit selection
+  # pixels only (None on features): (n, F) the frozen pretrained backbone's features of every
+  # training image, computed once before training (`prepare_fixed_features`); the similarity
+  # generator's image input
+  fixed_image: jax.Array | None = None
+
+
+SOURCE_BACKBONE = "cnn-f"  # on pixels; the sources' VGG-19 is not among the shared backbones
 
 
 # --------------------------------------------------------------------------- networks
@@ -302,6 +318,22 @@ def gated_bits(gate_weight: jax.Array, image_codes: jax.Array, text_codes: jax.A
 # --------------------------------------------------------------------------- similarity
 
 
+def generator_images(state: State, data: dict, config: Config | None) -> jax.Array:
+  """(n, D) the image features the similarity generator reads: the trainer's `data["image"]`
+  on features; on pixels the fixed backbone features in the state, standardised over the
+  training set as the trainer standardises extracted features (left raw with `cos_rescale`,
+  the choice for raw non-negative features)."""
+  if state.fixed_image is None:
+    return data["image"]
+  x = state.fixed_image
+  if config.cos_rescale:
+    return x
+  mean = jnp.mean(x, axis=0, keepdims=True)
+  scale = jnp.std(x, axis=0, keepdims=True)
+  # a column constant over the training set (a dead ReLU unit) keeps scale 1, as the trainer's
+  return (x - mean) / jnp.where(scale > 1e-8, scale, 1.0)
+
+
 def similarity_rows(state: State, data: dict, index: jax.Array, config: Config) -> jax.Array:
   """Rows S[index, :] of the training similarity, computed from what the state holds.
 
@@ -310,7 +342,8 @@ def similarity_rows(state: State, data: dict, index: jax.Array, config: Config) 
 
   Args:
     state: one seed's State (embedding set by stage 1 for "mie").
-    data: the training arrays {"image": (n, D), "text": (n, T)} as the trainer normalises them.
+    data: the training arrays {"image": (n, D), "text": (n, T)} as the trainer normalises them
+      (on pixels "image" is not read: `generator_images`).
     index: (m,) row positions.
     config: the Config.
 
@@ -320,7 +353,8 @@ def similarity_rows(state: State, data: dict, index: jax.Array, config: Config) 
   if config.similarity == "mie":
     return state.embedding[index] @ state.embedding.T
   if config.similarity == "unimodal":
-    mix = unimodal_similarity(data["image"][index], data["text"][index], data["image"], data["text"],
+    images = generator_images(state, data, config)
+    mix = unimodal_similarity(images[index], data["text"][index], images, data["text"],
                               image_weight=config.image_weight, rescale=config.cos_rescale)
     return similarity_target(mix, scale=config.target_scale)
   raise UserError(f"unknown similarity {config.similarity!r}; choose 'mie' or 'unimodal'")
@@ -338,7 +372,7 @@ def similarity_matrix(state: State, data: dict, config: Config, *, chunk: int = 
   Returns:
     (n, n) float32 numpy array.
   """
-  n = int(jax.tree.leaves(data)[0].shape[0])
+  n = int(state.outputs["image"].shape[0])
   rows = jax.jit(lambda s, d, i: similarity_rows(s, d, i, config))
   return np.concatenate([np.asarray(rows(state, data, jnp.arange(a, min(a + chunk, n))))
                          for a in range(0, n, chunk)])
@@ -351,16 +385,21 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
   keys = toolkit.split_keys(key, MODALITIES + ("generator", "gate", "buffers"))
   tx = toolkit.sgd(toolkit.config_schedule(config, num_train), weight_decay=config.weight_decay,
                    momentum=config.momentum)
-  # on pixels the generator and the target t would need every training image's features at each
-  # step, which a fine-tuned backbone cannot give without running over the whole training set
-  toolkit.require_features("UCHM", dims, "e.g. VGG-19 fc7, for its similarity generator")
   toolkit.require_text_features("UCHM", dims, "for its similarity generator")
-  toolkit.pixel_backbone(config, dims, "")  # refuses a pixel backbone on features
-  nets = toolkit.network_states(keys, toolkit.feature_mlps(config, tanh=True), dims, tx)
+  fixed_image, generator_image = None, toolkit.zero_batch(dims, "image")
+  if toolkit.pixel_backbone(config, dims, SOURCE_BACKBONE):  # refuses a pixel backbone on features
+    # the hashing net fine-tunes a backbone; the generator reads the frozen pretrained one's
+    # features of every training image, filled in once before training (`prepare_fixed_features`)
+    nets = toolkit.network_states(keys, toolkit.feature_mlps(config, tanh=True, dims=dims, source=SOURCE_BACKBONE),
+                                  dims, txs={"image": toolkit.backbone_tx(tx, config, dims, SOURCE_BACKBONE),
+                                             "text": tx})
+    width = _fixed_width(config, dims)
+    fixed_image, generator_image = jnp.zeros((num_train, width)), jnp.zeros((1, width))
+  else:
+    nets = toolkit.network_states(keys, toolkit.feature_mlps(config, tanh=True), dims, tx)
   generator_net = MIEGenerator(dim=config.mie_dim or config.bits, hidden=config.mie_hidden, tokens=config.mie_tokens,
                                heads=config.mie_heads, rank=config.mie_rank, fusion=config.fusion)
-  gen_params = generator_net.init(keys["generator"], toolkit.zero_batch(dims, "image"),
-                                  toolkit.zero_batch(dims, "text"))["params"]
+  gen_params = generator_net.init(keys["generator"], generator_image, toolkit.zero_batch(dims, "text"))["params"]
   generator = toolkit.make_state(generator_net, gen_params, optax.adam(config.mie_lr))
   gate_net = BitGate(bits=config.bits)
   zeros = jnp.zeros((1, config.bits))
@@ -370,20 +409,65 @@ def init(key: jax.Array, config: Config, dims: Dims, num_train: int) -> State:
                                    kind="uniform")
   dim = config.mie_dim or config.bits
   return State(generator=generator, nets=nets, gate=gate, embedding=jnp.zeros((num_train, dim)),
-               outputs=outputs, codes=toolkit.sign_of_sum(*outputs.values()))
+               outputs=outputs, codes=toolkit.sign_of_sum(*outputs.values()), fixed_image=fixed_image)
+
+
+def _fixed_backbone(config: Config) -> backbones.BackboneFeatures:
+  """The backbone whose frozen features feed the generator: the image net's, unstaged."""
+  name = SOURCE_BACKBONE if config.backbone == "auto" else config.backbone
+  return backbones.BackboneFeatures(name, tuple(config.backbone_widths), toolkit.backbone_dtype(config))
+
+
+def _fixed_width(config: Config, dims: Dims) -> int:
+  """F, the width of the backbone's features (from shapes alone: nothing is computed)."""
+  zeros = jax.ShapeDtypeStruct((1,) + tuple(dims.image_shape), jnp.uint8)
+  out, _ = jax.eval_shape(_fixed_backbone(config).init_with_output, jax.random.PRNGKey(0), zeros)
+  return int(out.shape[-1])
+
+
+def fixed_features(backbone_params, config: Config, pixels: jax.Array) -> jax.Array:
+  """(N, F) float32 features of (N, H, W, 3) pixels under one seed's backbone params
+  (`state.nets["image"].params["backbone"]`)."""
+  return _fixed_backbone(config).apply({"params": backbone_params}, pixels)
+
+
+def prepare_fixed_features(model, config: Config, dims: Dims, rows, *, chunk: int = 64):
+  """`SPEC.prepare`: on pixels, `fixed_image` := the image backbone's features of every training
+  image, computed chunk by chunk before any step, so from the warm-started (pretrained) weights
+  the hashing net then fine-tunes; every seed from its own backbone. A no-op on features.
+
+  Args:
+    model: the State with a leading seed axis, freshly initialised and warm-started.
+    config: the Config.
+    dims: the input sizes.
+    rows: `rows("image", chunk)` yields the training images in order (`spec.PrepareFn`).
+    chunk: images per forward pass (bounds the memory of the pass).
+  """
+  if model.fixed_image is None or not dims.is_pixels:
+    return model
+  params = model.nets["image"].params["backbone"]
+  forward = jax.jit(jax.vmap(lambda p, x: fixed_features(p, config, x), in_axes=(0, None)))
+  parts = [np.asarray(forward(params, jnp.asarray(x))) for x in rows("image", chunk)]
+  features = np.concatenate(parts, axis=1)  # (seeds, n, F)
+  if features.shape != model.fixed_image.shape:
+    raise UserError(f"uchm: the backbone's features of the training images have shape {features.shape[1:]}, the "
+                    f"state expects {model.fixed_image.shape[1:]}")
+  return model.replace(fixed_image=jnp.asarray(features, model.fixed_image.dtype))
 
 
 def _mie_step(config: Config):
 
   def step(state: State, batch: dict, data: dict, key: jax.Array):
-    del data, key
-    mix = unimodal_similarity(batch["image"], batch["text"], batch["image"], batch["text"],
+    del key
+    # on pixels the batch's fixed features, not its pixels
+    image = batch["image"] if state.fixed_image is None else generator_images(state, data, config)[batch["index"]]
+    mix = unimodal_similarity(image, batch["text"], image, batch["text"],
                               image_weight=config.image_weight, rescale=config.cos_rescale)
     target = similarity_target(mix, scale=config.target_scale)
     gen = state.generator
 
     def loss_fn(params):
-      e = gen.apply_fn({"params": params}, batch["image"], batch["text"])
+      e = gen.apply_fn({"params": params}, image, batch["text"])
       loss = mie_loss(losses.cosine_similarity(e, e), target, saturation_weight=config.saturation_weight,
                       clear_threshold=config.clear_threshold, margin=config.margin)
       return loss, None
@@ -394,16 +478,17 @@ def _mie_step(config: Config):
   return step
 
 
-def embed(state: State, data: dict) -> jax.Array:
-  """(n, d) unit-norm MIE embeddings of the training items."""
+def embed(state: State, data: dict, config: Config | None = None) -> jax.Array:
+  """(n, d) unit-norm MIE embeddings of the training items (`config` needed on pixels only)."""
   gen = state.generator
-  e = gen.apply_fn({"params": gen.params}, data["image"], data["text"])
+  e = gen.apply_fn({"params": gen.params}, generator_images(state, data, config), data["text"])
   return e / jnp.maximum(jnp.linalg.norm(e, axis=1, keepdims=True), 1e-8)
 
 
-def store_embedding(state: State, data: dict) -> State:
+def store_embedding(state: State, data: dict, config: Config | None = None) -> State:
   """End of stage 1: keep the embeddings that define S_MIE."""
-  return state.replace(embedding=embed(state, data))
+  return state.replace(embedding=embed(state, data, config))
+
 
 
 def _hash_step(config: Config, *, correct: bool = False):
@@ -477,7 +562,7 @@ def stages(config: Config, num_train: int) -> tuple[Stage, ...]:
   if config.similarity == "unimodal":
     return hashing
   generator = Stage("mie", config.mie_epochs, (Phase("mie", _mie_step(config), config.mie_batch_size),),
-                    finish=store_embedding, evaluate=False)
+                    finish=functools.partial(store_embedding, config=config), evaluate=False)
   return (generator,) + hashing
 
 
@@ -496,10 +581,17 @@ def report(state: State) -> dict:
   return out
 
 
+def _image_matrix_need(config: Config, dims: Dims | None) -> str:
+  del config
+  if dims is not None and dims.is_pixels:
+    return ""  # the steps read the batch's pixels and the fixed features in the state
+  return "UCHM's unimodal similarity and MIE embeddings use every training image feature"
+
+
 SPEC = MethodSpec(
     name="uchm", Config=Config, init=init, stages=stages, encode=toolkit.encode, report=report,
-    supervised=False,
-    needs_image_matrix="UCHM's unimodal similarity and MIE embeddings use every training image feature",
+    supervised=False, warm_start=functools.partial(toolkit.backbone_warm_start, source=SOURCE_BACKBONE),
+    prepare=prepare_fixed_features, needs_image_matrix=_image_matrix_need,
     reference=("R.-C. Tu, X. Jiang, Q. Lin, X. Cai, M. Tian, H. Wang, W. Liu, Unsupervised Cross-Modal "
                "Hashing with Modality-Interaction, IEEE TCSVT 2023 (doi 10.1109/TCSVT.2023.3251395)"),
     fidelity=("reconstruction from the abstract: generator, hashing loss and bit selection designed by jxhash; "

@@ -51,7 +51,7 @@ from jxhash.data.core import take_rows
 from jxhash.training.epochs import compile_epoch, compile_finish, stage_bounds
 from jxhash.errors import TrainingDiverged, TrainingInterrupted, UserError
 from jxhash.training.evaluation import average_over_seeds, evaluate, mean_map
-from jxhash.training.inputs import fit_normalizer, normalize, training_arrays
+from jxhash.training.inputs import fit_normalizer, normalize, tokens, training_arrays
 from jxhash.training.runstate import RunState, init_state, seed_slice
 from jxhash.spec import Dims, MethodSpec
 from jxhash.training.streaming import StreamedEpoch
@@ -168,12 +168,14 @@ def fit(spec: MethodSpec, config, data: CrossModalData, options: TrainOptions = 
   bounds = stage_bounds(stages)
   total = bounds[-1][1] if bounds else 0
 
-  state = init_state(spec, config, Dims.of(data), num_train, seed=options.seed, num_seeds=options.num_seeds)
-  need = spec.image_matrix_need(config)
-  if streamed and need:  # after init, which refuses pixels with a better message
+  dims = Dims.of(data)
+  state = init_state(spec, config, dims, num_train, seed=options.seed, num_seeds=options.num_seeds)
+  need = spec.image_matrix_need(config, dims)
+  if streamed and need:  # after init, whose refusals name the input at fault
     raise UserError(f"{spec.name} cannot stream images: it needs the whole training image matrix on the "
                     f"device ({need}); load the images into memory or train on features")
-  state, selection = _start(spec, config, state, store, options, total)
+  state, selection = _start(spec, config, state, store, options, total,
+                            functools.partial(_training_rows, data, stats), dims)
   state = distributed.replicate(state, mesh)
   arrays = training_arrays(data, stats, supervised=spec.supervised, image=not streamed)
   arrays = distributed.replicate({k: jnp.asarray(v) for k, v in arrays.items()}, mesh)
@@ -254,9 +256,19 @@ def stage_epoch(stages, bounds, epoch: int) -> str:
   return f"{stages[s].name}:{epoch - bounds[s][0]}"
 
 
-def _start(spec, config, state: RunState, store, options: TrainOptions, total: int) -> tuple[RunState, _Selection]:
+def _training_rows(data: CrossModalData, stats: dict, modality: str, chunk: int):
+  """The normalised training rows of `modality`, in order, `chunk` at a time (numpy): a
+  `MethodSpec.prepare` pass that reads row sources (streamed pixels) a chunk at a time."""
+  source = take_rows(getattr(data, modality), data.train)
+  for a in range(0, int(source.shape[0]), chunk):
+    rows = np.asarray(source[np.arange(a, min(a + chunk, int(source.shape[0])))])
+    yield normalize(stats, modality, rows, tokens=tokens(data, modality))
+
+
+def _start(spec, config, state: RunState, store, options: TrainOptions, total: int, rows, dims: Dims
+           ) -> tuple[RunState, _Selection]:
   """The state to train from: the store's latest checkpoint when resuming, else a fresh
-  (optionally warm-started) one, with the selection bookkeeping that goes with it."""
+  (optionally warm-started, then prepared) one, with the selection bookkeeping that goes with it."""
   if store is not None and options.resume and store.has_latest():
     state, extra = store.restore_latest(state)
     logger.info("resumed %s from epoch %d of %d", spec.name, int(state.epoch), total)
@@ -264,6 +276,8 @@ def _start(spec, config, state: RunState, store, options: TrainOptions, total: i
                              history=extra.get("history", []))
   if spec.warm_start is not None:
     state = state.replace(model=spec.warm_start(state.model, config))
+  if spec.prepare is not None:
+    state = state.replace(model=spec.prepare(state.model, config, dims, rows))
   return state, _Selection()
 
 
