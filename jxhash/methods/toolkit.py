@@ -52,15 +52,6 @@ def check_modality(modality: str) -> None:
     raise UserError(f"modality must be 'image' or 'text', got {modality!r}")
 
 
-def require_features(method: str, dims: Dims, what: str) -> None:
-  """A UserError if the images are pixels: `method` trains on (N, D) image features (`what`)."""
-  if dims.is_pixels:
-    raise UserError(f"{method} trains on image features ({what}), and this dataset has "
-                    f"{'x'.join(map(str, dims.image_shape))} pixels: extract features first "
-                    "(jxhash extract, or image_features= with the loader) or use another method: the others "
-                    "fine-tune an image backbone on pixels (backbone=...)")
-
-
 # --------------------------------------------------------------------------- optimisers
 
 
