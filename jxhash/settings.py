@@ -306,11 +306,18 @@ def method_config(spec, settings: Settings):
 
   The `smoke` preset is applied last instead, over train.epochs/batch_size and method.set: it
   exists to make any run tiny (a config file's tuned epochs included), so that every command
-  can be checked quickly with `--preset smoke` appended."""
+  can be checked quickly with `--preset smoke` appended. It never makes a run larger: an integer
+  field the run already sets lower (`--batch-size 8` on a 9-item split) keeps the run's value."""
   config = config_lib.apply_preset(spec, settings.method.preset)
   t = settings.train
   sized = {k: v for k, v in (("bits", t.bits), ("epochs", t.epochs), ("batch_size", t.batch_size)) if v is not None}
   config = config_lib.apply_values(config, {**sized, **settings.method.set})
   if settings.method.preset == config_lib.SMOKE:
-    config = config_lib.apply_values(config, config_lib.presets(spec)[config_lib.SMOKE])
+    smoke = {k: min(v, getattr(config, k)) if _is_int(v) and _is_int(getattr(config, k)) else v
+             for k, v in config_lib.presets(spec)[config_lib.SMOKE].items()}
+    config = config_lib.apply_values(config, smoke)
   return config
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)

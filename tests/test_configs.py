@@ -112,12 +112,20 @@ def test_smoke_preset_shrinks_only_splits_that_are_options():
   assert reproduce.smoke_options("wikipedia", "smoke") == []  # the official split is not an option to shrink
 
 
-def test_the_smoke_preset_wins_over_epochs_and_set_other_presets_do_not():
+def test_the_smoke_preset_wins_over_larger_epochs_and_set_other_presets_do_not():
   spec = get_method("mmach")
   tuned = ROOT / "configs" / "wikipedia" / "mmach-tuned.py"
   assert flags.config_file_settings(tuned).method.set["epochs"] == 200  # what the smoke preset must override
   smoke = train.build_config(spec, train.parse_args(["--config", str(tuned), "--epochs", "50", "--preset", "smoke"]))
   assert smoke == dataclasses.replace(spec.Config(), **spec.smoke)
+  # ... but never makes a run larger: a smaller integer the run sets stays (a tiny split's batch)
+  small = train.build_config(spec, train.parse_args(["--method", "mmach", "--preset", "smoke", "--epochs", "1",
+                                                     "--batch-size", "8", "--set", "triplet_samples=3"]))
+  assert (small.epochs, small.batch_size, small.triplet_samples) == (1, 8, 3)
+  assert small.image_hidden == spec.smoke["image_hidden"] and small.eps == spec.smoke["eps"]
+  # without the smoke preset, a flag beats the config file's value of the same field
+  assert train.build_config(spec, train.parse_args(["--config", str(tuned), "--epochs", "50"])).epochs == 50
+  assert train.build_config(spec, train.parse_args(["--config", str(tuned)])).epochs == 200
   dcmh = get_method("dcmh")
   paper = train.build_config(dcmh, train.parse_args(["--method", "dcmh", "--preset", "paper", "--epochs", "50"]))
   assert paper == dataclasses.replace(dcmh.Config(), **{**dcmh.presets["paper"], "epochs": 50})

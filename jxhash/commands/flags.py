@@ -42,7 +42,7 @@ def add_seeds(p, default=1, help="model seeds trained at once (vmapped); results
 
 
 def add_preset(p, help="a named setting: smoke (tiny, every method; its values win over --epochs, --batch-size "
-                             "and --set), paper, ... (docs/methods/)"):
+                             "and --set unless those are smaller), paper, ... (docs/methods/)"):
   p.add_argument("--preset", default=None, help=help)
 
 
@@ -160,6 +160,10 @@ def settings_from_args(args, dotted=()) -> settings_lib.Settings:
     if value is not None:
       flat[key] = value
   s = settings_lib.from_mapping(flat, where="flags", base=s)
+  # the command line beats the config file: --epochs 50 replaces the file's `set: {"epochs": 200}`
+  sized = {key for key in ("bits", "epochs", "batch_size") if key in flat}
+  if sized & set(s.method.set):
+    s = s.replace(method={"set": {k: v for k, v in s.method.set.items() if k not in sized}})
   overrides = _pairs(getattr(args, "overrides", []), "--set", repeat=True)
   options = _pairs(getattr(args, "data_option", []), "--data-option", repeat=False)
   if overrides:
