@@ -6,13 +6,15 @@ are constants below, worked out by hand from the generating rules (the comments 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import pathlib
 import zipfile
 
-import numpy as np
 from PIL import Image
+
+from jxhash.data.prepare import cli
 
 MIR_CONCEPTS = ("animals", "baby", "bird", "car", "clouds", "dog", "female", "flower", "food", "indoor", "lake",
                 "male", "night", "people", "plant_life", "portrait", "river", "sea", "sky", "structures", "sunset",
@@ -284,3 +286,16 @@ def make_iapr(root: pathlib.Path, *, tar: bool = False) -> pathlib.Path:
         info.size = len(data)
         archive.addfile(info, io.BytesIO(data))
   return write_files(root, {k: v for k, v in files.items() if not k.startswith("iaprtc12/")})
+
+
+# `prepare` on a generated tree: small split sizes, the manifest back, and a folder's file digests
+SMALL = ["--rule", "num_query=5", "--rule", "num_train=12", "--rule", "num_val=3", "--no-progress"]
+
+
+def run(dataset, raw, out, *extra) -> dict:
+  assert cli.main([dataset, "--raw", str(raw), "--out", str(out), *SMALL, *extra]) == 0
+  return json.loads((out / "manifest.json").read_text())
+
+
+def digest(folder: pathlib.Path) -> dict:
+  return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}

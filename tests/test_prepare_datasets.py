@@ -3,7 +3,6 @@ quirks, zipped = extracted), and the `prepared` loader on a prepared folder."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pathlib
 
@@ -13,20 +12,10 @@ import pytest
 from jxhash import data
 from jxhash.data.prepare import cli
 from jxhash.errors import DataError
-from prepare_trees import (COCO_CATEGORIES, COCO_KEPT, COCO_TRAIN, COCO_VAL, IAPR_KEPT, IAPR_LABELS, NUS_LABELLED,
+from prepare_trees import (SMALL, digest, run, COCO_CATEGORIES, COCO_KEPT, COCO_TRAIN, COCO_VAL, IAPR_KEPT, IAPR_LABELS, NUS_LABELLED,
                            NUS_LABELLED_TAGGED, NUS_TAGS, NUS_TC21, coco_captions, coco_categories, iapr_labels,
                            make_coco, make_iapr, make_mirflickr, make_nuswide, nus_1k, nus_labels)
 
-SMALL = ["--rule", "num_query=5", "--rule", "num_train=12", "--rule", "num_val=3", "--no-progress"]
-
-
-def run(dataset, raw, out, *extra) -> dict:
-  assert cli.main([dataset, "--raw", str(raw), "--out", str(out), *SMALL, *extra]) == 0
-  return json.loads((out / "manifest.json").read_text())
-
-
-def digest(folder: pathlib.Path) -> dict:
-  return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
 def bow_rows(out: pathlib.Path) -> list[list[int]]:

@@ -11,19 +11,9 @@ import random
 import pytest
 
 from jxhash.data.prepare import cli, common
-from prepare_trees import (COCO_TRAIN, COCO_VAL, NUS_N, NUS_TC21, coco_captions, coco_categories, make_coco,
+from prepare_trees import (SMALL, digest, run, COCO_TRAIN, COCO_VAL, NUS_N, NUS_TC21, coco_captions, coco_categories, make_coco,
                            make_nuswide, nus_1k, nus_labels)
 
-SMALL = ["--rule", "num_query=5", "--rule", "num_train=12", "--rule", "num_val=3", "--no-progress"]
-
-
-def run(dataset, raw, out, *extra) -> dict:
-  assert cli.main([dataset, "--raw", str(raw), "--out", str(out), *SMALL, *extra]) == 0
-  return json.loads((out / "manifest.json").read_text())
-
-
-def digest(folder: pathlib.Path) -> dict:
-  return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
 def refused(capsys, code: int, *needles) -> None:
