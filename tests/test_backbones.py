@@ -15,6 +15,8 @@ import numpy as np
 import optax
 import pytest
 
+import clip_reference
+
 from jxhash import checkpoint, config as config_lib, data
 from jxhash.training import evaluation
 from jxhash.training import inputs
@@ -198,13 +200,9 @@ def test_alexnet_weights_file_is_placed_in_the_method_backbone(tmp_path):
 
 def test_clip_weights_file_is_placed_in_the_method_backbone(tmp_path):
   torch = pytest.importorskip("torch")
-  open_clip = pytest.importorskip("open_clip")
-  torch.manual_seed(0)
-  vision = open_clip.model.CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=16, image_size=32)
-  text = open_clip.model.CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=1)
-  model = open_clip.model.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text, quick_gelu=True).eval()
-  path = tmp_path / "tiny-clip.pt"
-  torch.save(model.state_dict(), path)
+  pytest.importorskip("open_clip")
+  model = clip_reference.tiny_clip(width=32, image_size=32, patch_size=16, vision_layers=2, text_layers=1)
+  path = clip_reference.save(model, tmp_path / "tiny-clip.pt")
   spec, config = _config("mdch", "clip-vit-b32", backbone_weights=str(path))
   state = spec.warm_start(_fresh_state(spec, config, Dims((32, 32, 3), 8, 4)), config)
   params = jax.tree.map(lambda a: a[0], state.nets["image"].params)

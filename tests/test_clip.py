@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import clip_reference
+
 from jxhash.errors import UserError
 from jxhash.nets import clip, clip_tokenizer
 from jxhash.nets.clip import (VIT_B_16, VIT_B_32, VIT_L_14, ClipConfig, config_from_state_dict, encode_image,
@@ -60,11 +62,8 @@ def state_dict_numpy(model) -> dict:
 def small_model(image_size: int, patch_size: int, quick_gelu: bool = True, seed: int = 0):
   """An open_clip CLIP with 2-layer towers of width 128 (two heads), randomly initialised."""
   torch.set_num_threads(1)
-  torch.manual_seed(seed)
-  vision = open_clip.model.CLIPVisionCfg(layers=2, width=128, head_width=64, patch_size=patch_size,
-                                         image_size=image_size)
-  text = open_clip.model.CLIPTextCfg(context_length=77, vocab_size=49408, width=128, heads=2, layers=2)
-  return open_clip.model.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text, quick_gelu=quick_gelu).eval()
+  return clip_reference.tiny_clip(width=128, image_size=image_size, patch_size=patch_size, vision_layers=2,
+                                  text_layers=2, quick_gelu=quick_gelu, seed=seed)
 
 
 def reference(model, pixels: np.ndarray = None, tokens: np.ndarray = None):

@@ -16,6 +16,8 @@ import time
 import numpy as np
 import pytest
 
+import clip_reference
+
 from jxhash import extract as ex
 from jxhash.nets import transforms
 
@@ -308,13 +310,9 @@ def test_extract_clip_images_and_texts(tmp_path):
   torch = pytest.importorskip("torch")
   open_clip = pytest.importorskip("open_clip")
   from PIL import Image
-  torch.manual_seed(0)
   torch.set_num_threads(1)
-  vision = open_clip.model.CLIPVisionCfg(layers=2, width=128, head_width=64, patch_size=32, image_size=224)
-  text = open_clip.model.CLIPTextCfg(context_length=77, vocab_size=49408, width=128, heads=2, layers=2)
-  model = open_clip.model.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text, quick_gelu=True).eval()
-  weights = tmp_path / "clip.pt"
-  torch.save(model.state_dict(), weights)
+  model = clip_reference.tiny_clip(width=128, image_size=224, patch_size=32, vision_layers=2, text_layers=2)
+  weights = clip_reference.save(model, tmp_path / "clip.pt")
   folder = tmp_path / "images"
   names = _write_images(folder, SIZES[:3])
   captions = tmp_path / "captions.txt"

@@ -30,6 +30,8 @@ import tarfile
 import numpy as np
 import pytest
 
+import clip_reference
+
 from jxhash import extract as ex
 from jxhash.commands import train
 from jxhash.data.prepare import cli as prepare_cli
@@ -73,10 +75,9 @@ def encoders(tmp_path_factory):
   torch.manual_seed(0)
   alexnet = torchvision.models.alexnet(weights=None).eval()
   torch.save(alexnet.state_dict(), folder / "alexnet-random.pth")
-  vision = open_clip.model.CLIPVisionCfg(layers=2, width=128, head_width=64, patch_size=32, image_size=224)
-  text = open_clip.model.CLIPTextCfg(context_length=77, vocab_size=49408, width=128, heads=2, layers=2)
-  clip = open_clip.model.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text, quick_gelu=True).eval()
-  torch.save(clip.state_dict(), folder / "ViT-B-32.pt")
+  # drawn after AlexNet's weights, from the same seeded RNG
+  clip = clip_reference.tiny_clip(width=128, image_size=224, patch_size=32, vision_layers=2, text_layers=2, seed=None)
+  clip_reference.save(clip, folder / "ViT-B-32.pt")
   tv = torchvision.transforms
   imagenet = tv.Compose([tv.Resize(256), tv.CenterCrop(224), tv.ToTensor(),
                          tv.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])

@@ -14,6 +14,8 @@ import numpy as np
 import optax
 import pytest
 
+import clip_reference
+
 from jxhash import checkpoint, config as config_lib, data
 from jxhash.errors import DataError, UserError
 from jxhash.methods import get_method, toolkit
@@ -52,14 +54,10 @@ def _close(got, want):
 @pytest.mark.parametrize("name", ["dcmh", "dcph"])
 def test_text_features_from_a_clip_file_equal_open_clip(name, tmp_path):
   torch = pytest.importorskip("torch")
-  open_clip = pytest.importorskip("open_clip")
+  pytest.importorskip("open_clip")
   from jxhash.nets.clip import tokenize
-  torch.manual_seed(0)
-  vision = open_clip.model.CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=16, image_size=32)
-  text = open_clip.model.CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=1)
-  model = open_clip.model.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text, quick_gelu=True).eval()
-  path = tmp_path / "tiny-clip.pt"
-  torch.save(model.state_dict(), path)
+  model = clip_reference.tiny_clip(width=32, image_size=32, patch_size=16, vision_layers=1, text_layers=1)
+  path = clip_reference.save(model, tmp_path / "tiny-clip.pt")
   # image features: the image net stays the MLP, and backbone_weights initialises the text tower
   spec, config = _config(name, backbone_weights=str(path))
   dims = Dims((10,), 77, 4, text_tokens=True)
@@ -82,12 +80,11 @@ def test_text_features_from_a_clip_file_equal_open_clip(name, tmp_path):
 
 
 def test_a_text_tower_of_other_widths_names_the_entry(tmp_path):
-  torch = pytest.importorskip("torch")
-  open_clip = pytest.importorskip("open_clip")
-  vision = open_clip.model.CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=16, image_size=32)
-  text = open_clip.model.CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=2)
-  path = tmp_path / "two-layers.pt"
-  torch.save(open_clip.model.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text).state_dict(), path)
+  pytest.importorskip("torch")
+  pytest.importorskip("open_clip")
+  path = clip_reference.save(clip_reference.tiny_clip(width=32, image_size=32, patch_size=16, vision_layers=1,
+                                                      text_layers=2, quick_gelu=False, seed=None),
+                             tmp_path / "two-layers.pt")
   spec, config = _config("dcmh", backbone_weights=str(path))
   state = _with_seed_axis(spec.init(jax.random.PRNGKey(0), config, TOKEN_DIMS, 4))
   with pytest.raises(UserError, match=r"two-layers.pt: unexpected key 'transformer.resblocks.1.*text tower"):
